@@ -1,0 +1,551 @@
+"""The ``ebay-connector`` command line: one command per operator task.
+
+Exit codes: 0 success · 1 a failed outcome · 2 usage or configuration error. An error is one
+readable line on stderr (``error: <code>: <message>``); reading commands take ``--json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ebay_connector import crypto, migrate, serve, terminal
+from ebay_connector.errors import (
+    ConfigError,
+    ConnectorError,
+    DecryptFailed,
+    KeyRingError,
+    NeedsReconnect,
+    NotFound,
+    UsageError,
+)
+from ebay_connector.exchange import Trigger
+from ebay_connector.runtime import Runtime, open_runtime, worker_config
+from ebay_connector.settings import Settings, load
+from ebay_connector.worker import CycleStatus, Worker
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+FOLLOW_POLL_S = 1.0
+STALE_FACTOR = 2  # a heartbeat older than twice its interval is stale
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # usage errors as plain lines a script can read
+    add_completion=False,
+    help="Connect eBay seller accounts over OAuth and keep their tokens alive.",
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+inspect_app = typer.Typer(no_args_is_help=True, help="Diagnostics (masked).")
+keys_app = typer.Typer(no_args_is_help=True, help="Token encryption keys.")
+app.add_typer(db_app, name="db")
+app.add_typer(inspect_app, name="inspect")
+app.add_typer(keys_app, name="keys")
+
+# Piped output (scripts, tests) gets wide lines instead of Rich's 80-column default.
+PIPED_WIDTH = 200
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _settings() -> Settings:
+    return load()
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _with_runtime(body: Callable[[Runtime], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def main() -> T:
+        async with open_runtime(settings) as runtime:
+            return await body(runtime)
+
+    return _run(main())
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _exit(code: int) -> NoReturn:
+    raise typer.Exit(code)
+
+
+# Running -------------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
+def demo() -> None:
+    """Start the product on its embedded defaults, with the emulator and eight demo accounts."""
+    settings = _settings()
+    _configure_logging()
+    _run(serve.run(settings, with_demo=True, with_worker=True, say=out.print))
+
+
+@app.command("serve")
+def serve_command(
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run the worker.")] = False,
+) -> None:
+    """Start the HTTP server (and, unless --no-worker, the worker in the same process)."""
+    settings = _settings()
+    _configure_logging()
+    _run(serve.run(settings, with_demo=False, with_worker=not no_worker, say=out.print))
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit 0/1.")] = False,
+) -> None:
+    """Refresh every due account; with --once, exit 1 unless the cycle was ok."""
+    settings = _settings()
+    _configure_logging()
+
+    async def body(runtime: Runtime) -> CycleStatus:
+        w = Worker(
+            store=runtime.store,
+            refresher=runtime.refresher,
+            config=worker_config(settings),
+            clock=runtime.clock,
+            instance_id=runtime.instance_id,
+        )
+        if once:
+            report = await w.run_once()
+            out.print(
+                f"cycle {report.status.value}: due {report.counts.due}, refreshed "
+                f"{report.counts.refreshed}, failed {report.counts.failed}, needs reconnect "
+                f"{report.counts.needs_reconnect}, waiting for reconnect "
+                f"{report.counts.waiting_reconnect}"
+            )
+            return report.status
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await w.run(stop)
+        return CycleStatus.OK
+
+    status = _with_runtime(body)
+    _exit(EXIT_OK if status is CycleStatus.OK else EXIT_FAILED)
+
+
+@app.command()
+def emulator(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8300,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    client_id: Annotated[str, typer.Option(help="App ID to register.")] = "",
+    client_secret: Annotated[str, typer.Option(help="Cert ID to register.")] = "",
+    ru_name: Annotated[str, typer.Option(help="RuName to register.")] = "",
+    accept_url: Annotated[str, typer.Option(help="Where consent redirects.")] = "",
+    decline_url: Annotated[str | None, typer.Option(help="Where a decline goes.")] = None,
+    latency_ms: Annotated[int, typer.Option(help="Latency added to every answer.")] = 0,
+) -> None:
+    """Run the eBay identity emulator standalone (see docs/emulator.md)."""
+    from ebay_connector.emulator import Emulator, Faults
+    from ebay_connector.emulator.serve import run as run_emulator
+
+    given = [client_id, client_secret, ru_name, accept_url]
+    if any(given) and not all(given):
+        raise UsageError("--client-id, --client-secret, --ru-name and --accept-url go together")
+    emu = Emulator()
+    if all(given):
+        emu.register_app(
+            client_id=client_id,
+            client_secret=client_secret,
+            ru_name=ru_name,
+            accept_url=accept_url,
+            decline_url=decline_url,
+        )
+    if latency_ms:
+        emu.set_faults(Faults(latency_ms=latency_ms))
+    out.print(f"eBay identity emulator on http://{host}:{port}")
+    run_emulator(emu, host, port)
+
+
+# Database and keys ----------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations (alembic upgrade head)."""
+    settings = _settings()
+    migrate.upgrade(settings.database_url)
+    out.print(f"database at head: {serve.describe_database(settings.database_url)}")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    key_id: Annotated[str, typer.Option("--id", help="Key id (letters, digits, _ and -).")] = "k1",
+) -> None:
+    """Print a new key for EBAY_CONNECTOR_TOKEN_KEYS (and a fingerprint key). Keep them secret."""
+    entry = crypto.format_key(key_id, crypto.generate_key())
+    crypto.KeyRing.from_spec(entry)  # validates the id
+    fingerprint = crypto.format_key("fp", crypto.generate_key()).split(":", 1)[1]
+    sys.stdout.write(f"EBAY_CONNECTOR_TOKEN_KEYS={entry}\n")
+    sys.stdout.write(f"EBAY_CONNECTOR_FINGERPRINT_KEY={fingerprint}\n")
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def accounts(as_json: JsonOpt = False) -> None:
+    """List accounts with their state and reason."""
+
+    async def body(runtime: Runtime) -> list[dict[str, Any]]:
+        now = runtime.clock()
+        ahead = runtime.settings.refresh_ahead
+        return [terminal.account_dict(a, now, ahead) for a in await runtime.store.accounts()]
+
+    rows = _with_runtime(body)
+    if as_json:
+        _print_json({"accounts": rows})
+        return
+    from datetime import datetime
+
+    now = datetime.now().astimezone()
+    table = Table(
+        "id",
+        "label",
+        "eBay user",
+        "state",
+        "access expires",
+        "refresh expires",
+        "failures",
+        "last error",
+    )
+    for r in rows:
+        access = r["access_expires_at"]
+        refresh = r["refresh_expires_at"]
+        table.add_row(
+            str(r["id"]),
+            r["label"],
+            r["ebay_username"],
+            r["display_state"],
+            terminal.relative(datetime.fromisoformat(access), now) if access else "-",
+            terminal.relative(datetime.fromisoformat(refresh), now) if refresh else "-",
+            str(r["failures_in_row"]),
+            r["last_error_code"] or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def refresh(
+    account: Annotated[str, typer.Argument(help="Account id, label or eBay username.")],
+    debug: Annotated[bool, typer.Option("--debug", help="Show the masked exchange.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Refresh one account now (trigger admin, or debug with --debug)."""
+    trigger = Trigger.DEBUG if debug else Trigger.ADMIN
+
+    async def body(runtime: Runtime) -> dict[str, Any]:
+        account_id = await runtime.store.resolve_account(account)
+        result = await runtime.refresher.refresh(account_id, trigger, actor="cli")
+        doc: dict[str, Any] = {
+            "account_id": result.account_id,
+            "trigger": result.trigger.value,
+            "outcome": result.outcome.value,
+            "meaning": result.meaning,
+            "message": result.message,
+            "called_ebay": result.called_ebay,
+            "joined": result.joined,
+            "state": result.state.value,
+            "state_reason": result.state_reason,
+            "access_expires_at": terminal.iso(result.access_expires_at),
+            "next_attempt_at": terminal.iso(result.next_attempt_at),
+            "exchange_id": result.exchange_id,
+        }
+        if result.exchange is not None:
+            doc["exchange"] = terminal.record_dict(result.exchange)
+        elif result.exchange_id is not None:
+            row = await runtime.store.exchange(result.exchange_id)
+            if row is not None:
+                doc["exchange"] = terminal.exchange_row_dict(row)
+        return doc
+
+    doc = _with_runtime(body)
+    if as_json:
+        _print_json(doc)
+    else:
+        out.print(
+            f"account #{doc['account_id']} · trigger {doc['trigger']} · outcome {doc['outcome']}"
+            f" · state {doc['state']}"
+            + (f" ({doc['state_reason']})" if doc["state_reason"] else "")
+        )
+        out.print(doc["meaning"])
+        if doc["joined"]:
+            out.print("another caller refreshed this account meanwhile; this is its result")
+        exchange = doc.get("exchange")
+        if debug and exchange:
+            out.print(f"token fingerprint: {exchange.get('token_fingerprint') or '-'}")
+            for line in terminal.exchange_lines(
+                exchange["request"], exchange["response"], exchange["error"]
+            ):
+                out.print(line, markup=False)
+    _exit(EXIT_OK if doc["outcome"] == "ok" else EXIT_FAILED)
+
+
+@app.command()
+def logs(
+    account: Annotated[str | None, typer.Option(help="Account id, label or username.")] = None,
+    trigger: Annotated[Trigger | None, typer.Option(help="Only this trigger.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Only this outcome code.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many entries.")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new ones.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Show each masked exchange.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The token refresh terminal: every exchange with eBay, newest first (worker, admin, debug,
+    on-demand, connect). With --follow and --json: one JSON document per line."""
+
+    async def body(runtime: Runtime) -> None:
+        account_id = await runtime.store.resolve_account(account) if account else None
+        filters: dict[str, Any] = {
+            "account_id": account_id,
+            "trigger": trigger.value if trigger else None,
+            "outcome": outcome,
+        }
+        rows = await runtime.store.exchanges(limit=limit, **filters)
+        if as_json and not follow:
+            _print_json({"entries": [terminal.exchange_row_dict(r) for r in rows]})
+            return
+        _emit(rows, as_json, full)
+        last_id = rows[0].id if rows else 0
+        while follow:
+            await asyncio.sleep(FOLLOW_POLL_S)
+            new = await runtime.store.exchanges(limit=1000, after_id=last_id, **filters)
+            if new:
+                _emit(new, as_json, full)
+                last_id = new[0].id
+
+    _with_runtime(body)
+
+
+def _emit(rows: list[Any], as_json: bool, full: bool) -> None:
+    for row in rows:
+        if as_json:
+            sys.stdout.write(json.dumps(terminal.exchange_row_dict(row), ensure_ascii=False) + "\n")
+            continue
+        out.print(terminal.exchange_head(row), markup=False)
+        if full or not row.sent:
+            for line in terminal.exchange_lines(row.request, row.response, row.error):
+                out.print("    " + line, markup=False)
+    sys.stdout.flush()
+
+
+@inspect_app.command("tokens")
+def inspect_tokens(as_json: JsonOpt = False) -> None:
+    """Per account: ciphertext prefix and key, does it decrypt, masked plaintext and fingerprint."""
+
+    async def body(runtime: Runtime) -> list[dict[str, Any]]:
+        from ebay_connector.masking import mask
+
+        ring = runtime.keys.ring
+        result = []
+        for a in await runtime.store.accounts():
+            entry: dict[str, Any] = {"id": a.account_id, "label": a.label, "state": a.state.value}
+            for field, ct in (
+                (crypto.TokenField.REFRESH_TOKEN, a.refresh_token_ciphertext),
+                (crypto.TokenField.ACCESS_TOKEN, a.access_token_ciphertext),
+            ):
+                info: dict[str, Any] = {"stored": ct is not None}
+                if ct is not None:
+                    info["stored_prefix"] = ct[: len(crypto.PREFIX) + 12]
+                    info["stored_length"] = len(ct)
+                    info["key_id"] = ring.key_id_of(ct)
+                    try:
+                        plain = ring.decrypt(ct, account_id=a.account_id, field=field)
+                    except DecryptFailed as exc:
+                        info["decrypts"] = False
+                        info["error"] = f"{exc.code}: {exc.message}"
+                    else:
+                        info["decrypts"] = True
+                        info["plaintext"] = mask(plain, ring).to_dict()
+                entry[field.value] = info
+            result.append(entry)
+        return result
+
+    rows = _with_runtime(body)
+    if as_json:
+        _print_json({"tokens": rows})
+        return
+    table = Table("id", "label", "field", "stored", "key", "decrypts", "plaintext (masked)")
+    for r in rows:
+        for field in ("refresh_token", "access_token"):
+            info = r[field]
+            plain = info.get("plaintext")
+            table.add_row(
+                str(r["id"]),
+                r["label"],
+                field,
+                f"{info.get('stored_prefix', '-')}… ({info.get('stored_length', 0)})",
+                str(info.get("key_id") or "-"),
+                "yes" if info.get("decrypts") else f"NO {info.get('error', '')}",
+                (
+                    f"{plain['prefix']}… len {plain['length']} fp {plain['fingerprint']}"
+                    if plain
+                    else "-"
+                ),
+            )
+    out.print(table)
+
+
+@inspect_app.command("runtime")
+def inspect_runtime(
+    attempts: Annotated[int, typer.Option(min=1, max=100, help="Attempts per account.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Worker heartbeats (with staleness) and the last attempts of every account."""
+
+    async def body(runtime: Runtime) -> dict[str, Any]:
+        now = runtime.clock()
+        beats = []
+        for h in await runtime.store.heartbeats():
+            stale = now - h.updated_at > timedelta(seconds=STALE_FACTOR * h.interval_seconds)
+            beats.append(
+                {
+                    "instance_id": h.instance_id,
+                    "host": h.host,
+                    "pid": h.pid,
+                    "version": h.version,
+                    "status": "stale" if stale else h.status,
+                    "reported_status": h.status,
+                    "started_at": terminal.iso(h.started_at),
+                    "last_cycle_started_at": terminal.iso(h.last_cycle_started_at),
+                    "last_cycle_finished_at": terminal.iso(h.last_cycle_finished_at),
+                    "cycles": h.cycles,
+                    "counts": h.counts,
+                    "last_error": h.last_error,
+                    "updated_at": terminal.iso(h.updated_at),
+                }
+            )
+        per_account = []
+        for a in await runtime.store.accounts():
+            per_account.append(
+                {
+                    "id": a.account_id,
+                    "label": a.label,
+                    "state": a.state.value,
+                    "reason": a.state_reason,
+                    "attempts": [
+                        {
+                            "id": t.id,
+                            "trigger": t.trigger,
+                            "actor": t.actor,
+                            "started_at": terminal.iso(t.started_at),
+                            "finished_at": terminal.iso(t.finished_at),
+                            "outcome": t.outcome,
+                            "error_code": t.error_code,
+                            "error_message": t.error_message,
+                            "old_expires_at": terminal.iso(t.old_expires_at),
+                            "new_expires_at": terminal.iso(t.new_expires_at),
+                        }
+                        for t in await runtime.store.attempts(a.account_id, attempts)
+                    ],
+                }
+            )
+        return {
+            "heartbeats": beats,
+            "accounts_by_state": await runtime.store.count_by_state(),
+            "accounts": per_account,
+        }
+
+    doc = _with_runtime(body)
+    if as_json:
+        _print_json(doc)
+        return
+    if not doc["heartbeats"]:
+        out.print("no worker heartbeat: no worker is running")
+    for h in doc["heartbeats"]:
+        out.print(
+            f"worker {h['instance_id']} · {h['status']} · version {h['version']} · cycles "
+            f"{h['cycles']} · last cycle {h['last_cycle_finished_at']} · counts {h['counts']}"
+            + (f" · error {h['last_error']}" if h["last_error"] else ""),
+            markup=False,
+        )
+    out.print(f"accounts by state: {doc['accounts_by_state']}")
+    for a in doc["accounts"]:
+        out.print(
+            f"#{a['id']} {a['label']} · {a['state']}" + (f" ({a['reason']})" if a["reason"] else "")
+        )
+        for t in a["attempts"]:
+            out.print(
+                f"    {t['started_at']} {t['trigger']} {t['outcome']}"
+                + (f" — {t['error_message']}" if t["error_message"] else ""),
+                markup=False,
+            )
+
+
+@app.command()
+def token(
+    account: Annotated[str, typer.Argument(help="Account id, label or eBay username.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a valid access token (refreshing on demand). Its job is to print a secret."""
+
+    async def body(runtime: Runtime) -> dict[str, Any]:
+        account_id = await runtime.store.resolve_account(account)
+        t = await runtime.refresher.get_access_token(account_id)
+        return {
+            "account_id": t.account_id,
+            "access_token": t.access_token,
+            "expires_at": terminal.iso(t.expires_at),
+            "token_type": t.token_type,
+        }
+
+    doc = _with_runtime(body)
+    if as_json:
+        _print_json(doc)
+    else:
+        sys.stdout.write(doc["access_token"] + "\n")
+
+
+# Entry point ------------------------------------------------------------------------------------
+
+_USAGE_ERRORS = (ConfigError, KeyRingError, UsageError, NotFound)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; every ConnectorError becomes one line and an exit code."""
+    try:
+        # Standalone mode: Typer reports its own usage errors (exit 2) and raises SystemExit.
+        app(args=argv, prog_name="ebay-connector")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    except NeedsReconnect as exc:
+        err.print(f"error: {exc.code}: {exc.message}", markup=False)
+        return EXIT_FAILED
+    except _USAGE_ERRORS as exc:
+        err.print(f"error: {exc.code}: {exc.message}", markup=False)
+        return EXIT_USAGE
+    except ConnectorError as exc:
+        err.print(f"error: {exc.code}: {exc.message}", markup=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK

@@ -1,0 +1,109 @@
+"""Connecting a seller: authorization code → tokens → eBay user → stored account.
+
+The OAuth state handling of the web flow lives with the web layer; this is what happens once a
+code is in hand, shared by the web callback and the demo. Either everything is stored (account,
+encrypted tokens, the exchanges, the attempt) or nothing is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ebay_connector import log
+from ebay_connector.clock import Clock, utcnow
+from ebay_connector.crypto import KeyRing, TokenField
+from ebay_connector.ebay_client import EbayClient
+from ebay_connector.errors import ConnectFailed
+from ebay_connector.exchange import Trigger
+from ebay_connector.outcome import Outcome
+from ebay_connector.store import Store
+from ebay_connector.token_state import due_at
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Connection:
+    account_id: int
+    created: bool
+    ebay_user_id: str
+    ebay_username: str
+
+
+async def connect_with_code(
+    *,
+    store: Store,
+    client: EbayClient,
+    keyring: KeyRing,
+    organization_id: int,
+    environment: str,
+    code: str,
+    scopes: Sequence[str],
+    refresh_ahead: timedelta,
+    label: str | None = None,
+    actor: str | None = None,
+    clock: Clock = utcnow,
+) -> Connection:
+    """Exchange ``code`` (decoded, as received) once and store the account it belongs to."""
+    started = clock()
+    call = await client.send_token_request(client.code_exchange_request(code))
+    grant = call.classified.grant
+    if call.classified.outcome is not Outcome.OK or grant is None or not grant.refresh_token:
+        await store.record_exchange(
+            call.exchange,
+            trigger=Trigger.CONNECT.value,
+            environment=environment,
+            organization_id=organization_id,
+        )
+        outcome = call.classified.outcome
+        code_name = outcome.value if outcome is not Outcome.OK else "malformed_response"
+        raise ConnectFailed(f"code exchange failed: {call.classified.message}", code=code_name)
+    user, user_exchange = await client.get_user(grant.access_token)
+    if user is None:
+        await store.record_exchange(
+            user_exchange,
+            trigger=Trigger.CONNECT.value,
+            environment=environment,
+            organization_id=organization_id,
+        )
+        raise ConnectFailed("eBay did not say which user granted access", code="get_user_failed")
+    user_id = str(user["userId"])
+    username = str(user.get("username") or user_id)
+    access_expires = started + timedelta(seconds=grant.expires_in)
+    refresh_expires = (
+        started + timedelta(seconds=grant.refresh_token_expires_in)
+        if grant.refresh_token_expires_in
+        else None
+    )
+
+    def encrypt(account_id: int, field: str, plaintext: str) -> str:
+        return keyring.encrypt(plaintext, account_id=account_id, field=TokenField(field))
+
+    account_id, created = await store.save_connection(
+        organization_id=organization_id,
+        environment=environment,
+        ebay_user_id=user_id,
+        ebay_username=username,
+        label=label or username,
+        scopes=scopes,
+        encrypt=encrypt,
+        access_token=grant.access_token,
+        access_expires_at=access_expires,
+        refresh_token=grant.refresh_token,
+        refresh_expires_at=refresh_expires,
+        next_attempt_at=due_at(access_expires, refresh_ahead),
+        exchanges=[call.exchange, user_exchange],
+        actor=actor,
+    )
+    log.event(
+        logger,
+        "account.connected",
+        account=account_id,
+        created=created,
+        ebay_username=username,
+        organization=organization_id,
+    )
+    return Connection(account_id, created, user_id, username)

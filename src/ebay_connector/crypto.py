@@ -1,0 +1,292 @@
+"""Encryption of eBay tokens at rest: AES-256-GCM under a key ring, bound to account and field.
+
+A stored token reads ``ENC:v1:<key-id>:<base64url-no-padding(nonce || ciphertext+tag)>``. The
+associated data names the account and the field, so a ciphertext copied to another row or column
+does not decrypt. Double encryption is refused on the way in and detected on the way out: a real
+system once sent eBay ``ENC:v1:...`` as a token because it had been encrypted twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ebay_connector.errors import CryptoError, DecryptFailed, KeyRingError
+
+PREFIX = "ENC:v1:"  # Marks a value as a version-1 ciphertext of this module.
+ENCRYPTED_MARK = "ENC:"  # Any value starting with this counts as encrypted, whatever the version.
+KEY_BYTES = 32  # AES-256 key length, in bytes.
+NONCE_BYTES = 12  # GCM nonce, in bytes; random per write (safe far below 2**32 writes per key).
+TAG_BYTES = 16  # GCM authentication tag length, in bytes.
+MIN_FINGERPRINT_KEY_BYTES = 16  # Shortest accepted HMAC key for fingerprints, in bytes.
+FINGERPRINT_HEX_CHARS = 16  # Fingerprint length, in hex characters (64 bits: enough to compare).
+FINGERPRINT_INFO = b"ebay-connector fingerprint v1"  # HKDF info for the default fingerprint key.
+KEY_FILE_VERSION = 1
+KEY_FILE_MODE = 0o600
+KEY_DIR_MODE = 0o700
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+class TokenField(StrEnum):
+    """The encrypted column a ciphertext belongs to; part of the associated data."""
+
+    ACCESS_TOKEN = "access_token"
+    REFRESH_TOKEN = "refresh_token"
+
+
+class DecryptReason(StrEnum):
+    """Why ``KeyRing.decrypt`` failed; set as ``reason`` on the ``DecryptFailed`` it raises."""
+
+    NOT_ENCRYPTED = "not_encrypted"
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    DOUBLY_ENCRYPTED = "doubly_encrypted"
+
+
+def decrypt_reason(exc: DecryptFailed) -> DecryptReason | None:
+    """The reason a ``DecryptFailed`` raised by this module carries, else None."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, DecryptReason) else None
+
+
+def generate_key() -> bytes:
+    """A fresh random AES-256 key."""
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def format_key(key_id: str, key: bytes) -> str:
+    """The ``id:<base64url>`` entry of a key spec (see ``KeyRing.from_spec``)."""
+    return f"{key_id}:{_b64encode(key)}"
+
+
+def associated_data(account_id: int, field: TokenField) -> bytes:
+    """The GCM associated data binding a ciphertext to one account's field."""
+    return f"ebay-connector/v1/{account_id}/{field.value}".encode()
+
+
+class KeyRing:
+    """Token keys by id, one primary for new writes, and the key that makes fingerprints."""
+
+    # Deliberately not a dataclass: its repr must never show key material.
+
+    __slots__ = ("_aead", "_fingerprint_key", "_keys", "_primary_id")
+
+    def __init__(self, keys: Mapping[str, bytes], primary_id: str, fingerprint_key: bytes) -> None:
+        for key_id, key in keys.items():
+            if not _KEY_ID.fullmatch(key_id):
+                raise KeyRingError("a key id is invalid: must match [A-Za-z0-9_-]{1,32}")
+            if len(key) != KEY_BYTES:  # Lengths are safe to name; key material never is.
+                raise KeyRingError(f"key {key_id!r} is {len(key)} bytes, need {KEY_BYTES}")
+        if primary_id not in keys:
+            raise KeyRingError(f"primary key {primary_id!r} is not in the key ring")
+        if len(fingerprint_key) < MIN_FINGERPRINT_KEY_BYTES:
+            need = MIN_FINGERPRINT_KEY_BYTES
+            raise KeyRingError(f"fingerprint key is {len(fingerprint_key)} bytes, need {need}+")
+        self._keys = dict(keys)
+        self._primary_id = primary_id
+        self._fingerprint_key = bytes(fingerprint_key)
+        self._aead = {key_id: AESGCM(key) for key_id, key in self._keys.items()}
+
+    def __repr__(self) -> str:
+        return f"KeyRing(primary_id={self._primary_id!r}, key_ids={self.key_ids!r})"
+
+    @classmethod
+    def from_spec(
+        cls, keys: str, primary_id: str | None = None, fingerprint_key: str | None = None
+    ) -> KeyRing:
+        """Parse ``id1:<base64url 32 bytes>,id2:<...>`` (the environment-variable format).
+
+        The primary defaults to the first listed key. Without an explicit ``fingerprint_key``
+        (base64url) it is derived from the primary key by HKDF-SHA256, so fingerprints then
+        change when the primary changes; set one explicitly to keep them comparable across
+        rotations.
+        """
+        parsed: dict[str, bytes] = {}
+        # Errors name entries by position, never by content: a malformed entry may be a key.
+        for position, entry in enumerate(keys.split(","), start=1):
+            key_id, sep, encoded = entry.strip().partition(":")
+            if not sep:
+                raise KeyRingError(f"key entry {position} is not 'id:<base64url key>'")
+            if not _KEY_ID.fullmatch(key_id):
+                raise KeyRingError(f"key entry {position} has an invalid id")
+            if key_id in parsed:
+                raise KeyRingError(f"key id {key_id!r} is listed twice")
+            parsed[key_id] = _require_b64(encoded, f"key {key_id!r}")
+        primary = primary_id if primary_id is not None else next(iter(parsed))
+        if primary not in parsed:
+            raise KeyRingError(f"primary key {primary!r} is not among the listed keys")
+        if fingerprint_key is not None:
+            return cls(parsed, primary, _require_b64(fingerprint_key, "fingerprint key"))
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=FINGERPRINT_INFO)
+        return cls(parsed, primary, hkdf.derive(parsed[primary]))
+
+    @classmethod
+    def load_or_create_file(cls, path: Path) -> tuple[KeyRing, bool]:
+        """Read the local key file, creating it with a fresh key on first use; (ring, created).
+
+        Created exclusively with mode 0600 in a 0700 directory. An existing file that group or
+        others may access is refused rather than trusted.
+        """
+        if not path.parent.exists():
+            path.parent.mkdir(mode=KEY_DIR_MODE, parents=True)
+        try:
+            # O_EXCL: two processes starting at once must not each write their own key. The
+            # loser may read the file before the winner has written it and fail; a retry works.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+        except FileExistsError:
+            return cls._read_file(path), False
+        key_id = f"local-{datetime.now(UTC):%Y%m%d}"
+        content = {
+            "version": KEY_FILE_VERSION,
+            "primary": key_id,
+            "keys": {key_id: _b64encode(generate_key())},
+            # Random rather than derived, so fingerprints survive a later key rotation.
+            "fingerprint_key": _b64encode(secrets.token_bytes(KEY_BYTES)),
+        }
+        try:
+            os.write(fd, json.dumps(content).encode())
+            os.fsync(fd)
+        except BaseException:
+            # A half-written file would be refused forever; nothing is encrypted with it yet.
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        return cls._read_file(path), True
+
+    @classmethod
+    def _read_file(cls, path: Path) -> KeyRing:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise KeyRingError(f"key file {path} has mode {mode:04o}; group/others must have none")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise KeyRingError(f"key file {path} cannot be read as JSON") from exc
+        if not isinstance(data, dict) or data.get("version") != KEY_FILE_VERSION:
+            raise KeyRingError(f"key file {path} is not a version {KEY_FILE_VERSION} key file")
+        primary, stored, fp_key = data.get("primary"), data.get("keys"), data.get("fingerprint_key")
+        if not (isinstance(primary, str) and isinstance(stored, dict) and isinstance(fp_key, str)):
+            raise KeyRingError(f"key file {path} lacks 'primary', 'keys' or 'fingerprint_key'")
+        keys = {k: _require_b64(v, f"key file {path}: key {k!r}") for k, v in stored.items()}
+        return cls(keys, primary, _require_b64(fp_key, f"key file {path}: fingerprint key"))
+
+    @property
+    def primary_id(self) -> str:
+        """Id of the key new ciphertexts are written with."""
+        return self._primary_id
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Ids of every key that can decrypt, in ring order."""
+        return tuple(self._keys)
+
+    def with_new_primary(self, key_id: str, key: bytes) -> KeyRing:
+        """A ring that writes with ``key`` and still reads every older key.
+
+        The fingerprint key is kept, so fingerprints stay comparable across the rotation.
+        """
+        existing = self._keys.get(key_id)
+        if existing is not None and not hmac.compare_digest(existing, key):
+            raise KeyRingError(f"key id {key_id!r} is already used for a different key")
+        return KeyRing({**self._keys, key_id: key}, key_id, self._fingerprint_key)
+
+    def encrypt(self, plaintext: str, *, account_id: int, field: TokenField) -> str:
+        """Encrypt a token for one account's field with the primary key."""
+        if plaintext.startswith(ENCRYPTED_MARK):
+            why = f"refusing to encrypt {field.value} of account {account_id}: it is already ENC:"
+            raise CryptoError(why, code="already_encrypted")
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        aad = associated_data(account_id, field)
+        sealed = self._aead[self._primary_id].encrypt(nonce, plaintext.encode(), aad)
+        return f"{PREFIX}{self._primary_id}:{_b64encode(nonce + sealed)}"
+
+    def decrypt(self, text: str, *, account_id: int, field: TokenField) -> str:
+        """Decrypt a stored token; raise ``DecryptFailed`` with a ``reason`` if it is unusable."""
+        where = f"{field.value} of account {account_id}"
+        if not text.startswith(PREFIX):
+            # An ENC: of another version is ours but unreadable, not a plaintext token.
+            bad = text.startswith(ENCRYPTED_MARK)
+            reason = DecryptReason.MALFORMED if bad else DecryptReason.NOT_ENCRYPTED
+            raise _failed(reason, where, f"not an {PREFIX} ciphertext")
+        key_id, sep, payload = text[len(PREFIX) :].partition(":")
+        if not sep or not _KEY_ID.fullmatch(key_id):
+            raise _failed(DecryptReason.MALFORMED, where, "no valid key id")
+        where = f"{where} (key {key_id!r})"
+        blob = _b64decode(payload)
+        if blob is None or len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise _failed(DecryptReason.MALFORMED, where, "payload is not nonce+ciphertext+tag")
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise _failed(DecryptReason.UNKNOWN_KEY, where, f"key not in ring {self.key_ids!r}")
+        nonce, sealed = blob[:NONCE_BYTES], blob[NONCE_BYTES:]
+        try:
+            plaintext = aead.decrypt(nonce, sealed, associated_data(account_id, field)).decode()
+        except (InvalidTag, UnicodeDecodeError) as exc:
+            why = "authentication failed (wrong key, tampered, or from another account or field)"
+            raise _failed(DecryptReason.AUTHENTICATION_FAILED, where, why) from exc
+        if plaintext.startswith(ENCRYPTED_MARK):
+            # Refused here so an ENC: value can never reach eBay as a token (the field report).
+            inner = self.key_id_of(plaintext)
+            why = f"encrypted twice: it decrypts to a ciphertext (inner key {inner!r})"
+            raise _failed(DecryptReason.DOUBLY_ENCRYPTED, where, why)
+        return plaintext
+
+    def key_id_of(self, text: str) -> str | None:
+        """The key id named by an ``ENC:v1:`` ciphertext, or None if ``text`` is not one."""
+        if not text.startswith(PREFIX):
+            return None
+        key_id, sep, _ = text[len(PREFIX) :].partition(":")
+        return key_id if sep and _KEY_ID.fullmatch(key_id) else None
+
+    def fingerprint(self, secret: str) -> str:
+        """A short keyed hash of ``secret``: equal secrets compare equal, nothing is revealed."""
+        digest = hmac.new(self._fingerprint_key, secret.encode("utf-8"), hashlib.sha256)
+        return digest.hexdigest()[:FINGERPRINT_HEX_CHARS]
+
+
+def _failed(reason: DecryptReason, where: str, why: str) -> DecryptFailed:
+    exc = DecryptFailed(f"cannot decrypt {where}: {why}")
+    # errors.DecryptFailed declares no ``reason``; read it with ``decrypt_reason``.
+    setattr(exc, "reason", reason)  # noqa: B010
+    return exc
+
+
+def _require_b64(text: object, what: str) -> bytes:
+    decoded = _b64decode(text) if isinstance(text, str) else None
+    if decoded is None:
+        raise KeyRingError(f"{what} is not valid base64url")
+    return decoded
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes | None:
+    """Strict base64url (padding optional); None if ``text`` is not that."""
+    stripped = text.strip().rstrip("=")
+    # urlsafe_b64decode silently drops foreign characters; check the alphabet first.
+    if not stripped or not _B64URL.fullmatch(stripped) or len(stripped) % 4 == 1:
+        return None
+    try:
+        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError):
+        return None

@@ -1,0 +1,151 @@
+"""Demo data: one organization and eight accounts, connected through the emulator's real consent
+page and code exchange, then put in the states the field report describes.
+
+The demo organization is recreated at every start, because the emulator keeps its grants in
+memory: tokens from an earlier run would all be unknown to it.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+from ebay_connector.connect import connect_with_code
+from ebay_connector.crypto import KeyRing, TokenField, generate_key
+from ebay_connector.emulator import Emulator, Faults
+from ebay_connector.errors import ConnectFailed
+from ebay_connector.runtime import Runtime
+
+DEMO_ORGANIZATION = "Demo Shop"
+
+
+class Scenario(enum.StrEnum):
+    HEALTHY = "healthy"
+    EXPIRING = "expiring within the refresh window"
+    EXPIRED = "access token already expired"
+    REVOKED = "grant revoked on eBay's side"
+    UNDECRYPTABLE = "refresh token ciphertext cannot be decrypted"
+    EBAY_500 = "eBay answers 500 for this account"
+    REFRESH_ENDING = "refresh token expires in 20 days"
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    username: str
+    label: str
+    scenario: Scenario
+
+
+DEMO_ACCOUNTS = (
+    DemoAccount("demo_main_store", "Main store", Scenario.HEALTHY),
+    DemoAccount("demo_outlet", "Outlet", Scenario.HEALTHY),
+    DemoAccount("demo_expiring", "Spare parts", Scenario.EXPIRING),
+    DemoAccount("demo_expired", "Vintage", Scenario.EXPIRED),
+    DemoAccount("demo_revoked", "Old brand", Scenario.REVOKED),
+    DemoAccount("demo_undecryptable", "Migrated shop", Scenario.UNDECRYPTABLE),
+    DemoAccount("demo_ebay_500", "EU store", Scenario.EBAY_500),
+    DemoAccount("demo_refresh_ending", "Wholesale", Scenario.REFRESH_ENDING),
+)
+
+
+@dataclass(frozen=True)
+class SeededAccount:
+    account_id: int
+    demo: DemoAccount
+
+
+async def consent_code(runtime: Runtime, username: str) -> str:
+    """Answer the emulator's consent page the way a seller would (one GET, one POST)."""
+    state = secrets.token_urlsafe(16)
+    url = runtime.client.consent_url(runtime.settings.scope_list, state)
+    page = await runtime.http.get(url)
+    if page.status_code != 200:
+        raise ConnectFailed(f"consent page answered {page.status_code}", code="consent_failed")
+    answer = await runtime.http.post(
+        runtime.client.endpoints.authorize_url,
+        data={
+            "client_id": runtime.client.app.client_id,
+            "redirect_uri": runtime.client.app.ru_name,
+            "response_type": "code",
+            "scope": " ".join(runtime.settings.scope_list),
+            "state": state,
+            "username": username,
+            "decision": "agree",
+        },
+    )
+    query = parse_qs(urlsplit(answer.headers.get("location", "")).query)
+    if answer.status_code != 302 or query.get("state") != [state] or "code" not in query:
+        raise ConnectFailed("the consent page did not redirect with a code", code="consent_failed")
+    return str(query["code"][0])
+
+
+async def seed(runtime: Runtime, emulator: Emulator) -> list[SeededAccount]:
+    """Recreate the demo organization and its eight accounts."""
+    store = runtime.store
+    existing = await store.organization_id(DEMO_ORGANIZATION)
+    if existing is not None:
+        await store.delete_organization(existing)
+    organization_id = await store.create_organization(DEMO_ORGANIZATION)
+    emulator.clear_faults()
+    for demo in DEMO_ACCOUNTS:
+        emulator.clear_faults(demo.username)
+    seeded = []
+    for demo in DEMO_ACCOUNTS:
+        code = await consent_code(runtime, demo.username)
+        connection = await connect_with_code(
+            store=store,
+            client=runtime.client,
+            keyring=runtime.keys.ring,
+            organization_id=organization_id,
+            environment=runtime.environment,
+            code=code,
+            scopes=runtime.settings.scope_list,
+            refresh_ahead=runtime.settings.refresh_ahead,
+            label=demo.label,
+            actor="demo",
+            clock=runtime.clock,
+        )
+        seeded.append(SeededAccount(connection.account_id, demo))
+    for account in seeded:
+        await _apply(runtime, emulator, account)
+    return seeded
+
+
+async def _apply(runtime: Runtime, emulator: Emulator, account: SeededAccount) -> None:
+    now = runtime.clock()
+    store = runtime.store
+    scenario = account.demo.scenario
+    if scenario is Scenario.HEALTHY:
+        return
+    if scenario is Scenario.EXPIRING:
+        await store.set_access_expiry(account.account_id, now + timedelta(minutes=5), due=now)
+    elif scenario is Scenario.EXPIRED:
+        expired = now - timedelta(minutes=30)
+        await store.set_access_expiry(account.account_id, expired, due=expired)
+    elif scenario is Scenario.REVOKED:
+        emulator.revoke_user(account.demo.username)
+        await store.set_access_expiry(account.account_id, now + timedelta(minutes=3), due=now)
+    elif scenario is Scenario.EBAY_500:
+        emulator.set_faults(
+            Faults(error_rate=1.0, error_status=500), username=account.demo.username
+        )
+        await store.set_access_expiry(account.account_id, now + timedelta(minutes=10), due=now)
+    elif scenario is Scenario.UNDECRYPTABLE:
+        # As after a deploy that lost a key: the token was sealed with a key the ring lacks.
+        lost = KeyRing({"lost-key": generate_key()}, "lost-key", generate_key())
+        row = await store.account_token(account.account_id)
+        assert row is not None and row.refresh_token_ciphertext is not None
+        ring, field = runtime.keys.ring, TokenField.REFRESH_TOKEN
+        plaintext = ring.decrypt(
+            row.refresh_token_ciphertext, account_id=account.account_id, field=field
+        )
+        ciphertext = lost.encrypt(plaintext, account_id=account.account_id, field=field)
+        await store.set_refresh_ciphertext(account.account_id, ciphertext)
+        await store.set_access_expiry(account.account_id, now - timedelta(minutes=1), due=now)
+    elif scenario is Scenario.REFRESH_ENDING:
+        ending = now + timedelta(days=20)
+        emulator.set_refresh_expiry(account.demo.username, ending)
+        await store.set_refresh_expiry(account.account_id, ending)

@@ -1,0 +1,324 @@
+"""The eBay identity client: the ONE builder of the refresh request, and every identity call.
+
+The client takes an ``httpx.AsyncClient`` (tests hand it one bound to the emulator) and turns
+every answer, and every transport failure, into a classified outcome plus a masked
+:class:`~ebay_connector.exchange.ExchangeRecord`. Nothing above this module catches ``httpx``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from ebay_connector import masking
+from ebay_connector.crypto import PREFIX as CIPHERTEXT_PREFIX
+from ebay_connector.errors import DecryptFailed, InvalidStoredToken
+from ebay_connector.exchange import Action, ExchangeRecord
+from ebay_connector.outcome import Classified, Outcome, classify_token_answer
+from ebay_connector.settings import Endpoints
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+MAX_RECORDED_TEXT = 2_000  # characters of a non-JSON body kept in an exchange record
+RECORDED_RESPONSE_HEADERS = frozenset(
+    {"content-type", "content-length", "retry-after", "date", "x-ebay-request-id", "rlogid"}
+)
+# Every eBay OAuth string starts with this; anything else was never issued by eBay.
+EBAY_TOKEN_PREFIX = "v^"
+MIN_EBAY_TOKEN_LENGTH = 20
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """The application's keyset: App ID, Cert ID and RuName."""
+
+    client_id: str
+    client_secret: str
+    ru_name: str
+
+    def basic_authorization(self) -> str:
+        raw = f"{self.client_id}:{self.client_secret}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request ready to send. ``secret`` is the token it carries (for the fingerprint)."""
+
+    action: Action
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    form: Mapping[str, str] | None
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class CallResult:
+    classified: Classified
+    exchange: ExchangeRecord
+
+
+def looks_like_ebay_token(value: str) -> bool:
+    return (
+        value.startswith(EBAY_TOKEN_PREFIX)
+        and len(value) >= MIN_EBAY_TOKEN_LENGTH
+        and not any(ch.isspace() for ch in value)
+    )
+
+
+def build_refresh_request(
+    stored_ciphertext: str | None,
+    *,
+    decrypt: Callable[[str], str],
+    scopes: Sequence[str],
+    app: AppCredentials,
+    endpoints: Endpoints,
+) -> PreparedRequest:
+    """THE builder of the refresh-token request; every refresh path goes through it.
+
+    Decrypts exactly once and refuses, before any HTTP, what must never reach eBay: an empty
+    token, a still-encrypted (``ENC:``) one, anything not shaped like an eBay token.
+    Raises ``DecryptFailed`` or ``InvalidStoredToken``.
+    """
+    if not stored_ciphertext:
+        raise InvalidStoredToken("no refresh token is stored")
+    token = decrypt(stored_ciphertext)
+    if token.startswith(CIPHERTEXT_PREFIX):
+        # ring.decrypt already refuses this; kept so the invariant holds for any decrypt given.
+        raise DecryptFailed("the decrypted refresh token is itself encrypted (double encryption)")
+    if not token.strip():
+        raise InvalidStoredToken("the stored refresh token is empty")
+    if not looks_like_ebay_token(token):
+        raise InvalidStoredToken("the stored refresh token is not shaped like an eBay token")
+    form = {"grant_type": "refresh_token", "refresh_token": token, "scope": " ".join(scopes)}
+    return PreparedRequest(
+        action=Action.REFRESH_TOKEN,
+        method="POST",
+        url=endpoints.token_url,
+        headers=_token_headers(app),
+        form=form,
+        secret=token,
+    )
+
+
+def _token_headers(app: AppCredentials) -> dict[str, str]:
+    return {
+        "Content-Type": FORM_CONTENT_TYPE,
+        "Authorization": app.basic_authorization(),
+        "Accept": "application/json",
+    }
+
+
+class EbayClient:
+    """Sends prepared requests to eBay and records each exchange, masked."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        app: AppCredentials,
+        endpoints: Endpoints,
+        fingerprinter: masking.Fingerprinter,
+    ) -> None:
+        self.http = http
+        self.app = app
+        self.endpoints = endpoints
+        self.fp = fingerprinter
+
+    # Requests --------------------------------------------------------------------------------
+
+    def code_exchange_request(self, code: str) -> PreparedRequest:
+        """The authorization-code grant. ``code`` is the decoded value; the form encodes it once."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.app.ru_name}
+        return PreparedRequest(
+            Action.AUTHORIZATION_CODE,
+            "POST",
+            self.endpoints.token_url,
+            _token_headers(self.app),
+            form,
+            code,
+        )
+
+    def application_token_request(self, scopes: Sequence[str]) -> PreparedRequest:
+        form = {"grant_type": "client_credentials", "scope": " ".join(scopes)}
+        return PreparedRequest(
+            Action.CLIENT_CREDENTIALS,
+            "POST",
+            self.endpoints.token_url,
+            _token_headers(self.app),
+            form,
+            None,
+        )
+
+    def consent_url(self, scopes: Sequence[str], state: str) -> str:
+        query = urlencode(
+            {
+                "client_id": self.app.client_id,
+                "redirect_uri": self.app.ru_name,
+                "response_type": "code",
+                "scope": " ".join(scopes),
+                "state": state,
+            },
+            quote_via=quote,
+        )
+        return f"{self.endpoints.authorize_url}?{query}"
+
+    # Sending ---------------------------------------------------------------------------------
+
+    async def send_token_request(self, request: PreparedRequest) -> CallResult:
+        """Send a token-endpoint request; classify the answer; record the exchange."""
+        started = time.perf_counter()
+        body = urlencode(request.form or {}, quote_via=quote).encode("ascii")
+        try:
+            response = await self.http.request(
+                request.method, request.url, content=body, headers=dict(request.headers)
+            )
+        except httpx.TimeoutException as exc:
+            return self._failed(request, started, f"timeout: {exc.__class__.__name__}")
+        except httpx.TransportError as exc:
+            return self._failed(request, started, f"connection error: {exc.__class__.__name__}")
+        duration_ms = (time.perf_counter() - started) * 1000
+        classified = classify_token_answer(response.status_code, response.headers, response.content)
+        return CallResult(
+            classified, self._record(request, classified.outcome, response, duration_ms)
+        )
+
+    async def get_user(self, access_token: str) -> tuple[dict[str, Any] | None, ExchangeRecord]:
+        """Commerce Identity getUser: the eBay user id and username behind a user token."""
+        request = PreparedRequest(
+            Action.GET_USER,
+            "GET",
+            self.endpoints.identity_url,
+            {"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+            None,
+            access_token,
+        )
+        started = time.perf_counter()
+        try:
+            response = await self.http.get(request.url, headers=dict(request.headers))
+        except httpx.TimeoutException as exc:
+            return None, self._failed(request, started, f"timeout: {exc}").exchange
+        except httpx.TransportError as exc:
+            return None, self._failed(request, started, f"connection error: {exc}").exchange
+        duration_ms = (time.perf_counter() - started) * 1000
+        user = None
+        outcome = Outcome.MALFORMED_RESPONSE
+        if response.status_code == 200:
+            try:
+                parsed = response.json()
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict) and isinstance(parsed.get("userId"), str):
+                user, outcome = parsed, Outcome.OK
+        elif response.status_code in (401, 403):
+            outcome = Outcome.INVALID_GRANT
+        elif response.status_code >= 500 or response.status_code == 429:
+            outcome = Outcome.TRANSIENT
+        return user, self._record(request, outcome, response, duration_ms)
+
+    # Recording -------------------------------------------------------------------------------
+
+    def _masked_request(self, request: PreparedRequest) -> tuple[dict[str, str], dict[str, Any]]:
+        headers = masking.mask_headers(dict(request.headers), self.fp)
+        form = masking.mask_form(dict(request.form), self.fp) if request.form else {}
+        return headers, form
+
+    def _fingerprint(self, request: PreparedRequest) -> str | None:
+        return None if request.secret is None else self.fp.fingerprint(request.secret)
+
+    def _failed(self, request: PreparedRequest, started: float, error: str) -> CallResult:
+        duration_ms = (time.perf_counter() - started) * 1000
+        classified = Classified(Outcome.TRANSIENT, error)
+        headers, form = self._masked_request(request)
+        return CallResult(
+            classified,
+            ExchangeRecord(
+                action=request.action,
+                method=request.method,
+                url=request.url,
+                request_headers=headers,
+                request_body=form,
+                sent=True,
+                outcome=classified.outcome.value,
+                duration_ms=round(duration_ms, 2),
+                error=error,
+                token_fingerprint=self._fingerprint(request),
+            ),
+        )
+
+    def _record(
+        self,
+        request: PreparedRequest,
+        outcome: Outcome,
+        response: httpx.Response,
+        duration_ms: float,
+    ) -> ExchangeRecord:
+        headers, form = self._masked_request(request)
+        response_headers = {
+            name.lower(): value
+            for name, value in response.headers.items()
+            if name.lower() in RECORDED_RESPONSE_HEADERS
+        }
+        return ExchangeRecord(
+            action=request.action,
+            method=request.method,
+            url=request.url,
+            request_headers=headers,
+            request_body=form,
+            sent=True,
+            outcome=outcome.value,
+            status=response.status_code,
+            response_headers=response_headers,
+            response_body=self._masked_body(response, request.secret),
+            duration_ms=round(duration_ms, 2),
+            error=None if outcome is Outcome.OK else _error_text(response),
+            token_fingerprint=self._fingerprint(request),
+        )
+
+    def _masked_body(self, response: httpx.Response, sent_secret: str | None) -> Any:
+        try:
+            parsed = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            text = response.content[:MAX_RECORDED_TEXT].decode("utf-8", "replace")
+            known = [sent_secret] if sent_secret else []
+            return {"text": masking.mask_text(text, known, self.fp)}
+        return masking.mask_json(parsed, self.fp)
+
+
+def not_sent(
+    action: Action, url: str, outcome: Outcome, error: str, fingerprint: str | None = None
+) -> ExchangeRecord:
+    """The record of a request refused before any HTTP (nothing reached eBay)."""
+    return ExchangeRecord(
+        action=action,
+        method="POST",
+        url=url,
+        request_headers={},
+        request_body={},
+        sent=False,
+        outcome=outcome.value,
+        error=error,
+        token_fingerprint=fingerprint,
+    )
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        parsed = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code} (non-JSON body)"
+    if isinstance(parsed, dict):
+        if isinstance(parsed.get("error"), str):
+            description = parsed.get("error_description")
+            return f"{parsed['error']}: {description}" if description else str(parsed["error"])
+        errors = parsed.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return f"HTTP {response.status_code}: {errors[0].get('message', 'error')}"
+    return f"HTTP {response.status_code}"

@@ -1,0 +1,118 @@
+"""The one exception tree of ebay-connector.
+
+Every error carries a stable, machine-readable ``code``; the CLI prints ``code: message`` and
+exits 2 (usage/configuration) or 1 (a failed outcome), the web layer maps codes to HTTP statuses
+in one place. Messages never contain a secret: pass masked values only.
+
+    ConnectorError                      code
+    ├── ConfigError                     config_invalid
+    ├── KeyRingError                    keyring_invalid
+    ├── CryptoError
+    │   └── DecryptFailed               decrypt_failed
+    ├── InvalidStoredToken              invalid_stored_token
+    ├── NotFound
+    │   └── AccountNotFound             account_not_found
+    ├── StoreError                      store_error          (wraps sqlalchemy.exc at the store)
+    │   └── StoreUnavailable            store_unavailable
+    ├── EbayError                       (raised by the eBay client for answers it cannot use)
+    │   └── EbayCallFailed              code = the classified outcome (e.g. invalid_grant)
+    ├── NeedsReconnect                  needs_reconnect      (on-demand refused; carries reason)
+    └── UsageError                      usage_error
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Root of every error raised by ebay-connector."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ConnectorError):
+    """A setting is missing or malformed; the message names the setting."""
+
+    code = "config_invalid"
+
+
+class KeyRingError(ConnectorError):
+    """The token key ring cannot be loaded or is not usable."""
+
+    code = "keyring_invalid"
+
+
+class CryptoError(ConnectorError):
+    """Encryption-layer failure."""
+
+    code = "crypto_error"
+
+
+class DecryptFailed(CryptoError):
+    """A ciphertext does not decrypt: wrong key, tampered, another row's, or doubly encrypted."""
+
+    code = "decrypt_failed"
+
+
+class InvalidStoredToken(ConnectorError):
+    """A decrypted token is empty or does not look like an eBay token; never sent to eBay."""
+
+    code = "invalid_stored_token"
+
+
+class NotFound(ConnectorError):
+    code = "not_found"
+
+
+class AccountNotFound(NotFound):
+    code = "account_not_found"
+
+
+class StoreError(ConnectorError):
+    """The database refused or failed a statement."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached."""
+
+    code = "store_unavailable"
+
+
+class EbayError(ConnectorError):
+    code = "ebay_error"
+
+
+class EbayCallFailed(EbayError):
+    """An eBay call ended in a non-ok outcome; ``code`` is the outcome's code."""
+
+
+class NeedsReconnect(ConnectorError):
+    """The account cannot be refreshed until the seller connects it again."""
+
+    code = "needs_reconnect"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RefreshFailed(ConnectorError):
+    """An on-demand token request could not be served; ``code`` is the outcome's code."""
+
+
+class UsageError(ConnectorError):
+    code = "usage_error"
+
+
+class ConnectFailed(ConnectorError):
+    """Connecting an account (code exchange or getUser) failed; ``code`` is the outcome."""

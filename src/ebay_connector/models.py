@@ -1,0 +1,185 @@
+"""The database schema: SQLAlchemy 2.0 typed models, identical on SQLite and PostgreSQL.
+
+Only the store (:mod:`ebay_connector.store`) issues statements against these tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ebay_connector.clock import as_utc
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON()}  # noqa: RUF012
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    created_at: Mapped[datetime]
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(sa.String(320), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime]
+
+
+class EbayAccount(Base):
+    __tablename__ = "ebay_accounts"
+    __table_args__ = (sa.UniqueConstraint("organization_id", "environment", "ebay_user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    environment: Mapped[str] = mapped_column(sa.String(16))
+    ebay_user_id: Mapped[str] = mapped_column(sa.String(100))
+    ebay_username: Mapped[str] = mapped_column(sa.String(100))
+    label: Mapped[str] = mapped_column(sa.String(200))
+    scopes: Mapped[str] = mapped_column(sa.Text)  # space-separated, exactly as granted
+    last_used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class EbayToken(Base):
+    """One row per account: ciphertexts, expiries, lifecycle state and the refresh lease."""
+
+    __tablename__ = "ebay_tokens"
+    __table_args__ = (sa.Index("ix_ebay_tokens_due", "state", "next_attempt_at"),)
+
+    account_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    access_token_ciphertext: Mapped[str | None] = mapped_column(sa.Text)
+    access_expires_at: Mapped[datetime | None]
+    refresh_token_ciphertext: Mapped[str | None] = mapped_column(sa.Text)
+    refresh_expires_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(sa.String(32))
+    state_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    last_error_code: Mapped[str | None] = mapped_column(sa.String(64))
+    last_error_message: Mapped[str | None] = mapped_column(sa.Text)
+    failures_in_row: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    # Bumped on every change of the token: a waiter compares it to learn "someone just refreshed".
+    version: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class RefreshAttempt(Base):
+    __tablename__ = "refresh_attempts"
+    __table_args__ = (sa.Index("ix_refresh_attempts_account_started", "account_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="SET NULL")
+    )
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    trigger: Mapped[str] = mapped_column(sa.String(16))
+    actor: Mapped[str | None] = mapped_column(sa.String(200))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(sa.String(32))
+    error_code: Mapped[str | None] = mapped_column(sa.String(64))
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
+    old_expires_at: Mapped[datetime | None]
+    new_expires_at: Mapped[datetime | None]
+    exchange_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ebay_exchanges.id", ondelete="SET NULL")
+    )
+
+
+class EbayExchange(Base):
+    """The "connect log": every HTTP exchange with eBay, masked."""
+
+    __tablename__ = "ebay_exchanges"
+    __table_args__ = (
+        sa.Index("ix_ebay_exchanges_org_created", "organization_id", "created_at"),
+        sa.Index("ix_ebay_exchanges_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(sa.String(32))
+    trigger: Mapped[str] = mapped_column(sa.String(16))
+    account_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="SET NULL")
+    )
+    organization_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    environment: Mapped[str] = mapped_column(sa.String(16))
+    outcome: Mapped[str] = mapped_column(sa.String(32))
+    sent: Mapped[bool]
+    request: Mapped[dict[str, Any]]
+    response: Mapped[dict[str, Any] | None]
+    status: Mapped[int | None]
+    duration_ms: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    token_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WorkerHeartbeat(Base):
+    __tablename__ = "worker_heartbeats"
+
+    instance_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int]
+    version: Mapped[str] = mapped_column(sa.String(100))
+    started_at: Mapped[datetime]
+    interval_seconds: Mapped[int]
+    last_cycle_started_at: Mapped[datetime | None]
+    last_cycle_finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(sa.String(16))
+    counts: Mapped[dict[str, Any]]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    cycles: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime]

@@ -1,0 +1,427 @@
+"""The canonical refresh: the one function the worker, the admin, the debug view and programs use.
+
+    refresh(account, trigger)
+      read account+token ─► lease (compare-and-set on version) ─► decrypt once / refuse ─►
+      call eBay ─► classify ─► transition ─► ONE transaction: exchange + attempt + token
+
+There is no second path: a debug refresh differs from a scheduled one only by its trigger, which
+is what the exchange records prove (same request shape, same token fingerprint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ebay_connector import log, retry, token_state
+from ebay_connector.clock import Clock, utcnow
+from ebay_connector.crypto import KeyRing, TokenField
+from ebay_connector.ebay_client import EbayClient, build_refresh_request, not_sent
+from ebay_connector.errors import (
+    AccountNotFound,
+    DecryptFailed,
+    InvalidStoredToken,
+    NeedsReconnect,
+    RefreshFailed,
+    StoreError,
+)
+from ebay_connector.exchange import Action, ExchangeRecord, Trigger
+from ebay_connector.outcome import MEANINGS, Classified, Outcome
+from ebay_connector.store import AccountToken, Store
+from ebay_connector.token_state import TokenState
+
+logger = logging.getLogger(__name__)
+
+LEASE_POLL = timedelta(milliseconds=50)
+LAST_USED_THROTTLE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    refresh_ahead: timedelta = timedelta(minutes=15)
+    access_token_margin: timedelta = timedelta(minutes=5)
+    on_demand_cooldown: timedelta = timedelta(seconds=30)
+    lease: timedelta = timedelta(seconds=120)
+    backoff: retry.Backoff = retry.DEFAULT_BACKOFF
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one refresh did. Holds no secret: the exchange is masked."""
+
+    account_id: int
+    trigger: Trigger
+    outcome: Outcome
+    message: str
+    state: TokenState
+    state_reason: str | None
+    access_expires_at: datetime | None
+    next_attempt_at: datetime | None
+    called_ebay: bool
+    joined: bool = False  # another caller refreshed meanwhile; this is its result
+    skipped: bool = False  # not attempted (needs_reconnect, or account deleted meanwhile)
+    exchange: ExchangeRecord | None = None
+    exchange_id: int | None = None
+    attempt_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    @property
+    def meaning(self) -> str:
+        return MEANINGS[self.outcome]
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A valid user access token for a program. ``access_token`` is the secret itself."""
+
+    account_id: int
+    access_token: str
+    expires_at: datetime
+    token_type: str = "Bearer"
+
+
+class Refresher:
+    """Owns the canonical refresh and ``get_access_token``."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client: EbayClient,
+        keyring: KeyRing,
+        config: RefreshConfig,
+        owner: str,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.keyring = keyring
+        self.config = config
+        self.owner = owner
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiters: dict[int, int] = {}
+
+    @asynccontextmanager
+    async def _account_lock(self, account_id: int) -> AsyncIterator[bool]:
+        """Serialise this process's refreshes of one account; yields whether we had to wait."""
+        lock = self._locks.setdefault(account_id, asyncio.Lock())
+        self._waiters[account_id] = self._waiters.get(account_id, 0) + 1
+        waited = lock.locked()
+        try:
+            async with lock:
+                yield waited
+        finally:
+            self._waiters[account_id] -= 1
+            if self._waiters[account_id] == 0:
+                del self._waiters[account_id]
+                del self._locks[account_id]
+
+    async def _snapshot(self, account_id: int) -> AccountToken:
+        account = await self.store.account_token(account_id)
+        if account is None:
+            raise AccountNotFound(f"account {account_id} does not exist")
+        return account
+
+    # The canonical refresh -------------------------------------------------------------------
+
+    async def refresh(
+        self,
+        account_id: int,
+        trigger: Trigger,
+        *,
+        actor: str | None = None,
+        seen: AccountToken | None = None,
+    ) -> RefreshResult:
+        """Refresh one account's access token through the one canonical path.
+
+        ``seen`` is the state the caller based its decision on; if the token changed since
+        (another caller refreshed it), that caller's result is returned instead of calling eBay.
+        """
+        if seen is None:
+            seen = await self._snapshot(account_id)
+        async with self._account_lock(account_id) as waited:
+            if waited:
+                current = await self._snapshot(account_id)
+                if current.version != seen.version:
+                    return await self._joined(current, trigger)
+            if seen.state is TokenState.NEEDS_RECONNECT and trigger in (
+                Trigger.SCHEDULED,
+                Trigger.ON_DEMAND,
+            ):
+                return self._skipped(seen, trigger)
+            account = await self._lease(seen)
+            if account is None:
+                return await self._joined(await self._snapshot(account_id), trigger)
+            finished = False
+            try:
+                result = await self._attempt(account, trigger, actor)
+                finished = True
+                return result
+            finally:
+                if not finished:
+                    await self._release_quietly(account_id)
+
+    async def _lease(self, seen: AccountToken) -> AccountToken | None:
+        """Take the lease; ``None`` when another caller changed the token meanwhile."""
+        deadline = self.clock() + self.config.lease + LEASE_POLL
+        while True:
+            now = self.clock()
+            if await self.store.try_lease(
+                seen.account_id,
+                self.owner,
+                now,
+                now + self.config.lease,
+                expected_version=seen.version,
+            ):
+                return seen
+            current = await self._snapshot(seen.account_id)
+            if current.version != seen.version:
+                return None
+            if now > deadline:
+                # The holder neither finished nor let its lease expire on our clock: give up
+                # rather than wait forever; the caller sees a transient failure.
+                raise StoreError(f"account {seen.account_id} stayed leased by another worker")
+            await asyncio.sleep(LEASE_POLL.total_seconds())
+
+    async def _release_quietly(self, account_id: int) -> None:
+        try:
+            await self.store.release_lease(account_id, self.owner)
+        except StoreError:
+            # The lease expires by itself; the failure that brought us here is what matters.
+            log.event(logger, "refresh.lease_release_failed", logging.WARNING, account=account_id)
+
+    async def _attempt(
+        self, account: AccountToken, trigger: Trigger, actor: str | None
+    ) -> RefreshResult:
+        started = self.clock()
+        exchange, classified = await self._call_ebay(account, started)
+        transition = token_state.after_attempt(
+            classified=classified,
+            failures_in_row=account.failures_in_row,
+            now=self.clock(),
+            refresh_ahead=self.config.refresh_ahead,
+            rng=self.rng,
+            backoff=self.config.backoff,
+        )
+        access_ct = refresh_ct = None
+        refresh_expires = None
+        grant = classified.grant
+        if grant is not None:
+            access_ct = self.keyring.encrypt(
+                grant.access_token, account_id=account.account_id, field=TokenField.ACCESS_TOKEN
+            )
+            if grant.refresh_token is not None:
+                # eBay does not rotate refresh tokens today; if it ever sends one, keep it.
+                refresh_ct = self.keyring.encrypt(
+                    grant.refresh_token,
+                    account_id=account.account_id,
+                    field=TokenField.REFRESH_TOKEN,
+                )
+                if grant.refresh_token_expires_in is not None:
+                    refresh_expires = started + timedelta(seconds=grant.refresh_token_expires_in)
+        written = await self.store.finish_refresh(
+            account=account,
+            lease_owner=self.owner,
+            trigger=trigger.value,
+            actor=actor,
+            started_at=started,
+            outcome=classified.outcome.value,
+            error_message=None if classified.outcome is Outcome.OK else classified.message,
+            exchange=exchange,
+            transition=transition,
+            access_token_ciphertext=access_ct,
+            refresh_token_ciphertext=refresh_ct,
+            refresh_expires_at=refresh_expires,
+        )
+        log.event(
+            logger,
+            "refresh.finished",
+            account=account.account_id,
+            trigger=trigger.value,
+            outcome=classified.outcome.value,
+            status=exchange.status,
+            sent=exchange.sent,
+            fingerprint=exchange.token_fingerprint,
+            state=transition.state.value,
+        )
+        if written is None:
+            return RefreshResult(
+                account_id=account.account_id,
+                trigger=trigger,
+                outcome=classified.outcome,
+                message="the account was deleted during the refresh; nothing was written",
+                state=account.state,
+                state_reason=account.state_reason,
+                access_expires_at=None,
+                next_attempt_at=None,
+                called_ebay=exchange.sent,
+                skipped=True,
+                exchange=exchange,
+            )
+        attempt_id, exchange_id = written
+        return RefreshResult(
+            account_id=account.account_id,
+            trigger=trigger,
+            outcome=classified.outcome,
+            message=classified.message,
+            state=transition.state,
+            state_reason=transition.reason,
+            access_expires_at=transition.access_expires_at or account.access_expires_at,
+            next_attempt_at=transition.next_attempt_at,
+            called_ebay=exchange.sent,
+            exchange=exchange,
+            exchange_id=exchange_id,
+            attempt_id=attempt_id,
+        )
+
+    async def _call_ebay(
+        self, account: AccountToken, now: datetime
+    ) -> tuple[ExchangeRecord, Classified]:
+        """Validate the stored token and call eBay; refusals are decided here, before any HTTP."""
+        url = self.client.endpoints.token_url
+        if account.refresh_expires_at is not None and account.refresh_expires_at <= now:
+            message = "the refresh token expired; no request was sent"
+            outcome = Outcome.REFRESH_TOKEN_EXPIRED
+            return not_sent(Action.REFRESH_TOKEN, url, outcome, message), Classified(
+                outcome, message
+            )
+
+        def decrypt(ciphertext: str) -> str:
+            return self.keyring.decrypt(
+                ciphertext, account_id=account.account_id, field=TokenField.REFRESH_TOKEN
+            )
+
+        try:
+            request = build_refresh_request(
+                account.refresh_token_ciphertext,
+                decrypt=decrypt,
+                scopes=account.scopes,
+                app=self.client.app,
+                endpoints=self.client.endpoints,
+            )
+        except (DecryptFailed, InvalidStoredToken) as exc:
+            if isinstance(exc, DecryptFailed):
+                outcome = Outcome.DECRYPT_FAILED
+            elif account.refresh_token_ciphertext:
+                outcome = Outcome.INVALID_STORED_TOKEN
+            else:
+                outcome = Outcome.NO_REFRESH_TOKEN
+            message = f"{exc.message}; no request was sent"
+            return not_sent(Action.REFRESH_TOKEN, url, outcome, message), Classified(
+                outcome, message
+            )
+        call = await self.client.send_token_request(request)
+        return call.exchange, call.classified
+
+    async def _joined(self, current: AccountToken, trigger: Trigger) -> RefreshResult:
+        """Another caller refreshed while we waited: report its result instead of calling eBay."""
+        attempts = await self.store.attempts(current.account_id, limit=1)
+        last = attempts[0] if attempts else None
+        outcome = Outcome(last.outcome) if last is not None else Outcome.OK
+        exchange_row = (
+            await self.store.exchange(last.exchange_id)
+            if last is not None and last.exchange_id is not None
+            else None
+        )
+        return RefreshResult(
+            account_id=current.account_id,
+            trigger=trigger,
+            outcome=outcome,
+            message=(last.error_message if last and last.error_message else outcome.value),
+            state=current.state,
+            state_reason=current.state_reason,
+            access_expires_at=current.access_expires_at,
+            next_attempt_at=current.next_attempt_at,
+            called_ebay=False,
+            joined=True,
+            exchange_id=exchange_row.id if exchange_row else None,
+            attempt_id=last.id if last else None,
+        )
+
+    def _skipped(self, account: AccountToken, trigger: Trigger) -> RefreshResult:
+        reason = account.state_reason or "needs_reconnect"
+        outcome = (
+            Outcome(reason) if reason in Outcome.__members__.values() else Outcome.INVALID_GRANT
+        )
+        return RefreshResult(
+            account_id=account.account_id,
+            trigger=trigger,
+            outcome=outcome,
+            message=f"needs reconnect ({reason}); not attempted",
+            state=account.state,
+            state_reason=account.state_reason,
+            access_expires_at=account.access_expires_at,
+            next_attempt_at=None,
+            called_ebay=False,
+            skipped=True,
+        )
+
+    # Programs' path --------------------------------------------------------------------------
+
+    async def get_access_token(self, account_id: int) -> AccessToken:
+        """A user access token valid for at least the margin, refreshing on demand if needed.
+
+        Raises ``NeedsReconnect`` when only a new consent helps and ``RefreshFailed`` (code = the
+        outcome) when eBay could not be reached; inside the cooldown after a failure the last
+        failure is returned without calling eBay again.
+        """
+        account = await self._snapshot(account_id)
+        now = self.clock()
+        if account.state is TokenState.NEEDS_RECONNECT:
+            raise NeedsReconnect(
+                f"account {account_id} needs to be reconnected ({account.state_reason})",
+                reason=account.state_reason or "needs_reconnect",
+            )
+        token = self._valid_token(account, now)
+        if token is None:
+            cooling = (
+                account.failures_in_row > 0
+                and account.last_attempt_at is not None
+                and account.last_attempt_at > now - self.config.on_demand_cooldown
+            )
+            if cooling:
+                raise RefreshFailed(
+                    f"account {account_id}: last refresh failed "
+                    f"({account.last_error_code}); retry after the cooldown",
+                    code=account.last_error_code or "refresh_failed",
+                )
+            result = await self.refresh(account_id, Trigger.ON_DEMAND, seen=account)
+            account = await self._snapshot(account_id)
+            token = self._valid_token(account, self.clock())
+            if token is None:
+                if account.state is TokenState.NEEDS_RECONNECT:
+                    raise NeedsReconnect(
+                        f"account {account_id} needs to be reconnected ({account.state_reason})",
+                        reason=account.state_reason or "needs_reconnect",
+                    )
+                raise RefreshFailed(
+                    f"account {account_id}: refresh failed ({result.outcome.value})",
+                    code=result.outcome.value,
+                )
+        await self.store.touch_last_used(account_id, now, now - LAST_USED_THROTTLE)
+        return token
+
+    def _valid_token(self, account: AccountToken, now: datetime) -> AccessToken | None:
+        if (
+            account.access_token_ciphertext is None
+            or account.access_expires_at is None
+            or account.access_expires_at <= now + self.config.access_token_margin
+        ):
+            return None
+        plaintext = self.keyring.decrypt(
+            account.access_token_ciphertext,
+            account_id=account.account_id,
+            field=TokenField.ACCESS_TOKEN,
+        )
+        return AccessToken(account.account_id, plaintext, account.access_expires_at)

@@ -1,0 +1,147 @@
+"""Composition at the edge: settings in, running parts out (store, keys, client, refresher).
+
+The CLI, the server and the tests build their parts here and nowhere else, so every entry point
+refreshes through the same objects wired the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ebay_connector.clock import Clock, utcnow
+from ebay_connector.crypto import KeyRing
+from ebay_connector.ebay_client import AppCredentials, EbayClient
+from ebay_connector.errors import ConfigError
+from ebay_connector.refresh import RefreshConfig, Refresher
+from ebay_connector.settings import EbayEnvironment, Settings
+from ebay_connector.store import Store
+from ebay_connector.worker import WorkerConfig, new_instance_id
+
+# Keep-alive pool for the token endpoint; see bench/client_transport.py for the measurement.
+HTTP_MAX_CONNECTIONS = 256
+
+
+@dataclass(frozen=True)
+class KeySource:
+    ring: KeyRing
+    description: str  # where the ring came from, for the start-up line
+    created: bool
+
+
+def load_keyring(settings: Settings) -> KeySource:
+    """The key ring from the environment, or the embedded default's local key file."""
+    if settings.token_keys is not None:
+        ring = KeyRing.from_spec(
+            settings.token_keys.get_secret_value(),
+            settings.token_primary_key_id,
+            settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None,
+        )
+        return KeySource(ring, "EBAY_CONNECTOR_TOKEN_KEYS", created=False)
+    if settings.ebay_environment is not EbayEnvironment.EMULATOR:
+        raise ConfigError(
+            "EBAY_CONNECTOR_TOKEN_KEYS: required outside the emulator; "
+            "the generated local key file is only for the embedded default"
+        )
+    ring, created = KeyRing.load_or_create_file(Path(settings.key_file))
+    return KeySource(ring, str(Path(settings.key_file).resolve()), created=created)
+
+
+# Transport-level loggers whose DEBUG traces print raw headers (e.g. an OAuth code in a Location
+# header): they never log below WARNING, whatever the root level.
+WIRE_LOGGERS = ("httpcore", "hpack", "aiohttp.client")
+
+
+def silence_wire_loggers() -> None:
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one shared HTTP client for eBay calls."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.http_timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=HTTP_MAX_CONNECTIONS, max_keepalive_connections=HTTP_MAX_CONNECTIONS
+        ),
+    )
+
+
+def refresh_config(settings: Settings) -> RefreshConfig:
+    return RefreshConfig(
+        refresh_ahead=settings.refresh_ahead,
+        access_token_margin=settings.access_token_margin,
+        on_demand_cooldown=settings.on_demand_cooldown,
+        lease=settings.lease,
+    )
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    from datetime import timedelta
+
+    return WorkerConfig(
+        interval=timedelta(seconds=settings.worker_interval_seconds),
+        concurrency=settings.worker_concurrency,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    keys: KeySource
+    http: httpx.AsyncClient
+    client: EbayClient
+    refresher: Refresher
+    instance_id: str
+    clock: Clock
+
+    @property
+    def environment(self) -> str:
+        return self.settings.ebay_environment.value
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    http: httpx.AsyncClient | None = None,
+    rng: random.Random | None = None,
+    schema: str | None = None,
+) -> AsyncIterator[Runtime]:
+    silence_wire_loggers()
+    keys = load_keyring(settings)
+    store = Store.open(settings.database_url, clock=clock, schema=schema)
+    own_http = http is None
+    http_client = http or make_http_client(settings)
+    client = EbayClient(
+        http_client,
+        app=AppCredentials(
+            settings.app_client_id, settings.app_client_secret, settings.app_ru_name
+        ),
+        endpoints=settings.endpoints,
+        fingerprinter=keys.ring,
+    )
+    instance_id = new_instance_id()
+    refresher = Refresher(
+        store=store,
+        client=client,
+        keyring=keys.ring,
+        config=refresh_config(settings),
+        owner=instance_id,
+        clock=clock,
+        rng=rng,
+    )
+    try:
+        yield Runtime(settings, store, keys, http_client, client, refresher, instance_id, clock)
+    finally:
+        if own_http:
+            await http_client.aclose()
+        await store.close()

@@ -1,0 +1,133 @@
+"""Running the product: the HTTP server, the in-process worker and (in emulator mode) the emulator.
+
+``demo`` = this plus demo data. One event loop; SIGINT/SIGTERM stop the server, then the worker
+finishes its cycle and unregisters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+
+import uvicorn
+
+from ebay_connector import demo, migrate
+from ebay_connector.emulator import Emulator
+from ebay_connector.emulator import create_app as create_emulator_app
+from ebay_connector.errors import ConfigError
+from ebay_connector.runtime import Runtime, open_runtime, worker_config
+from ebay_connector.settings import EbayEnvironment, Settings
+from ebay_connector.store import sqlite_path
+from ebay_connector.version import code_version
+from ebay_connector.web import create_app
+from ebay_connector.worker import Worker
+
+STARTUP_TIMEOUT_S = 30.0
+WORKER_STOP_TIMEOUT_S = 30.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: we stop the server and the worker together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_emulator(settings: Settings) -> Emulator:
+    emulator = Emulator()
+    emulator.register_app(
+        client_id=settings.app_client_id,
+        client_secret=settings.app_client_secret,
+        ru_name=settings.app_ru_name,
+        accept_url=settings.callback_url,
+    )
+    return emulator
+
+
+def describe_database(url: str) -> str:
+    path = sqlite_path(url)
+    if path is not None:
+        return f"SQLite file {path.resolve()}"
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def run(
+    settings: Settings,
+    *,
+    with_demo: bool,
+    with_worker: bool,
+    say: Callable[[str], None],
+) -> None:
+    await migrate.upgrade_async(settings.database_url)
+    emulator = None
+    if settings.ebay_environment is EbayEnvironment.EMULATOR:
+        emulator = build_emulator(settings)
+    elif with_demo:
+        raise ConfigError("EBAY_CONNECTOR_EBAY_ENVIRONMENT: the demo runs only on the emulator")
+    async with open_runtime(settings) as runtime:
+        say(f"ebay-connector {code_version()} · eBay environment: {runtime.environment}")
+        say(f"database: {describe_database(settings.database_url)}")
+        created = " (generated now, mode 0600)" if runtime.keys.created else ""
+        say(f"token key ring: {runtime.keys.description}{created}")
+        app = create_app(runtime, emulator_app=create_emulator_app(emulator) if emulator else None)
+        server = _Server(
+            uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+            )
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def _stop() -> None:
+            server.should_exit = True
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _stop)
+        server_task = asyncio.create_task(server.serve())
+        await _wait_started(server, server_task)
+        say(f"listening on http://{settings.host}:{settings.port} (GET /healthz)")
+        if with_demo and emulator is not None:
+            await _seed(runtime, emulator, say)
+        worker_task = None
+        if with_worker:
+            worker = Worker(
+                store=runtime.store,
+                refresher=runtime.refresher,
+                config=worker_config(settings),
+                clock=runtime.clock,
+                instance_id=runtime.instance_id,
+            )
+            worker_task = asyncio.create_task(worker.run(stop))
+            say(f"worker {worker.instance_id} running every {settings.worker_interval_seconds}s")
+        await server_task
+        stop.set()
+        if worker_task is not None:
+            await asyncio.wait_for(worker_task, WORKER_STOP_TIMEOUT_S)
+        say("stopped")
+
+
+async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
+        while not server.started:
+            if task.done():
+                task.result()
+                raise ConfigError("EBAY_CONNECTOR_PORT: the server could not start (port in use?)")
+            await asyncio.sleep(0.05)
+
+
+async def _seed(runtime: Runtime, emulator: Emulator, say: Callable[[str], None]) -> None:
+    seeded = await demo.seed(runtime, emulator)
+    say(f"demo: organization {demo.DEMO_ORGANIZATION!r} with {len(seeded)} accounts")
+    for account in seeded:
+        say(
+            f"  #{account.account_id} {account.demo.label} ({account.demo.username}): "
+            f"{account.demo.scenario.value}"
+        )
+    say("try: ebay-connector accounts · ebay-connector logs --follow")
+    say("     ebay-connector refresh demo_main_store --debug")

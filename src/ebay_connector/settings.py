@@ -1,0 +1,195 @@
+"""Settings: read once from the environment (and an optional ``.env``) into one typed object.
+
+Every setting is ``EBAY_CONNECTOR_<NAME>``. Nothing here is read at import time; the CLI and the
+server call :func:`load` once and pass the result down.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ebay_connector.errors import ConfigError
+
+ENV_PREFIX = "EBAY_CONNECTOR_"
+
+DEFAULT_DATABASE_URL = "sqlite:///var/ebay-connector.db"
+DEFAULT_KEY_FILE = Path("var/keyring.json")
+DEFAULT_SCOPES = " ".join(
+    [
+        "https://api.ebay.com/oauth/api_scope",
+        "https://api.ebay.com/oauth/api_scope/sell.inventory",
+        "https://api.ebay.com/oauth/api_scope/sell.account",
+        "https://api.ebay.com/oauth/api_scope/sell.fulfillment",
+        "https://api.ebay.com/oauth/api_scope/commerce.identity.readonly",
+    ]
+)
+
+# The application the built-in emulator registers for itself in `emulator` mode. These are not
+# secrets: they only ever authenticate against the local emulator.
+EMULATOR_CLIENT_ID = "EbayConn-Demo-EMU-0000000000-00000000"
+EMULATOR_CLIENT_SECRET = "EMU-demo-client-secret-not-a-real-one"
+EMULATOR_RU_NAME = "ebay_connector-EbayConn-Demo-EMU-local"
+
+
+class EbayEnvironment(enum.StrEnum):
+    EMULATOR = "emulator"
+    SANDBOX = "sandbox"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where eBay's identity service lives for one environment."""
+
+    token_url: str
+    authorize_url: str
+    identity_url: str
+    revoke_url: str
+
+
+EBAY_ENDPOINTS = {
+    EbayEnvironment.PRODUCTION: Endpoints(
+        token_url="https://api.ebay.com/identity/v1/oauth2/token",
+        authorize_url="https://auth.ebay.com/oauth2/authorize",
+        identity_url="https://apiz.ebay.com/commerce/identity/v1/user/",
+        revoke_url="https://api.ebay.com/identity/v1/oauth2/token/revoke",
+    ),
+    EbayEnvironment.SANDBOX: Endpoints(
+        token_url="https://api.sandbox.ebay.com/identity/v1/oauth2/token",
+        authorize_url="https://auth.sandbox.ebay.com/oauth2/authorize",
+        identity_url="https://apiz.sandbox.ebay.com/commerce/identity/v1/user/",
+        revoke_url="https://api.sandbox.ebay.com/identity/v1/oauth2/token/revoke",
+    ),
+}
+
+
+def emulator_endpoints(base_url: str) -> Endpoints:
+    base = base_url.rstrip("/")
+    return Endpoints(
+        token_url=f"{base}/identity/v1/oauth2/token",
+        authorize_url=f"{base}/oauth2/authorize",
+        identity_url=f"{base}/commerce/identity/v1/user/",
+        revoke_url=f"{base}/identity/v1/oauth2/token/revoke",
+    )
+
+
+class Settings(BaseSettings):
+    """Every knob of the product, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    ebay_environment: EbayEnvironment = EbayEnvironment.EMULATOR
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    ru_name: str | None = None
+    scopes: str = DEFAULT_SCOPES
+
+    token_keys: SecretStr | None = None
+    token_primary_key_id: str | None = None
+    fingerprint_key: SecretStr | None = None
+    key_file: Path = DEFAULT_KEY_FILE
+
+    refresh_ahead_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    access_token_margin_seconds: int = Field(default=5 * 60, ge=0, le=3600)
+    on_demand_cooldown_seconds: int = Field(default=30, ge=0, le=3600)
+    lease_seconds: int = Field(default=120, ge=5, le=3600)
+    http_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    worker_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    worker_concurrency: int = Field(default=32, ge=1, le=1024)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8000"
+    emulator_url: str = "http://127.0.0.1:8000/emulator"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes_are_uris(cls, value: str) -> str:
+        scopes = value.split()
+        if not scopes or any(not s.startswith("https://api.ebay.com/oauth/") for s in scopes):
+            raise ValueError("must be space-separated https://api.ebay.com/oauth/... scope URIs")
+        return " ".join(scopes)
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def refresh_ahead(self) -> timedelta:
+        return timedelta(seconds=self.refresh_ahead_seconds)
+
+    @property
+    def access_token_margin(self) -> timedelta:
+        return timedelta(seconds=self.access_token_margin_seconds)
+
+    @property
+    def on_demand_cooldown(self) -> timedelta:
+        return timedelta(seconds=self.on_demand_cooldown_seconds)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def scope_list(self) -> tuple[str, ...]:
+        return tuple(self.scopes.split())
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self.ebay_environment is EbayEnvironment.EMULATOR:
+            return emulator_endpoints(self.emulator_url)
+        return EBAY_ENDPOINTS[self.ebay_environment]
+
+    @property
+    def app_client_id(self) -> str:
+        return self.client_id or EMULATOR_CLIENT_ID
+
+    @property
+    def app_client_secret(self) -> str:
+        if self.client_secret is not None:
+            return self.client_secret.get_secret_value()
+        return EMULATOR_CLIENT_SECRET
+
+    @property
+    def app_ru_name(self) -> str:
+        return self.ru_name or EMULATOR_RU_NAME
+
+    @property
+    def callback_url(self) -> str:
+        return self.public_url.rstrip("/") + "/api/ebay/callback"
+
+
+_REQUIRED_OUTSIDE_EMULATOR = ("client_id", "client_secret", "ru_name", "token_keys")
+
+
+def load(**overrides: Any) -> Settings:
+    """Read the settings once; any problem becomes one ``ConfigError`` line naming the setting."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
+        raise ConfigError(f"{name}: {first['msg']}") from exc
+    if settings.ebay_environment is not EbayEnvironment.EMULATOR:
+        for name in _REQUIRED_OUTSIDE_EMULATOR:
+            if getattr(settings, name) is None:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()}: required when "
+                    f"{ENV_PREFIX}EBAY_ENVIRONMENT={settings.ebay_environment.value}"
+                )
+    return settings

@@ -1,0 +1,166 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, the real emulator on loopback, a clock.
+
+PostgreSQL: a fresh schema per test in the database named by EBAY_CONNECTOR_TEST_POSTGRES_URL
+(default postgresql://postgres@127.0.0.1:5432/test). When it is unreachable the PostgreSQL tier is
+skipped with a visible reason — unless EBAY_CONNECTOR_TEST_REQUIRE_POSTGRES=1 (set by .ci/run),
+where an unreachable PostgreSQL fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from ebay_connector import migrate, settings
+from ebay_connector.emulator import Emulator, EmulatorServer
+from ebay_connector.runtime import Runtime, open_runtime
+
+POSTGRES_URL = os.environ.get(
+    "EBAY_CONNECTOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("EBAY_CONNECTOR_TEST_REQUIRE_POSTGRES") == "1"
+
+_postgres_checked: dict[str, str | None] = {}
+
+
+def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run blocking code that starts its own event loop away from the test's loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
+def postgres_unavailable_reason() -> str | None:
+    """None when PostgreSQL answers; else why not (checked once per run)."""
+    if "reason" not in _postgres_checked:
+
+        async def probe() -> None:
+            conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql://", "postgres://"))
+            await conn.close()
+
+        try:
+            in_thread(asyncio.run, asyncio.wait_for(probe(), 5))
+            _postgres_checked["reason"] = None
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            _postgres_checked["reason"] = f"PostgreSQL at {POSTGRES_URL} unreachable: {exc!r}"
+    return _postgres_checked["reason"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's EBAY_CONNECTOR_* variables or .env file."""
+    for name in list(os.environ):
+        if name.startswith(settings.ENV_PREFIX) and not name.startswith(
+            settings.ENV_PREFIX + "TEST_"
+        ):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+class FakeClock:
+    """A clock tests move by hand; never sleeps."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> datetime:
+        self.now += timedelta(**kwargs)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str
+    schema: str | None
+    backend: str
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh, migrated database: a SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path}/test.db", None, "sqlite")
+        in_thread(migrate.upgrade, db.url)
+        yield db
+        return
+    reason = postgres_unavailable_reason()
+    if reason is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    _pg_execute(f'CREATE SCHEMA "{schema}"')
+    db = Database(POSTGRES_URL, schema, "postgresql")
+    try:
+        in_thread(migrate.upgrade, db.url, schema=schema)
+        yield db
+    finally:
+        _pg_execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _pg_execute(sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql://", "postgres://"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    in_thread(asyncio.run, run())
+
+
+@pytest.fixture
+def emulator(clock: FakeClock) -> Iterator[tuple[Emulator, str]]:
+    """The real emulator, served over HTTP on 127.0.0.1, sharing the test's clock."""
+    emu = Emulator(clock=clock, seed=1234)
+    with EmulatorServer(emu) as server:
+        yield emu, server.base_url
+
+
+def make_settings(database: Database, emulator_url: str, tmp_path: Path, **extra: Any) -> Any:
+    return settings.load(
+        _env_file=None,
+        database_url=database.url,
+        emulator_url=emulator_url,
+        key_file=tmp_path / "keys" / "keyring.json",
+        public_url="http://127.0.0.1:9",
+        **extra,
+    )
+
+
+@pytest.fixture
+async def runtime(
+    database: Database,
+    emulator: tuple[Emulator, str],
+    tmp_path: Path,
+    clock: FakeClock,
+) -> AsyncIterator[Runtime]:
+    import random
+
+    emu, base_url = emulator
+    conf = make_settings(database, base_url, tmp_path, http_timeout_seconds=3)
+    emu.register_app(
+        client_id=conf.app_client_id,
+        client_secret=conf.app_client_secret,
+        ru_name=conf.app_ru_name,
+        accept_url=conf.callback_url,
+    )
+    async with open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt:
+        yield rt
