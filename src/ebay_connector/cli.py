@@ -26,6 +26,7 @@ from ebay_connector.errors import (
     KeyRingError,
     NeedsReconnect,
     NotFound,
+    SchemaMissing,
     UsageError,
 )
 from ebay_connector.exchange import Trigger
@@ -527,7 +528,7 @@ def token(
 
 # Entry point ------------------------------------------------------------------------------------
 
-_USAGE_ERRORS = (ConfigError, KeyRingError, UsageError, NotFound)
+_USAGE_ERRORS = (ConfigError, KeyRingError, UsageError, NotFound, SchemaMissing)
 
 
 def main(argv: list[str] | None = None) -> int:

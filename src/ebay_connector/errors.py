@@ -13,7 +13,8 @@ in one place. Messages never contain a secret: pass masked values only.
     ├── NotFound
     │   └── AccountNotFound             account_not_found
     ├── StoreError                      store_error          (wraps sqlalchemy.exc at the store)
-    │   └── StoreUnavailable            store_unavailable
+    │   ├── StoreUnavailable            store_unavailable
+    │   └── SchemaMissing               schema_missing
     ├── EbayError                       (raised by the eBay client for answers it cannot use)
     │   └── EbayCallFailed              code = the classified outcome (e.g. invalid_grant)
     ├── NeedsReconnect                  needs_reconnect      (on-demand refused; carries reason)
@@ -86,6 +87,12 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached."""
 
     code = "store_unavailable"
+
+
+class SchemaMissing(StoreError):
+    """The database has no (or an older) schema: ``ebay-connector db upgrade`` was not run."""
+
+    code = "schema_missing"
 
 
 class EbayError(ConnectorError):

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from ebay_connector.errors import ConfigError
 
@@ -80,6 +82,10 @@ def emulator_endpoints(base_url: str) -> Endpoints:
     )
 
 
+# Query options of the database URL that the async drivers understand.
+_DATABASE_QUERY_OPTIONS = frozenset({"ssl", "prepared_statement_cache_size", "timeout"})
+
+
 class Settings(BaseSettings):
     """Every knob of the product, with its default."""
 
@@ -115,8 +121,18 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql", "postgres://")):
-            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must be a sqlite:///path or postgresql://user@host:port/db URL")
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError("is not a valid database URL") from exc
+        unknown = set(url.query) - _DATABASE_QUERY_OPTIONS
+        if unknown:
+            raise ValueError(
+                f"unsupported URL option(s) {sorted(unknown)}; "
+                f"supported: {sorted(_DATABASE_QUERY_OPTIONS)}"
+            )
         return value
 
     @field_validator("scopes")
@@ -184,7 +200,8 @@ def load(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
-        raise ConfigError(f"{name}: {first['msg']}") from exc
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message}") from exc
     if settings.ebay_environment is not EbayEnvironment.EMULATOR:
         for name in _REQUIRED_OUTSIDE_EMULATOR:
             if getattr(settings, name) is None:

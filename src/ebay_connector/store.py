@@ -22,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ebay_connector import models as m
 from ebay_connector.clock import Clock, utcnow
-from ebay_connector.errors import AccountNotFound, StoreError, StoreUnavailable, UsageError
+from ebay_connector.errors import (
+    AccountNotFound,
+    SchemaMissing,
+    StoreError,
+    StoreUnavailable,
+    UsageError,
+)
 from ebay_connector.exchange import ExchangeRecord
 from ebay_connector.token_state import TokenState, Transition
 
@@ -220,6 +226,30 @@ def _exchange_row(row: Any) -> ExchangeRow:
 _EXCHANGE_COLUMNS = (*m.EbayExchange.__table__.c, m.EbayAccount.label.label("account_label"))
 
 
+MAX_DRIVER_MESSAGE = 200
+
+
+def _driver_message(exc: BaseException) -> str:
+    """The driver's own first line (e.g. 'role "x" does not exist'), without SQL or parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    first = lines[0] if lines else ""
+    # asyncpg errors arrive wrapped as "<class 'asyncpg...'>: message".
+    first = first.split(">: ", 1)[-1]
+    text = f"{cause.__class__.__name__}: {first}" if first else cause.__class__.__name__
+    return text[:MAX_DRIVER_MESSAGE]
+
+
+def _is_missing_table(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc))
+    return (
+        "no such table" in text
+        or "UndefinedTable" in text
+        or ("does not exist" in text
+        and ("relation" in text))
+    )
+
+
 class Store:
     """Owns the engine and every statement. Built by :meth:`open`, ended by :meth:`close`."""
 
@@ -245,11 +275,19 @@ class Store:
             async with self.engine.begin() as conn:
                 yield conn
         except sqlalchemy.exc.IntegrityError as exc:
-            raise StoreError(f"constraint violated: {exc.orig.__class__.__name__}") from exc
+            raise StoreError(f"constraint violated: {_driver_message(exc)}") from exc
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError) as exc:
-            raise StoreUnavailable(f"database unavailable: {exc.__class__.__name__}") from exc
+            if _is_missing_table(exc):
+                raise SchemaMissing(
+                    "the database has no schema yet: run `ebay-connector db upgrade`"
+                ) from exc
+            raise StoreUnavailable(f"database unavailable: {_driver_message(exc)}") from exc
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+            if _is_missing_table(exc):
+                raise SchemaMissing(
+                    "the database has no schema yet: run `ebay-connector db upgrade`"
+                ) from exc
+            raise StoreError(f"database error: {_driver_message(exc)}") from exc
 
     async def ping(self) -> None:
         async with self._tx() as conn:

@@ -30,6 +30,8 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
         ("EBAY_CONNECTOR_EBAY_ENVIRONMENT", "staging"),
         ("EBAY_CONNECTOR_REFRESH_AHEAD_SECONDS", "soon"),
         ("EBAY_CONNECTOR_DATABASE_URL", "mysql://x"),
+        ("EBAY_CONNECTOR_DATABASE_URL", "postgresql://u@h/db?options=-csearch_path%3Dx"),
+        ("EBAY_CONNECTOR_DATABASE_URL", "postgresql://u@h:notaport/db"),
         ("EBAY_CONNECTOR_SCOPES", "sell.inventory"),
         ("EBAY_CONNECTOR_PORT", "70000"),
     ],
