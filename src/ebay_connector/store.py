@@ -245,8 +245,7 @@ def _is_missing_table(exc: BaseException) -> bool:
     return (
         "no such table" in text
         or "UndefinedTable" in text
-        or ("does not exist" in text
-        and ("relation" in text))
+        or ("does not exist" in text and ("relation" in text))
     )
 
 
