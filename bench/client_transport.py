@@ -24,10 +24,11 @@ Usage (from the repository root)::
 What to look for (httpx 0.28.1 / httpcore 1.0.9): with ``max_keepalive_connections`` below the
 concurrency, httpcore closes a connection after almost every response (its keep-alive check
 counts all connections, not idle ones), so nearly every request opens a new TCP connection;
-with ``max_keepalive_connections`` >= concurrency (whatever ``max_connections`` is) the pool
-hands one idle connection to several waiting requests, the losers retry with
-``ConnectionNotAvailable`` and each retry rescans the pool, so client CPU per request explodes
-and throughput collapses (see encode/httpcore#1035, pydantic/httpx2#974 and #1075).
+with ``max_keepalive_connections`` >= concurrency (2 × concurrency too, so not a pool-size
+question) the pool hands one idle connection to several waiting requests, the losers retry
+with ``ConnectionNotAvailable`` and each retry rescans the pool. That is load-dependent: once
+the client CPU saturates (concurrency 64 on 2 cores; not at 32) it feeds on itself, CPU per
+request explodes and throughput collapses (encode/httpcore#1035, pydantic/httpx2#974, #1075).
 
 The run is bounded (``--variant-timeout-s`` per variant, warm-up included), only talks to
 127.0.0.1, and always stops the server process on exit.

@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ebay_connector import crypto, migrate, serve, terminal
+from ebay_connector import crypto, masking, migrate, serve, terminal
+from ebay_connector import emulator as emulation
 from ebay_connector.errors import (
     ConfigError,
     ConnectorError,
@@ -143,8 +145,6 @@ def worker(
             return report.status
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        import signal
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await w.run(stop)
@@ -156,23 +156,22 @@ def worker(
 
 @app.command()
 def emulator(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8300,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = emulation.DEFAULT_PORT,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     client_id: Annotated[str, typer.Option(help="App ID to register.")] = "",
     client_secret: Annotated[str, typer.Option(help="Cert ID to register.")] = "",
     ru_name: Annotated[str, typer.Option(help="RuName to register.")] = "",
     accept_url: Annotated[str, typer.Option(help="Where consent redirects.")] = "",
     decline_url: Annotated[str | None, typer.Option(help="Where a decline goes.")] = None,
-    latency_ms: Annotated[int, typer.Option(help="Latency added to every answer.")] = 0,
+    user: Annotated[list[str] | None, typer.Option(help="Add an eBay user (repeatable).")] = None,
+    latency_ms: Annotated[int, typer.Option(min=0, help="Latency added to every answer.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the error_rate draws.")] = 0,
 ) -> None:
     """Run the eBay identity emulator standalone (see docs/emulator.md)."""
-    from ebay_connector.emulator import Emulator, Faults
-    from ebay_connector.emulator.serve import run as run_emulator
-
     given = [client_id, client_secret, ru_name, accept_url]
     if any(given) and not all(given):
         raise UsageError("--client-id, --client-secret, --ru-name and --accept-url go together")
-    emu = Emulator()
+    emu = emulation.Emulator(seed=seed)
     if all(given):
         emu.register_app(
             client_id=client_id,
@@ -181,10 +180,12 @@ def emulator(
             accept_url=accept_url,
             decline_url=decline_url,
         )
+    for name in user or []:
+        emu.add_user(name)
     if latency_ms:
-        emu.set_faults(Faults(latency_ms=latency_ms))
+        emu.set_faults(emulation.Faults(latency_ms=latency_ms))
     out.print(f"eBay identity emulator on http://{host}:{port}")
-    run_emulator(emu, host, port)
+    emulation.run(emu, host, port)
 
 
 # Database and keys ----------------------------------------------------------------------------
@@ -226,9 +227,7 @@ def accounts(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json({"accounts": rows})
         return
-    from datetime import datetime
-
-    now = datetime.now().astimezone()
+    now = datetime.now(UTC)
     table = Table(
         "id",
         "label",
@@ -364,8 +363,6 @@ def inspect_tokens(as_json: JsonOpt = False) -> None:
     """Per account: ciphertext prefix and key, does it decrypt, masked plaintext and fingerprint."""
 
     async def body(runtime: Runtime) -> list[dict[str, Any]]:
-        from ebay_connector.masking import mask
-
         ring = runtime.keys.ring
         result = []
         for a in await runtime.store.accounts():
@@ -386,7 +383,7 @@ def inspect_tokens(as_json: JsonOpt = False) -> None:
                         info["error"] = f"{exc.code}: {exc.message}"
                     else:
                         info["decrypts"] = True
-                        info["plaintext"] = mask(plain, ring).to_dict()
+                        info["plaintext"] = masking.mask(plain, ring).to_dict()
                 entry[field.value] = info
             result.append(entry)
         return result

@@ -350,10 +350,11 @@ class Refresher:
         )
 
     def _skipped(self, account: AccountToken, trigger: Trigger) -> RefreshResult:
-        reason = account.state_reason or "needs_reconnect"
-        outcome = (
-            Outcome(reason) if reason in Outcome.__members__.values() else Outcome.INVALID_GRANT
-        )
+        reason = account.state_reason or Outcome.INVALID_GRANT.value
+        try:
+            outcome = Outcome(reason)
+        except ValueError:
+            outcome = Outcome.INVALID_GRANT
         return RefreshResult(
             account_id=account.account_id,
             trigger=trigger,

@@ -11,6 +11,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -83,8 +84,6 @@ def refresh_config(settings: Settings) -> RefreshConfig:
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
-    from datetime import timedelta
-
     return WorkerConfig(
         interval=timedelta(seconds=settings.worker_interval_seconds),
         concurrency=settings.worker_concurrency,

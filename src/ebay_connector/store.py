@@ -408,11 +408,12 @@ class Store:
                     .where(m.EbayToken.account_id == account_id)
                     .values(version=m.EbayToken.version + 1, **token_values)
                 )
-            exchange_id = None
-            for record in exchanges:
-                exchange_id = await self._insert_exchange(
+            exchange_ids = [
+                await self._insert_exchange(
                     conn, record, account_id, organization_id, environment, "connect", now
                 )
+                for record in exchanges
+            ]
             await conn.execute(
                 sa.insert(m.RefreshAttempt).values(
                     account_id=account_id,
@@ -423,7 +424,7 @@ class Store:
                     finished_at=now,
                     outcome="ok",
                     new_expires_at=access_expires_at,
-                    exchange_id=exchange_id,
+                    exchange_id=exchange_ids[0] if exchange_ids else None,
                 )
             )
             return int(account_id), created

@@ -20,7 +20,7 @@ from ebay_connector import log
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.errors import ConnectorError
 from ebay_connector.exchange import Trigger
-from ebay_connector.outcome import Disposition, Outcome, disposition
+from ebay_connector.outcome import Disposition, disposition
 from ebay_connector.refresh import Refresher, RefreshResult
 from ebay_connector.store import HeartbeatRow, Store
 from ebay_connector.token_state import TokenState
@@ -224,7 +224,3 @@ class Worker:
             except ConnectorError:
                 log.event(logger, "worker.unregister_failed", logging.WARNING)
             log.event(logger, "worker.stopped", instance=self.instance_id)
-
-
-def is_failure(outcome: Outcome) -> bool:
-    return disposition(outcome) is not Disposition.SUCCESS

@@ -9,12 +9,10 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from types import TracebackType
 
 import uvicorn
@@ -157,36 +155,3 @@ def run(
     app = create_app(emulator)
     with contextlib.suppress(KeyboardInterrupt):
         _Server(_config(app, host, port, log_level), app.hangs).run()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ebay_connector.emulator",
-        description="A local emulator of eBay's OAuth / identity endpoints (all on one host).",
-    )
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--seed", type=int, default=0, help="seed for error_rate draws")
-    parser.add_argument(
-        "--app",
-        nargs=4,
-        action="append",
-        default=[],
-        metavar=("CLIENT_ID", "CLIENT_SECRET", "RU_NAME", "ACCEPT_URL"),
-        help="register a keyset (repeatable); any scope under https://api.ebay.com/oauth/",
-    )
-    parser.add_argument("--user", action="append", default=[], help="add a user (repeatable)")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    emulator = Emulator(seed=args.seed)
-    for client_id, secret, ru_name, accept_url in args.app:
-        emulator.register_app(client_id, secret, ru_name, accept_url)
-    for username in args.user:
-        emulator.add_user(username)
-    print(f"eBay emulator on {_url(args.host, args.port)}", flush=True)
-    run(emulator, args.host, args.port, args.log_level)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
