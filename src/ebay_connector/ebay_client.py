@@ -7,6 +7,7 @@ every answer, and every transport failure, into a classified outcome plus a mask
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -32,6 +33,7 @@ RECORDED_RESPONSE_HEADERS = frozenset(
 # Every eBay OAuth string starts with this; anything else was never issued by eBay.
 EBAY_TOKEN_PREFIX = "v^"
 MIN_EBAY_TOKEN_LENGTH = 20
+DEFAULT_DEADLINE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,15 @@ class EbayClient:
         app: AppCredentials,
         endpoints: Endpoints,
         fingerprinter: masking.Fingerprinter,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
         self.http = http
         self.app = app
         self.endpoints = endpoints
         self.fp = fingerprinter
+        # A whole-call deadline: aiohttp's read timeout is per socket read, so a server that
+        # trickles bytes could otherwise hold a call (and its account's lease) indefinitely.
+        self.deadline_s = deadline_s
 
     # Requests --------------------------------------------------------------------------------
 
@@ -172,18 +178,27 @@ class EbayClient:
 
     # Sending ---------------------------------------------------------------------------------
 
+    async def _send(self, request: PreparedRequest) -> httpx.Response | str:
+        """The one place HTTP happens: the response, or why there is none (httpx stays here)."""
+        body = None
+        if request.form is not None:
+            body = urlencode(request.form, quote_via=quote).encode("ascii")
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await self.http.request(
+                    request.method, request.url, content=body, headers=dict(request.headers)
+                )
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            return f"timeout: {exc.__class__.__name__}"
+        except httpx.TransportError as exc:
+            return f"connection error: {exc.__class__.__name__}"
+
     async def send_token_request(self, request: PreparedRequest) -> CallResult:
         """Send a token-endpoint request; classify the answer; record the exchange."""
         started = time.perf_counter()
-        body = urlencode(request.form or {}, quote_via=quote).encode("ascii")
-        try:
-            response = await self.http.request(
-                request.method, request.url, content=body, headers=dict(request.headers)
-            )
-        except httpx.TimeoutException as exc:
-            return self._failed(request, started, f"timeout: {exc.__class__.__name__}")
-        except httpx.TransportError as exc:
-            return self._failed(request, started, f"connection error: {exc.__class__.__name__}")
+        response = await self._send(request)
+        if isinstance(response, str):
+            return self._failed(request, started, response)
         duration_ms = (time.perf_counter() - started) * 1000
         classified = classify_token_answer(response.status_code, response.headers, response.content)
         return CallResult(
@@ -201,12 +216,9 @@ class EbayClient:
             access_token,
         )
         started = time.perf_counter()
-        try:
-            response = await self.http.get(request.url, headers=dict(request.headers))
-        except httpx.TimeoutException as exc:
-            return None, self._failed(request, started, f"timeout: {exc}").exchange
-        except httpx.TransportError as exc:
-            return None, self._failed(request, started, f"connection error: {exc}").exchange
+        response = await self._send(request)
+        if isinstance(response, str):
+            return None, self._failed(request, started, response).exchange
         duration_ms = (time.perf_counter() - started) * 1000
         user = None
         outcome = Outcome.MALFORMED_RESPONSE

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing
@@ -25,8 +26,8 @@ from ebay_connector.settings import EbayEnvironment, Settings
 from ebay_connector.store import Store
 from ebay_connector.worker import WorkerConfig, new_instance_id
 
-# Keep-alive pool for the token endpoint; see bench/client_transport.py for the measurement.
-HTTP_MAX_CONNECTIONS = 256
+# On-demand bursts share the pool with the worker, so it never shrinks below this.
+MIN_HTTP_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,17 @@ def silence_wire_loggers() -> None:
 
 
 def make_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The one shared HTTP client for eBay calls."""
+    """The one shared HTTP client for eBay calls: httpx's API over aiohttp's transport.
+
+    Measured with bench/client_transport.py (64 concurrent form POSTs to a 100 ms endpoint on
+    2 cores): ~570 req/s at ~0.6 ms CPU each over httpx-aiohttp, against ~340 req/s at ~1.8 ms
+    with httpx's own transport, which collapses to ~75 req/s once its keep-alive pool is sized
+    to the concurrency.
+    """
+    connections = max(settings.worker_concurrency, MIN_HTTP_CONNECTIONS)
     return httpx.AsyncClient(
+        transport=AiohttpTransport(limits=httpx.Limits(max_connections=connections)),
         timeout=httpx.Timeout(settings.http_timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=HTTP_MAX_CONNECTIONS, max_keepalive_connections=HTTP_MAX_CONNECTIONS
-        ),
     )
 
 
@@ -127,6 +133,7 @@ async def open_runtime(
         ),
         endpoints=settings.endpoints,
         fingerprinter=keys.ring,
+        deadline_s=settings.http_timeout_seconds,
     )
     instance_id = new_instance_id()
     refresher = Refresher(
