@@ -86,17 +86,17 @@ def clock() -> FakeClock:
 
 
 @dataclass(frozen=True)
-class Database:
+class DatabaseTarget:
     url: str
     schema: str | None
     backend: str
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseTarget]:
     """A fresh, migrated database: a SQLite file, or a new PostgreSQL schema."""
     if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path}/test.db", None, "sqlite")
+        db = DatabaseTarget(f"sqlite:///{tmp_path}/test.db", None, "sqlite")
         in_thread(migrate.upgrade, db.url)
         yield db
         return
@@ -107,7 +107,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         pytest.skip(reason)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     _pg_execute(f'CREATE SCHEMA "{schema}"')
-    db = Database(POSTGRES_URL, schema, "postgresql")
+    db = DatabaseTarget(POSTGRES_URL, schema, "postgresql")
     try:
         in_thread(migrate.upgrade, db.url, schema=schema)
         yield db
@@ -134,7 +134,7 @@ def emulator(clock: FakeClock) -> Iterator[tuple[Emulator, str]]:
         yield emu, server.base_url
 
 
-def make_settings(database: Database, emulator_url: str, tmp_path: Path, **extra: Any) -> Any:
+def make_settings(database: DatabaseTarget, emulator_url: str, tmp_path: Path, **extra: Any) -> Any:
     return settings.load(
         _env_file=None,
         database_url=database.url,
@@ -147,7 +147,7 @@ def make_settings(database: Database, emulator_url: str, tmp_path: Path, **extra
 
 @pytest.fixture
 async def runtime(
-    database: Database,
+    database: DatabaseTarget,
     emulator: tuple[Emulator, str],
     tmp_path: Path,
     clock: FakeClock,

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -32,15 +32,14 @@ from ebay_connector.errors import (
     UsageError,
 )
 from ebay_connector.exchange import Trigger
-from ebay_connector.runtime import Runtime, open_runtime, worker_config
+from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.settings import Settings, load
-from ebay_connector.worker import CycleStatus, Worker
+from ebay_connector.worker import CycleStatus
 
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FOLLOW_POLL_S = 1.0
-STALE_FACTOR = 2  # a heartbeat older than twice its interval is stale
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -123,17 +122,10 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit 0/1.")] = False,
 ) -> None:
     """Refresh every due account; with --once, exit 1 unless the cycle was ok."""
-    settings = _settings()
     _configure_logging()
 
     async def body(runtime: Runtime) -> CycleStatus:
-        w = Worker(
-            store=runtime.store,
-            refresher=runtime.refresher,
-            config=worker_config(settings),
-            clock=runtime.clock,
-            instance_id=runtime.instance_id,
-        )
+        w = runtime.worker()
         if once:
             report = await w.run_once()
             out.print(
@@ -283,7 +275,7 @@ def refresh(
         if result.exchange is not None:
             doc["exchange"] = terminal.record_dict(result.exchange)
         elif result.exchange_id is not None:
-            row = await runtime.store.exchange(result.exchange_id)
+            row = await runtime.journal.exchange(result.exchange_id)
             if row is not None:
                 doc["exchange"] = terminal.exchange_row_dict(row)
         return doc
@@ -330,7 +322,7 @@ def logs(
             "trigger": trigger.value if trigger else None,
             "outcome": outcome,
         }
-        rows = await runtime.store.exchanges(limit=limit, **filters)
+        rows = await runtime.journal.exchanges(limit=limit, **filters)
         if as_json and not follow:
             _print_json({"entries": [terminal.exchange_row_dict(r) for r in rows]})
             return
@@ -338,7 +330,7 @@ def logs(
         last_id = rows[0].id if rows else 0
         while follow:
             await asyncio.sleep(FOLLOW_POLL_S)
-            new = await runtime.store.exchanges(limit=1000, after_id=last_id, **filters)
+            new = await runtime.journal.exchanges(limit=1000, after_id=last_id, **filters)
             if new:
                 _emit(new, as_json, full)
                 last_id = new[0].id
@@ -423,15 +415,14 @@ def inspect_runtime(
     async def body(runtime: Runtime) -> dict[str, Any]:
         now = runtime.clock()
         beats = []
-        for h in await runtime.store.heartbeats():
-            stale = now - h.updated_at > timedelta(seconds=STALE_FACTOR * h.interval_seconds)
+        for h in await runtime.heartbeats.all():
             beats.append(
                 {
                     "instance_id": h.instance_id,
                     "host": h.host,
                     "pid": h.pid,
                     "version": h.version,
-                    "status": "stale" if stale else h.status,
+                    "status": h.status_at(now),
                     "reported_status": h.status,
                     "started_at": terminal.iso(h.started_at),
                     "last_cycle_started_at": terminal.iso(h.last_cycle_started_at),
@@ -463,7 +454,7 @@ def inspect_runtime(
                             "old_expires_at": terminal.iso(t.old_expires_at),
                             "new_expires_at": terminal.iso(t.new_expires_at),
                         }
-                        for t in await runtime.store.attempts(a.account_id, attempts)
+                        for t in await runtime.journal.attempts(a.account_id, attempts)
                     ],
                 }
             )

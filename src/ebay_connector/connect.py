@@ -12,15 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ebay_connector import log
+from ebay_connector import log, policy
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing, TokenField
 from ebay_connector.ebay_client import EbayClient
 from ebay_connector.errors import ConnectFailed
 from ebay_connector.exchange import Trigger
+from ebay_connector.journal import Journal
 from ebay_connector.outcome import Outcome
+from ebay_connector.policy import PolicyConfig
 from ebay_connector.store import Store
-from ebay_connector.token_state import due_at
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,14 @@ class Connection:
 async def connect_with_code(
     *,
     store: Store,
+    journal: Journal,
     client: EbayClient,
     keyring: KeyRing,
     organization_id: int,
     environment: str,
     code: str,
     scopes: Sequence[str],
-    refresh_ahead: timedelta,
+    policy_config: PolicyConfig,
     label: str | None = None,
     actor: str | None = None,
     clock: Clock = utcnow,
@@ -52,7 +54,7 @@ async def connect_with_code(
     call = await client.send_token_request(client.code_exchange_request(code))
     grant = call.classified.grant
     if call.classified.outcome is not Outcome.OK or grant is None or not grant.refresh_token:
-        await store.record_exchange(
+        await journal.record_exchange(
             call.exchange,
             trigger=Trigger.CONNECT.value,
             environment=environment,
@@ -63,7 +65,7 @@ async def connect_with_code(
         raise ConnectFailed(f"code exchange failed: {call.classified.message}", code=code_name)
     user, user_exchange = await client.get_user(grant.access_token)
     if user is None:
-        await store.record_exchange(
+        await journal.record_exchange(
             user_exchange,
             trigger=Trigger.CONNECT.value,
             environment=environment,
@@ -94,7 +96,14 @@ async def connect_with_code(
         access_expires_at=access_expires,
         refresh_token=grant.refresh_token,
         refresh_expires_at=refresh_expires,
-        next_attempt_at=due_at(access_expires, refresh_ahead),
+        next_attempt_at=policy.schedule(
+            policy_config.default,
+            access_expires_at=access_expires,
+            last_used_at=None,
+            last_success_at=started,
+            now=started,
+            config=policy_config,
+        ).next_attempt_at,
         exchanges=[call.exchange, user_exchange],
         actor=actor,
     )

@@ -97,13 +97,14 @@ async def seed(runtime: Runtime, emulator: Emulator) -> list[SeededAccount]:
         code = await consent_code(runtime, demo.username)
         connection = await connect_with_code(
             store=store,
+            journal=runtime.journal,
             client=runtime.client,
             keyring=runtime.keys.ring,
             organization_id=organization_id,
             environment=runtime.environment,
             code=code,
             scopes=runtime.settings.scope_list,
-            refresh_ahead=runtime.settings.refresh_ahead,
+            policy_config=runtime.settings.policy,
             label=demo.label,
             actor="demo",
             clock=runtime.clock,

@@ -79,6 +79,7 @@ class EbayAccount(Base):
     ebay_username: Mapped[str] = mapped_column(sa.String(100))
     label: Mapped[str] = mapped_column(sa.String(200))
     scopes: Mapped[str] = mapped_column(sa.Text)  # space-separated, exactly as granted
+    refresh_policy: Mapped[str | None] = mapped_column(sa.String(16))  # None: the global one
     last_used_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -144,6 +145,7 @@ class EbayExchange(Base):
     __table_args__ = (
         sa.Index("ix_ebay_exchanges_org_created", "organization_id", "created_at"),
         sa.Index("ix_ebay_exchanges_account_created", "account_id", "created_at"),
+        sa.Index("ix_ebay_exchanges_action_created", "action", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -15,10 +15,10 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ebay_connector import log, retry, token_state
+from ebay_connector import log, policy, retry, token_state
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing, TokenField
 from ebay_connector.ebay_client import EbayClient, build_refresh_request, not_sent
@@ -31,7 +31,10 @@ from ebay_connector.errors import (
     StoreError,
 )
 from ebay_connector.exchange import Action, ExchangeRecord, Trigger
+from ebay_connector.journal import Journal
 from ebay_connector.outcome import MEANINGS, Classified, Outcome
+from ebay_connector.pacing import Pacer
+from ebay_connector.policy import PolicyConfig
 from ebay_connector.store import AccountToken, Store
 from ebay_connector.token_state import TokenState
 
@@ -43,11 +46,11 @@ LAST_USED_THROTTLE = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class RefreshConfig:
-    refresh_ahead: timedelta = timedelta(minutes=15)
     access_token_margin: timedelta = timedelta(minutes=5)
     on_demand_cooldown: timedelta = timedelta(seconds=30)
     lease: timedelta = timedelta(seconds=120)
     backoff: retry.Backoff = retry.DEFAULT_BACKOFF
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
 
 @dataclass(frozen=True)
@@ -95,14 +98,18 @@ class Refresher:
         self,
         *,
         store: Store,
+        journal: Journal,
         client: EbayClient,
         keyring: KeyRing,
         config: RefreshConfig,
         owner: str,
         clock: Clock = utcnow,
         rng: random.Random | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.store = store
+        self.journal = journal
+        self.pacer = pacer or Pacer()
         self.client = client
         self.keyring = keyring
         self.config = config
@@ -172,6 +179,26 @@ class Refresher:
                 if not finished:
                     await self._release_quietly(account_id)
 
+    async def refresh_claimed(self, account: AccountToken, trigger: Trigger) -> RefreshResult:
+        """Refresh an account the worker already leased with :meth:`Store.claim_due`.
+
+        The claim is the lease, so no second lease statement: a worker refresh costs one
+        transaction of its own (the claim's two statements are shared by the whole batch).
+        """
+        async with self._account_lock(account.account_id) as waited:
+            if waited:
+                current = await self._snapshot(account.account_id)
+                if current.version != account.version:
+                    return await self._joined(current, trigger)
+            finished = False
+            try:
+                result = await self._attempt(account, trigger, None)
+                finished = True
+                return result
+            finally:
+                if not finished:
+                    await self._release_quietly(account.account_id)
+
     async def _lease(self, seen: AccountToken) -> AccountToken | None:
         """Take the lease; ``None`` when another caller changed the token meanwhile."""
         deadline = self.clock() + self.config.lease + LEASE_POLL
@@ -206,11 +233,23 @@ class Refresher:
     ) -> RefreshResult:
         started = self.clock()
         exchange, classified = await self._call_ebay(account, started)
+        now = self.clock()
+
+        def next_after_success(new_expiry: datetime) -> datetime | None:
+            return policy.schedule(
+                policy.effective(account.refresh_policy, self.config.policy),
+                access_expires_at=new_expiry,
+                last_used_at=account.last_used_at,
+                last_success_at=now,
+                now=now,
+                config=self.config.policy,
+            ).next_attempt_at
+
         transition = token_state.after_attempt(
             classified=classified,
             failures_in_row=account.failures_in_row,
-            now=self.clock(),
-            refresh_ahead=self.config.refresh_ahead,
+            now=now,
+            schedule=next_after_success,
             rng=self.rng,
             backoff=self.config.backoff,
         )
@@ -321,16 +360,29 @@ class Refresher:
             return not_sent(Action.REFRESH_TOKEN, url, outcome, message), Classified(
                 outcome, message
             )
+        if self.pacer.paused(now):
+            # eBay said 429 for the application: nobody in this process calls until the pause ends.
+            message = f"paused after eBay's 429 until {self.pacer.paused_until:%H:%M:%S}"
+            outcome = Outcome.RATE_LIMITED
+            fingerprint = self.keyring.fingerprint(request.secret) if request.secret else None
+            retry_after = (self.pacer.paused_until or now) - now
+            return not_sent(Action.REFRESH_TOKEN, url, outcome, message, fingerprint), Classified(
+                outcome, message, retry_after=retry_after
+            )
+        await self.pacer.acquire()
         call = await self.client.send_token_request(request)
+        if call.classified.outcome is Outcome.RATE_LIMITED:
+            until = self.pacer.pause(self.clock(), call.classified.retry_after)
+            log.event(logger, "refresh.paused", logging.WARNING, until=until.isoformat())
         return call.exchange, call.classified
 
     async def _joined(self, current: AccountToken, trigger: Trigger) -> RefreshResult:
         """Another caller refreshed while we waited: report its result instead of calling eBay."""
-        attempts = await self.store.attempts(current.account_id, limit=1)
+        attempts = await self.journal.attempts(current.account_id, limit=1)
         last = attempts[0] if attempts else None
         outcome = Outcome(last.outcome) if last is not None else Outcome.OK
         exchange_row = (
-            await self.store.exchange(last.exchange_id)
+            await self.journal.exchange(last.exchange_id)
             if last is not None and last.exchange_id is not None
             else None
         )
@@ -411,6 +463,16 @@ class Refresher:
                     code=result.outcome.value,
                 )
         await self.store.touch_last_used(account_id, now, now - LAST_USED_THROTTLE)
+        moved = policy.after_use(
+            policy.effective(account.refresh_policy, self.config.policy),
+            scheduled_at=account.next_attempt_at,
+            access_expires_at=token.expires_at,
+            now=now,
+            config=self.config.policy,
+        )
+        if moved is not None:
+            # An idle `auto` account is in use again: keep its token warm from now on.
+            await self.store.reschedule(account_id, moved)
         return token
 
     def _valid_token(self, account: AccountToken, now: datetime) -> AccessToken | None:

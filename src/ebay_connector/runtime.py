@@ -19,12 +19,16 @@ from httpx_aiohttp import AiohttpTransport
 
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing
+from ebay_connector.database import Database
 from ebay_connector.ebay_client import AppCredentials, EbayClient
 from ebay_connector.errors import ConfigError
+from ebay_connector.heartbeats import Heartbeats
+from ebay_connector.journal import Journal
+from ebay_connector.pacing import Pacer
 from ebay_connector.refresh import RefreshConfig, Refresher
 from ebay_connector.settings import EbayEnvironment, Settings
 from ebay_connector.store import Store
-from ebay_connector.worker import WorkerConfig, new_instance_id
+from ebay_connector.worker import Worker, WorkerConfig, new_instance_id
 
 # On-demand bursts share the pool with the worker, so it never shrinks below this.
 MIN_HTTP_CONNECTIONS = 64
@@ -82,10 +86,10 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
 
 def refresh_config(settings: Settings) -> RefreshConfig:
     return RefreshConfig(
-        refresh_ahead=settings.refresh_ahead,
         access_token_margin=settings.access_token_margin,
         on_demand_cooldown=settings.on_demand_cooldown,
         lease=settings.lease,
+        policy=settings.policy,
     )
 
 
@@ -93,19 +97,38 @@ def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         interval=timedelta(seconds=settings.worker_interval_seconds),
         concurrency=settings.worker_concurrency,
+        lease=settings.lease,
+        drain=timedelta(seconds=settings.worker_drain_seconds),
+        quota=settings.quota,
     )
 
 
 @dataclass
 class Runtime:
     settings: Settings
+    db: Database
     store: Store
+    journal: Journal
+    heartbeats: Heartbeats
     keys: KeySource
     http: httpx.AsyncClient
     client: EbayClient
+    pacer: Pacer
     refresher: Refresher
     instance_id: str
     clock: Clock
+
+    def worker(self) -> Worker:
+        """A worker wired to this runtime (its instance id is the refresher's lease owner)."""
+        return Worker(
+            store=self.store,
+            journal=self.journal,
+            heartbeats=self.heartbeats,
+            refresher=self.refresher,
+            config=worker_config(self.settings),
+            clock=self.clock,
+            instance_id=self.instance_id,
+        )
 
     @property
     def environment(self) -> str:
@@ -123,7 +146,8 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     silence_wire_loggers()
     keys = load_keyring(settings)
-    store = Store.open(settings.database_url, clock=clock, schema=schema)
+    db = Database.open(settings.database_url, clock=clock, schema=schema)
+    store, journal = Store(db), Journal(db)
     own_http = http is None
     http_client = http or make_http_client(settings)
     client = EbayClient(
@@ -136,8 +160,11 @@ async def open_runtime(
         deadline_s=settings.http_timeout_seconds,
     )
     instance_id = new_instance_id()
+    pacer = Pacer(settings.max_calls_per_second or None)
     refresher = Refresher(
         store=store,
+        journal=journal,
+        pacer=pacer,
         client=client,
         keyring=keys.ring,
         config=refresh_config(settings),
@@ -146,8 +173,21 @@ async def open_runtime(
         rng=rng,
     )
     try:
-        yield Runtime(settings, store, keys, http_client, client, refresher, instance_id, clock)
+        yield Runtime(
+            settings=settings,
+            db=db,
+            store=store,
+            journal=journal,
+            heartbeats=Heartbeats(db),
+            keys=keys,
+            http=http_client,
+            client=client,
+            pacer=pacer,
+            refresher=refresher,
+            instance_id=instance_id,
+            clock=clock,
+        )
     finally:
         if own_http:
             await http_client.aclose()
-        await store.close()
+        await db.close()

@@ -14,15 +14,14 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from ebay_connector import demo, migrate
+from ebay_connector.database import sqlite_path
 from ebay_connector.emulator import Emulator
 from ebay_connector.emulator import create_app as create_emulator_app
 from ebay_connector.errors import ConfigError
-from ebay_connector.runtime import Runtime, open_runtime, worker_config
+from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.settings import EbayEnvironment, Settings
-from ebay_connector.store import sqlite_path
 from ebay_connector.version import code_version
 from ebay_connector.web import create_app
-from ebay_connector.worker import Worker
 
 STARTUP_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0
@@ -96,13 +95,7 @@ async def run(
             await _seed(runtime, emulator, say)
         worker_task = None
         if with_worker:
-            worker = Worker(
-                store=runtime.store,
-                refresher=runtime.refresher,
-                config=worker_config(settings),
-                clock=runtime.clock,
-                instance_id=runtime.instance_id,
-            )
+            worker = runtime.worker()
             worker_task = asyncio.create_task(worker.run(stop))
             say(f"worker {worker.instance_id} running every {settings.worker_interval_seconds}s")
         await server_task

@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ebay_connector.errors import ConfigError
+from ebay_connector.policy import PolicyConfig, RefreshPolicy
+from ebay_connector.quota import QuotaConfig
 
 ENV_PREFIX = "EBAY_CONNECTOR_"
 
@@ -112,6 +114,16 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     worker_interval_seconds: int = Field(default=60, ge=1, le=3600)
     worker_concurrency: int = Field(default=32, ge=1, le=1024)
+    worker_drain_seconds: int = Field(default=30, ge=0, le=3600)
+    max_calls_per_second: float = Field(default=100.0, ge=0, le=100_000)
+
+    refresh_policy: RefreshPolicy = RefreshPolicy.AUTO
+    recent_use_seconds: int = Field(default=6 * 3600, ge=60, le=30 * 86400)
+    probe_interval_seconds: int = Field(default=86400, ge=600, le=30 * 86400)
+    daily_refresh_limit: int = Field(default=50_000, ge=1)
+    daily_code_limit: int = Field(default=10_000, ge=1)
+    daily_client_credentials_limit: int = Field(default=1_000, ge=1)
+    quota_reserve_share: float = Field(default=0.2, ge=0, le=1)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -160,6 +172,26 @@ class Settings(BaseSettings):
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def policy(self) -> PolicyConfig:
+        return PolicyConfig(
+            default=self.refresh_policy,
+            refresh_ahead=self.refresh_ahead,
+            recent_use=timedelta(seconds=self.recent_use_seconds),
+            probe_interval=timedelta(seconds=self.probe_interval_seconds),
+        )
+
+    @property
+    def quota(self) -> QuotaConfig:
+        return QuotaConfig(
+            limits={
+                "refresh_token": self.daily_refresh_limit,
+                "authorization_code": self.daily_code_limit,
+                "client_credentials": self.daily_client_credentials_limit,
+            },
+            reserve_share=self.quota_reserve_share,
+        )
 
     @property
     def scope_list(self) -> tuple[str, ...]:

@@ -1,90 +1,25 @@
-"""The token store: every SQL statement of the product, on SQLite and PostgreSQL alike.
+"""The token store: accounts, their tokens, the refresh lease and the worker's claims.
 
-Nothing above this module sees ``sqlalchemy.exc``: database failures become ``StoreError`` /
-``StoreUnavailable`` here, chained to their cause. Values cross the boundary as frozen
-dataclasses, never as ORM objects.
+Owns every statement on ``organizations``, ``ebay_accounts`` and ``ebay_tokens``; exchange and
+attempt records belong to :mod:`ebay_connector.journal`, written here only inside the
+transaction of the refresh they record. Values cross the boundary as frozen dataclasses.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import sqlalchemy.exc
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ebay_connector import journal
 from ebay_connector import models as m
-from ebay_connector.clock import Clock, utcnow
-from ebay_connector.errors import (
-    AccountNotFound,
-    SchemaMissing,
-    StoreError,
-    StoreUnavailable,
-    UsageError,
-)
+from ebay_connector.database import Database
+from ebay_connector.errors import AccountNotFound, UsageError
 from ebay_connector.exchange import ExchangeRecord
 from ebay_connector.token_state import TokenState, Transition
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-
-def async_url(url: str) -> str:
-    """Map the operator-facing URL to the async driver SQLAlchemy should use."""
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    elif parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    return parsed.render_as_string(hide_password=False)
-
-
-def sqlite_path(url: str) -> Path | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return None
-    return None if parsed.database == ":memory:" else Path(parsed.database)
-
-
-def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and write-ahead ``BEGIN IMMEDIATE``."""
-    full = async_url(url)
-    if make_url(full).get_backend_name() == "sqlite":
-        path = sqlite_path(full)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(full, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not pysqlite, decide when a transaction starts (see "begin" below).
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            # A deferred transaction that reads and then writes fails with SQLITE_BUSY instead of
-            # waiting when another process (CLI beside the demo) wrote meanwhile; IMMEDIATE waits.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    connect_args: dict[str, Any] = {}
-    if schema is not None:
-        connect_args["server_settings"] = {"search_path": schema}
-    return create_async_engine(full, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 
 @dataclass(frozen=True)
@@ -98,6 +33,7 @@ class AccountToken:
     ebay_username: str
     label: str
     scopes: tuple[str, ...]
+    refresh_policy: str | None
     last_used_at: datetime | None
     created_at: datetime
     access_token_ciphertext: str | None
@@ -117,199 +53,56 @@ class AccountToken:
     lease_until: datetime | None
 
 
-@dataclass(frozen=True)
-class ExchangeRow:
-    id: int
-    created_at: datetime
-    action: str
-    trigger: str
-    account_id: int | None
-    account_label: str | None
-    organization_id: int | None
-    environment: str
-    outcome: str
-    sent: bool
-    status: int | None
-    duration_ms: float | None
-    error: str | None
-    token_fingerprint: str | None
-    request: dict[str, Any]
-    response: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class AttemptRow:
-    id: int
-    account_id: int | None
-    organization_id: int
-    trigger: str
-    actor: str | None
-    started_at: datetime
-    finished_at: datetime
-    outcome: str
-    error_code: str | None
-    error_message: str | None
-    old_expires_at: datetime | None
-    new_expires_at: datetime | None
-    exchange_id: int | None
-
-
-@dataclass(frozen=True)
-class HeartbeatRow:
-    instance_id: str
-    host: str
-    pid: int
-    version: str
-    started_at: datetime
-    interval_seconds: int
-    last_cycle_started_at: datetime | None
-    last_cycle_finished_at: datetime | None
-    status: str
-    counts: dict[str, Any]
-    last_error: str | None
-    cycles: int
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class NewTokens:
-    """Ciphertexts and expiries of freshly granted tokens (connect or reconnect)."""
-
-    access_token_ciphertext: str
-    access_expires_at: datetime
-    refresh_token_ciphertext: str
-    refresh_expires_at: datetime | None
-    next_attempt_at: datetime
-
-
+_ACCOUNT_COLUMNS = ("organization_id", "environment", "ebay_user_id", "ebay_username", "label")
 _ACCOUNT_TOKEN_COLUMNS = (
-    m.EbayAccount.id,
-    m.EbayAccount.organization_id,
-    m.EbayAccount.environment,
-    m.EbayAccount.ebay_user_id,
-    m.EbayAccount.ebay_username,
-    m.EbayAccount.label,
+    m.EbayAccount.id.label("account_id"),
+    *(getattr(m.EbayAccount, name) for name in _ACCOUNT_COLUMNS),
     m.EbayAccount.scopes,
+    m.EbayAccount.refresh_policy,
     m.EbayAccount.last_used_at,
     m.EbayAccount.created_at,
-    m.EbayToken.access_token_ciphertext,
-    m.EbayToken.access_expires_at,
-    m.EbayToken.refresh_token_ciphertext,
-    m.EbayToken.refresh_expires_at,
-    m.EbayToken.state,
-    m.EbayToken.state_reason,
-    m.EbayToken.last_error_code,
-    m.EbayToken.last_error_message,
-    m.EbayToken.failures_in_row,
-    m.EbayToken.next_attempt_at,
-    m.EbayToken.last_attempt_at,
-    m.EbayToken.last_success_at,
-    m.EbayToken.version,
-    m.EbayToken.lease_owner,
-    m.EbayToken.lease_until,
+    *(c for c in m.EbayToken.__table__.c if c.name not in ("account_id", "updated_at")),
 )
 
 
 def _account_token(row: Any) -> AccountToken:
-    values = list(row)
-    values[6] = tuple(str(values[6]).split())
-    values[13] = TokenState(values[13])
-    return AccountToken(*values)
-
-
-def _exchange_row(row: Any) -> ExchangeRow:
     values = dict(row._mapping)
-    values.pop("account_label", None)
-    return ExchangeRow(account_label=row.account_label, **values)
+    values["scopes"] = tuple(str(values["scopes"]).split())
+    values["state"] = TokenState(values["state"])
+    return AccountToken(**values)
 
 
-_EXCHANGE_COLUMNS = (*m.EbayExchange.__table__.c, m.EbayAccount.label.label("account_label"))
+def _lease_free(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(m.EbayToken.lease_until.is_(None), m.EbayToken.lease_until < now)
 
 
-MAX_DRIVER_MESSAGE = 200
-
-
-def _driver_message(exc: BaseException) -> str:
-    """The driver's own first line (e.g. 'role "x" does not exist'), without SQL or parameters."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    first = lines[0] if lines else ""
-    # asyncpg errors arrive wrapped as "<class 'asyncpg...'>: message".
-    first = first.split(">: ", 1)[-1]
-    text = f"{cause.__class__.__name__}: {first}" if first else cause.__class__.__name__
-    return text[:MAX_DRIVER_MESSAGE]
-
-
-def _is_missing_table(exc: BaseException) -> bool:
-    text = str(getattr(exc, "orig", exc))
-    return (
-        "no such table" in text
-        or "UndefinedTable" in text
-        or ("does not exist" in text and ("relation" in text))
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        m.EbayToken.state == TokenState.ACTIVE.value,
+        m.EbayToken.next_attempt_at <= now,
+        _lease_free(now),
     )
 
 
 class Store:
-    """Owns the engine and every statement. Built by :meth:`open`, ended by :meth:`close`."""
+    """Accounts and tokens. Built on a :class:`~ebay_connector.database.Database`."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
-        self.engine = engine
-        self.clock = clock
-
-    @classmethod
-    def open(cls, url: str, *, clock: Clock = utcnow, schema: str | None = None) -> Store:
-        return cls(create_engine(url, schema=schema), clock=clock)
-
-    @property
-    def backend(self) -> str:
-        return self.engine.dialect.name
-
-    async def close(self) -> None:
-        await self.engine.dispose()
-
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; database exceptions leave as StoreError, chained."""
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except sqlalchemy.exc.IntegrityError as exc:
-            raise StoreError(f"constraint violated: {_driver_message(exc)}") from exc
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError) as exc:
-            if _is_missing_table(exc):
-                raise SchemaMissing(
-                    "the database has no schema yet: run `ebay-connector db upgrade`"
-                ) from exc
-            raise StoreUnavailable(f"database unavailable: {_driver_message(exc)}") from exc
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            if _is_missing_table(exc):
-                raise SchemaMissing(
-                    "the database has no schema yet: run `ebay-connector db upgrade`"
-                ) from exc
-            raise StoreError(f"database error: {_driver_message(exc)}") from exc
-
-    async def ping(self) -> None:
-        async with self._tx() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-
-    async def create_schema(self) -> None:
-        """Create all tables directly (tests); operators use ``db upgrade`` (Alembic)."""
-        async with self._tx() as conn:
-            await conn.run_sync(m.Base.metadata.create_all)
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # Organizations ---------------------------------------------------------------------------
 
     async def create_organization(self, name: str) -> int:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.insert(m.Organization)
-                .values(name=name, created_at=self.clock())
+                .values(name=name, created_at=self.db.clock())
                 .returning(m.Organization.id)
             )
             return int(result.scalar_one())
 
     async def organization_id(self, name: str) -> int | None:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.select(m.Organization.id).where(m.Organization.name == name)
             )
@@ -317,7 +110,7 @@ class Store:
             return None if value is None else int(value)
 
     async def delete_organization(self, organization_id: int) -> None:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             await conn.execute(
                 sa.delete(m.Organization).where(m.Organization.id == organization_id)
             )
@@ -338,7 +131,7 @@ class Store:
         access_expires_at: datetime,
         refresh_token: str,
         refresh_expires_at: datetime | None,
-        next_attempt_at: datetime,
+        next_attempt_at: datetime | None,
         exchanges: Sequence[ExchangeRecord],
         actor: str | None = None,
     ) -> tuple[int, bool]:
@@ -349,8 +142,8 @@ class Store:
         ``(account_id, created)``. One transaction: the account, its tokens, the exchanges of
         the connect and the attempt are all written, or none.
         """
-        now = self.clock()
-        async with self._tx() as conn:
+        now = self.db.clock()
+        async with self.db.transaction() as conn:
             existing = await conn.execute(
                 sa.select(m.EbayAccount.id).where(
                     m.EbayAccount.organization_id == organization_id,
@@ -409,7 +202,7 @@ class Store:
                     .values(version=m.EbayToken.version + 1, **token_values)
                 )
             exchange_ids = [
-                await self._insert_exchange(
+                await journal.insert_exchange(
                     conn, record, account_id, organization_id, environment, "connect", now
                 )
                 for record in exchanges
@@ -431,7 +224,7 @@ class Store:
 
     async def set_refresh_ciphertext(self, account_id: int, ciphertext: str) -> None:
         """Overwrite the stored refresh ciphertext (demo and repair tooling only)."""
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(m.EbayToken)
                 .where(m.EbayToken.account_id == account_id)
@@ -439,7 +232,7 @@ class Store:
             )
 
     async def set_access_expiry(self, account_id: int, when: datetime, due: datetime) -> None:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(m.EbayToken)
                 .where(m.EbayToken.account_id == account_id)
@@ -447,7 +240,7 @@ class Store:
             )
 
     async def set_refresh_expiry(self, account_id: int, when: datetime) -> None:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(m.EbayToken)
                 .where(m.EbayToken.account_id == account_id)
@@ -455,7 +248,7 @@ class Store:
             )
 
     async def account_token(self, account_id: int) -> AccountToken | None:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.select(*_ACCOUNT_TOKEN_COLUMNS)
                 .join(m.EbayToken, m.EbayToken.account_id == m.EbayAccount.id)
@@ -472,7 +265,7 @@ class Store:
         )
         if organization_id is not None:
             query = query.where(m.EbayAccount.organization_id == organization_id)
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             return [_account_token(row) for row in (await conn.execute(query)).all()]
 
     async def resolve_account(self, ref: str) -> int:
@@ -480,7 +273,7 @@ class Store:
         conditions = [m.EbayAccount.label == ref, m.EbayAccount.ebay_username == ref]
         if ref.isdigit():
             conditions.append(m.EbayAccount.id == int(ref))
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             rows = (
                 await conn.execute(sa.select(m.EbayAccount.id).where(sa.or_(*conditions)))
             ).all()
@@ -492,7 +285,7 @@ class Store:
         return ids[0]
 
     async def delete_account(self, account_id: int) -> bool:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.delete(m.EbayAccount).where(m.EbayAccount.id == account_id)
             )
@@ -500,7 +293,7 @@ class Store:
 
     async def touch_last_used(self, account_id: int, now: datetime, older_than: datetime) -> None:
         """Record use, at most once per throttle period: a hot token API must not write per call."""
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(m.EbayAccount)
                 .where(
@@ -524,18 +317,18 @@ class Store:
         *,
         expected_version: int | None = None,
     ) -> bool:
-        """Take the account's refresh lease if it is free or expired (one atomic statement).
+        """Take the account's refresh lease if it is free, expired or already ours (one statement).
 
         With ``expected_version`` the lease is only taken if nobody changed the token since the
         caller read it: a compare-and-set that is correct without row locks, on any backend.
         """
         conditions = [
             m.EbayToken.account_id == account_id,
-            sa.or_(m.EbayToken.lease_until.is_(None), m.EbayToken.lease_until < now),
+            sa.or_(_lease_free(now), m.EbayToken.lease_owner == owner),
         ]
         if expected_version is not None:
             conditions.append(m.EbayToken.version == expected_version)
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.update(m.EbayToken)
                 .where(*conditions)
@@ -544,7 +337,7 @@ class Store:
             return result.rowcount == 1
 
     async def release_lease(self, account_id: int, owner: str) -> None:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(m.EbayToken)
                 .where(m.EbayToken.account_id == account_id, m.EbayToken.lease_owner == owner)
@@ -553,21 +346,113 @@ class Store:
 
     async def due_accounts(self, now: datetime, limit: int) -> list[int]:
         """Active accounts whose next attempt is due and whose lease is free, most urgent first."""
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.select(m.EbayToken.account_id)
-                .where(
-                    m.EbayToken.state == TokenState.ACTIVE.value,
-                    m.EbayToken.next_attempt_at <= now,
-                    sa.or_(m.EbayToken.lease_until.is_(None), m.EbayToken.lease_until < now),
-                )
+                .where(_due(now))
                 .order_by(m.EbayToken.next_attempt_at)
                 .limit(limit)
             )
             return [int(r[0]) for r in result.all()]
 
+    async def due_count(self, now: datetime) -> int:
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.select(sa.func.count()).select_from(m.EbayToken).where(_due(now))
+            )
+            return int(result.scalar_one())
+
+    async def claim_due(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[AccountToken]:
+        """Lease up to ``limit`` due accounts to ``owner``, most urgent first, atomically.
+
+        PostgreSQL: ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`` — replicas claim
+        disjoint batches without waiting on each other. SQLite drops ``FOR UPDATE``; there the
+        write transaction (``BEGIN IMMEDIATE``) serialises claims and the lease condition in the
+        UPDATE is the compare-and-set. Either way an account is claimed by at most one worker
+        until its lease expires (a crashed worker's accounts become claimable again).
+        """
+        if limit <= 0:
+            return []
+        candidates = (
+            sa.select(m.EbayToken.account_id)
+            .where(_due(now))
+            .order_by(m.EbayToken.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.db.transaction() as conn:
+            claimed = await conn.execute(
+                sa.update(m.EbayToken)
+                .where(m.EbayToken.account_id.in_(candidates.scalar_subquery()), _due(now))
+                .values(lease_owner=owner, lease_until=until)
+                .returning(m.EbayToken.account_id)
+            )
+            ids = [int(r[0]) for r in claimed.all()]
+            if not ids:
+                return []
+            rows = await conn.execute(
+                sa.select(*_ACCOUNT_TOKEN_COLUMNS)
+                .join(m.EbayToken, m.EbayToken.account_id == m.EbayAccount.id)
+                .where(m.EbayAccount.id.in_(ids))
+                .order_by(m.EbayToken.next_attempt_at)
+            )
+            return [_account_token(row) for row in rows.all()]
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest active account falls due (the worker sleeps until then)."""
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.select(sa.func.min(m.EbayToken.next_attempt_at)).where(
+                    m.EbayToken.state == TokenState.ACTIVE.value
+                )
+            )
+            value: datetime | None = result.scalar_one_or_none()
+            return value
+
+    async def release_leases(self, owner: str) -> int:
+        """Release every lease ``owner`` holds (shutdown, or a pruned stalled worker)."""
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.update(m.EbayToken)
+                .where(m.EbayToken.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount)
+
+    async def reschedule(self, account_id: int, next_attempt_at: datetime | None) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sa.update(m.EbayToken)
+                .where(
+                    m.EbayToken.account_id == account_id,
+                    m.EbayToken.state == TokenState.ACTIVE.value,
+                )
+                .values(next_attempt_at=next_attempt_at)
+            )
+
+    async def set_policy(
+        self, account_id: int, policy: str | None, next_attempt_at: datetime | None
+    ) -> None:
+        """Set an account's refresh policy (None: the global default) and its new schedule."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sa.update(m.EbayAccount)
+                .where(m.EbayAccount.id == account_id)
+                .values(refresh_policy=policy)
+            )
+            await conn.execute(
+                sa.update(m.EbayToken)
+                .where(
+                    m.EbayToken.account_id == account_id,
+                    m.EbayToken.state == TokenState.ACTIVE.value,
+                )
+                .values(next_attempt_at=next_attempt_at)
+            )
+
     async def count_by_state(self) -> dict[str, int]:
-        async with self._tx() as conn:
+        async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.select(m.EbayToken.state, sa.func.count()).group_by(m.EbayToken.state)
             )
@@ -595,8 +480,8 @@ class Store:
         written (returns ``None``); if the lease was lost (the call outlived it) the records are
         kept but the token is left to the new holder. Returns ``(attempt_id, exchange_id)``.
         """
-        now = self.clock()
-        async with self._tx() as conn:
+        now = self.db.clock()
+        async with self.db.transaction() as conn:
             values: dict[str, Any] = {
                 "state": transition.state.value,
                 "state_reason": transition.reason,
@@ -632,7 +517,7 @@ class Store:
                 )
                 if still_there.first() is None:
                     return None
-            exchange_id = await self._insert_exchange(
+            exchange_id = await journal.insert_exchange(
                 conn,
                 exchange,
                 account.account_id,
@@ -662,146 +547,3 @@ class Store:
             return int(result.scalar_one()), exchange_id
 
     # Exchanges and attempts ------------------------------------------------------------------
-
-    @staticmethod
-    async def _insert_exchange(
-        conn: AsyncConnection,
-        record: ExchangeRecord,
-        account_id: int | None,
-        organization_id: int | None,
-        environment: str,
-        trigger: str,
-        now: datetime,
-    ) -> int:
-        result = await conn.execute(
-            sa.insert(m.EbayExchange)
-            .values(
-                action=record.action.value,
-                trigger=trigger,
-                account_id=account_id,
-                organization_id=organization_id,
-                environment=environment,
-                outcome=record.outcome,
-                sent=record.sent,
-                request=record.request_dict(),
-                response=record.response_dict(),
-                status=record.status,
-                duration_ms=record.duration_ms,
-                error=record.error,
-                token_fingerprint=record.token_fingerprint,
-                created_at=now,
-            )
-            .returning(m.EbayExchange.id)
-        )
-        return int(result.scalar_one())
-
-    async def record_exchange(
-        self,
-        record: ExchangeRecord,
-        *,
-        trigger: str,
-        environment: str,
-        account_id: int | None = None,
-        organization_id: int | None = None,
-    ) -> int:
-        """Record an exchange that belongs to no refresh (e.g. a failed connect)."""
-        async with self._tx() as conn:
-            return await self._insert_exchange(
-                conn, record, account_id, organization_id, environment, trigger, self.clock()
-            )
-
-    async def exchanges(
-        self,
-        *,
-        organization_id: int | None = None,
-        account_id: int | None = None,
-        trigger: str | None = None,
-        outcome: str | None = None,
-        since: datetime | None = None,
-        after_id: int | None = None,
-        before_id: int | None = None,
-        limit: int = 50,
-    ) -> list[ExchangeRow]:
-        """The unified terminal: newest first, filtered by the account's owner organization."""
-        query = sa.select(*_EXCHANGE_COLUMNS).outerjoin(
-            m.EbayAccount, m.EbayAccount.id == m.EbayExchange.account_id
-        )
-        filters: list[sa.ColumnElement[bool]] = []
-        if organization_id is not None:
-            filters.append(m.EbayExchange.organization_id == organization_id)
-        if account_id is not None:
-            filters.append(m.EbayExchange.account_id == account_id)
-        if trigger is not None:
-            filters.append(m.EbayExchange.trigger == trigger)
-        if outcome is not None:
-            filters.append(m.EbayExchange.outcome == outcome)
-        if since is not None:
-            filters.append(m.EbayExchange.created_at >= since)
-        if after_id is not None:
-            filters.append(m.EbayExchange.id > after_id)
-        if before_id is not None:
-            filters.append(m.EbayExchange.id < before_id)
-        query = query.where(*filters).order_by(m.EbayExchange.id.desc()).limit(limit)
-        async with self._tx() as conn:
-            return [_exchange_row(row) for row in (await conn.execute(query)).all()]
-
-    async def exchange(self, exchange_id: int) -> ExchangeRow | None:
-        query = (
-            sa.select(*_EXCHANGE_COLUMNS)
-            .outerjoin(m.EbayAccount, m.EbayAccount.id == m.EbayExchange.account_id)
-            .where(m.EbayExchange.id == exchange_id)
-        )
-        async with self._tx() as conn:
-            row = (await conn.execute(query)).first()
-            return None if row is None else _exchange_row(row)
-
-    async def attempts(self, account_id: int, limit: int = 5) -> list[AttemptRow]:
-        async with self._tx() as conn:
-            result = await conn.execute(
-                sa.select(m.RefreshAttempt.__table__)
-                .where(m.RefreshAttempt.account_id == account_id)
-                .order_by(m.RefreshAttempt.id.desc())
-                .limit(limit)
-            )
-            return [AttemptRow(**dict(row._mapping)) for row in result]
-
-    # Heartbeats ------------------------------------------------------------------------------
-
-    async def save_heartbeat(self, beat: HeartbeatRow) -> None:
-        values = {
-            "host": beat.host,
-            "pid": beat.pid,
-            "version": beat.version,
-            "started_at": beat.started_at,
-            "interval_seconds": beat.interval_seconds,
-            "last_cycle_started_at": beat.last_cycle_started_at,
-            "last_cycle_finished_at": beat.last_cycle_finished_at,
-            "status": beat.status,
-            "counts": beat.counts,
-            "last_error": beat.last_error,
-            "cycles": beat.cycles,
-            "updated_at": beat.updated_at,
-        }
-        async with self._tx() as conn:
-            result = await conn.execute(
-                sa.update(m.WorkerHeartbeat)
-                .where(m.WorkerHeartbeat.instance_id == beat.instance_id)
-                .values(**values)
-            )
-            if result.rowcount == 0:
-                await conn.execute(
-                    sa.insert(m.WorkerHeartbeat).values(instance_id=beat.instance_id, **values)
-                )
-
-    async def delete_heartbeat(self, instance_id: str) -> None:
-        async with self._tx() as conn:
-            await conn.execute(
-                sa.delete(m.WorkerHeartbeat).where(m.WorkerHeartbeat.instance_id == instance_id)
-            )
-
-    async def heartbeats(self) -> list[HeartbeatRow]:
-        async with self._tx() as conn:
-            result = await conn.execute(
-                sa.select(m.WorkerHeartbeat.__table__).order_by(m.WorkerHeartbeat.updated_at.desc())
-            )
-            return [HeartbeatRow(**dict(row._mapping)) for row in result]

@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ebay_connector.exchange import ExchangeRecord
+from ebay_connector.journal import ExchangeRow
 from ebay_connector.outcome import MEANINGS, Outcome
-from ebay_connector.store import AccountToken, ExchangeRow
+from ebay_connector.store import AccountToken
 
 
 def iso(value: datetime | None) -> str | None:

@@ -2,7 +2,7 @@
 
     active ──(permanent failure: invalid_grant, decrypt_failed, ...)──> needs_reconnect
     active ──(transient / configuration failure)──> active, failures_in_row+1, next try later
-    any    ──(success)──> active, errors cleared, next try = new expiry - refresh_ahead
+    any    ──(success)──> active, errors cleared, next try as the refresh policy says
 
 ``next_attempt_at`` is the one column the worker selects on: when the account should be looked at
 next. ``needs_reconnect`` tokens have none: only a new consent (or an operator) moves them.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,11 +48,14 @@ def after_attempt(
     classified: Classified,
     failures_in_row: int,
     now: datetime,
-    refresh_ahead: timedelta,
+    schedule: Callable[[datetime], datetime | None],
     rng: random.Random,
     backoff: retry.Backoff = retry.DEFAULT_BACKOFF,
 ) -> Transition:
-    """Decide the token's next state from the classified outcome of one attempt."""
+    """Decide the token's next state from the classified outcome of one attempt.
+
+    ``schedule(new_access_expiry)`` is the refresh policy's next attempt after a success.
+    """
     kind = disposition(classified.outcome)
     if kind is Disposition.SUCCESS:
         assert classified.grant is not None
@@ -60,7 +64,7 @@ def after_attempt(
             state=TokenState.ACTIVE,
             reason=None,
             failures_in_row=0,
-            next_attempt_at=due_at(new_expiry, refresh_ahead),
+            next_attempt_at=schedule(new_expiry),
             last_error_code=None,
             last_error_message=None,
             access_expires_at=new_expiry,

@@ -30,7 +30,7 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
         checks: dict[str, str] = {"keyring": f"ok ({len(runtime.keys.ring.key_ids)} keys)"}
         ready = True
         try:
-            await runtime.store.ping()
+            await runtime.db.ping()
             checks["database"] = "ok"
         except ConnectorError as exc:
             checks["database"] = exc.code

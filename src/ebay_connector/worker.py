@@ -1,7 +1,10 @@
-"""The scheduled worker: refreshes every due account through the canonical path, and says so.
+"""The scheduled worker: claims due accounts in batches, refreshes them through the canonical
+path with bounded concurrency, and says honestly what it did.
 
-Each cycle ends with a heartbeat whose counts add up and whose status is derived from them by a
-pure function: a cycle in which any account failed is never ``ok``.
+Replicas scale out over the database: each claims disjoint batches (``Store.claim_due``), so no
+account is refreshed twice in a due window and a crashed worker's claims expire and are taken
+over. Each cycle ends with a heartbeat whose counts add up and whose status is derived from them
+by a pure function: a cycle in which any account failed is never ``ok``.
 """
 
 from __future__ import annotations
@@ -20,15 +23,20 @@ from ebay_connector import log
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.errors import ConnectorError
 from ebay_connector.exchange import Trigger
+from ebay_connector.heartbeats import STALE_FACTOR, HeartbeatRow, Heartbeats
+from ebay_connector.journal import Journal
 from ebay_connector.outcome import Disposition, disposition
+from ebay_connector.quota import WINDOW, QuotaConfig, QuotaState
 from ebay_connector.refresh import Refresher, RefreshResult
-from ebay_connector.store import HeartbeatRow, Store
+from ebay_connector.store import AccountToken, Store
 from ebay_connector.token_state import TokenState
 from ebay_connector.version import code_version
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 500
+MAX_WAKE = timedelta(seconds=60)  # the worker looks at least this often
+MIN_WAKE = timedelta(seconds=1)
+PRUNE_FACTOR = 10  # heartbeats silent for 10 intervals are pruned and their leases released
 
 
 class CycleStatus(enum.StrEnum):
@@ -40,9 +48,10 @@ class CycleStatus(enum.StrEnum):
 
 @dataclass
 class CycleCounts:
-    """What one cycle did. ``due == refreshed + failed + joined + skipped`` always holds."""
+    """What one cycle did. ``claimed == refreshed + failed + joined + skipped`` always holds."""
 
-    due: int = 0
+    due: int = 0  # due when the cycle started
+    claimed: int = 0
     refreshed: int = 0
     failed: int = 0  # transient + configuration + newly needs_reconnect
     transient: int = 0
@@ -50,6 +59,8 @@ class CycleCounts:
     needs_reconnect: int = 0  # moved to needs_reconnect in this cycle
     joined: int = 0  # another caller refreshed it meanwhile
     skipped: int = 0  # became needs_reconnect or was deleted before its turn
+    deferred_quota: int = 0  # due, but left for later to keep the quota reserve
+    deferred_pause: int = 0  # due, but eBay asked us to pause (429)
     waiting_reconnect: int = 0  # accounts in needs_reconnect, not attempted (not failures)
     outcomes: dict[str, int] = field(default_factory=dict)
 
@@ -78,10 +89,19 @@ def cycle_status(counts: CycleCounts, error: str | None) -> CycleStatus:
         return CycleStatus.ERROR
     if counts.failed > 0:
         attempted = counts.refreshed + counts.failed
-        return (
-            CycleStatus.ERROR if counts.refreshed == 0 and attempted > 1 else CycleStatus.DEGRADED
-        )
+        every_attempt_failed = counts.refreshed == 0 and attempted > 1
+        return CycleStatus.ERROR if every_attempt_failed else CycleStatus.DEGRADED
     return CycleStatus.OK
+
+
+def next_wake(
+    now: datetime, next_due: datetime | None, interval: timedelta, deferred: bool
+) -> timedelta:
+    """How long to sleep: until the next account is due, at most ``interval`` (and 60 s)."""
+    longest = min(interval, MAX_WAKE)
+    if deferred or next_due is None:
+        return longest
+    return max(MIN_WAKE, min(longest, next_due - now))
 
 
 @dataclass(frozen=True)
@@ -92,13 +112,16 @@ class CycleReport:
     status: CycleStatus
     error: str | None
     results: tuple[RefreshResult, ...]
+    quota: QuotaState | None
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
     interval: timedelta = timedelta(seconds=60)
     concurrency: int = 32
-    batch: int = MAX_BATCH
+    lease: timedelta = timedelta(seconds=120)
+    drain: timedelta = timedelta(seconds=30)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
 
 
 def new_instance_id() -> str:
@@ -106,61 +129,58 @@ def new_instance_id() -> str:
 
 
 class Worker:
-    """Runs cycles; one heartbeat row per instance."""
+    """Runs cycles; one heartbeat row per instance. The instance id is the lease owner."""
 
     def __init__(
         self,
         *,
         store: Store,
+        journal: Journal,
+        heartbeats: Heartbeats,
         refresher: Refresher,
         config: WorkerConfig,
         clock: Clock = utcnow,
         instance_id: str | None = None,
     ) -> None:
         self.store = store
+        self.journal = journal
+        self.heartbeats = heartbeats
         self.refresher = refresher
         self.config = config
         self.clock = clock
-        self.instance_id = instance_id or new_instance_id()
+        self.instance_id = instance_id or refresher.owner or new_instance_id()
         self.started_at = clock()
         self.cycles = 0
         self.version = code_version()
 
-    async def run_once(self) -> CycleReport:
-        """One cycle: refresh every due account, then write the heartbeat."""
+    async def run_once(self, stop: asyncio.Event | None = None) -> CycleReport:
+        """One cycle: claim and refresh due accounts until none is left (or quota, pause, stop)."""
+        stop = stop or asyncio.Event()
         started = self.clock()
         counts = CycleCounts()
         results: list[RefreshResult] = []
         error: str | None = None
+        quota: QuotaState | None = None
         try:
-            due = await self.store.due_accounts(started, self.config.batch)
-            counts.due = len(due)
+            await self._prune_stalled(started)
+            quota = QuotaState(await self.journal.quota_usage(started - WINDOW), self.config.quota)
+            counts.due = await self.store.due_count(started)
             counts.waiting_reconnect = (await self.store.count_by_state()).get(
                 TokenState.NEEDS_RECONNECT.value, 0
             )
-            semaphore = asyncio.Semaphore(self.config.concurrency)
-
-            async def one(account_id: int) -> RefreshResult | ConnectorError:
-                async with semaphore:
-                    try:
-                        return await self.refresher.refresh(account_id, Trigger.SCHEDULED)
-                    except ConnectorError as exc:
-                        return exc
-
-            for outcome in await asyncio.gather(*(one(a) for a in due)):
-                if isinstance(outcome, ConnectorError):
-                    counts.failed += 1
-                    counts.transient += 1
-                    error = f"{outcome.code}: {outcome.message}"
+            error = await self._drive(stop, quota.proactive_budget(), counts, results)
+            if counts.deferred_quota or counts.deferred_pause:
+                left = await self.store.due_count(self.clock())
+                if counts.deferred_quota:
+                    counts.deferred_quota = left
                 else:
-                    results.append(outcome)
-                    counts.add(outcome)
+                    counts.deferred_pause = left
         except ConnectorError as exc:
             error = f"{exc.code}: {exc.message}"
         status = cycle_status(counts, error)
         finished = self.clock()
         self.cycles += 1
-        await self._beat(status, counts, error, started, finished)
+        await self._beat(status, counts, error, started, finished, quota)
         log.event(
             logger,
             "worker.cycle",
@@ -168,13 +188,77 @@ class Worker:
             instance=self.instance_id,
             status=status.value,
             due=counts.due,
+            claimed=counts.claimed,
             refreshed=counts.refreshed,
             failed=counts.failed,
             needs_reconnect=counts.needs_reconnect,
+            deferred_quota=counts.deferred_quota,
             waiting_reconnect=counts.waiting_reconnect,
             error=error,
         )
-        return CycleReport(started, finished, counts, status, error, tuple(results))
+        return CycleReport(started, finished, counts, status, error, tuple(results), quota)
+
+    async def _drive(
+        self,
+        stop: asyncio.Event,
+        budget: int,
+        counts: CycleCounts,
+        results: list[RefreshResult],
+    ) -> str | None:
+        """Keep up to ``concurrency`` refreshes in flight, claiming as slots free up."""
+        concurrency = self.config.concurrency
+        refill_at = max(1, concurrency // 2)  # claim in batches, not one round trip per account
+        in_flight: set[asyncio.Task[RefreshResult]] = set()
+        error: str | None = None
+        exhausted = False
+        try:
+            while True:
+                if not exhausted and not stop.is_set():
+                    free = concurrency - len(in_flight)
+                    if free >= refill_at or not in_flight:
+                        now = self.clock()
+                        take = min(free, budget - counts.claimed)
+                        if self.refresher.pacer.paused(now):
+                            counts.deferred_pause, exhausted = 1, True
+                        elif take <= 0:
+                            counts.deferred_quota, exhausted = 1, True
+                        else:
+                            batch = await self.store.claim_due(
+                                self.instance_id, now, now + self.config.lease, take
+                            )
+                            counts.claimed += len(batch)
+                            in_flight.update(self._start(account) for account in batch)
+                            exhausted = len(batch) < take
+                if not in_flight:
+                    return error
+                timeout = self.config.drain.total_seconds() if stop.is_set() else None
+                done, _ = await asyncio.wait(
+                    in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:  # draining, and the in-flight calls outlived the drain timeout
+                    return "stopped before in-flight refreshes finished"
+                for task in done:
+                    in_flight.discard(task)
+                    outcome = task.result()
+                    results.append(outcome)
+                    counts.add(outcome)
+        except ConnectorError as exc:
+            error = f"{exc.code}: {exc.message}"
+            return error
+        finally:
+            for task in in_flight:
+                task.cancel()  # their refresh releases the lease on the way out
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def _start(self, account: AccountToken) -> asyncio.Task[RefreshResult]:
+        return asyncio.create_task(self.refresher.refresh_claimed(account, Trigger.SCHEDULED))
+
+    async def _prune_stalled(self, now: datetime) -> None:
+        silent = timedelta(seconds=PRUNE_FACTOR * self.config.interval.total_seconds())
+        for instance in await self.heartbeats.prune(now - max(silent, self.config.lease)):
+            released = await self.store.release_leases(instance)
+            log.event(logger, "worker.pruned", logging.WARNING, instance=instance, leases=released)
 
     async def _beat(
         self,
@@ -183,9 +267,13 @@ class Worker:
         error: str | None,
         started: datetime | None,
         finished: datetime | None,
+        quota: QuotaState | None = None,
     ) -> None:
+        body = asdict(counts)
+        if quota is not None:
+            body["quota"] = quota.to_dict()
         try:
-            await self.store.save_heartbeat(
+            await self.heartbeats.save(
                 HeartbeatRow(
                     instance_id=self.instance_id,
                     host=socket.gethostname(),
@@ -196,7 +284,7 @@ class Worker:
                     last_cycle_started_at=started,
                     last_cycle_finished_at=finished,
                     status=status.value,
-                    counts=asdict(counts),
+                    counts=body,
                     last_error=error,
                     cycles=self.cycles,
                     updated_at=self.clock(),
@@ -207,20 +295,30 @@ class Worker:
             log.event(logger, "worker.heartbeat_failed", logging.ERROR, error=exc.message)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Cycle until ``stop`` is set; wake at the interval or when stopped."""
+        """Cycle until ``stop`` is set; sleep until the next account is due (at most 60 s).
+
+        On stop: no new claims, in-flight refreshes get ``drain`` to finish, leases are released
+        and the heartbeat is removed.
+        """
         log.event(logger, "worker.started", instance=self.instance_id, version=self.version)
         await self._beat(CycleStatus.STARTING, CycleCounts(), None, None, None)
         try:
             while not stop.is_set():
-                try:
-                    await self.run_once()
-                except ConnectorError as exc:  # the heartbeat write itself failed
-                    log.event(logger, "worker.cycle_failed", logging.ERROR, error=exc.message)
+                report = await self.run_once(stop)
+                wait = self.config.interval
+                with contextlib.suppress(ConnectorError):  # the database may be down: retry
+                    deferred = bool(report.counts.deferred_quota or report.counts.deferred_pause)
+                    wait = next_wake(
+                        self.clock(), await self.store.next_due_at(), self.config.interval, deferred
+                    )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.interval.total_seconds())
+                    await asyncio.wait_for(stop.wait(), wait.total_seconds())
         finally:
-            try:
-                await self.store.delete_heartbeat(self.instance_id)
-            except ConnectorError:
-                log.event(logger, "worker.unregister_failed", logging.WARNING)
+            with contextlib.suppress(ConnectorError):
+                await self.store.release_leases(self.instance_id)
+            with contextlib.suppress(ConnectorError):
+                await self.heartbeats.delete(self.instance_id)
             log.event(logger, "worker.stopped", instance=self.instance_id)
+
+
+__all__ = ["STALE_FACTOR", "CycleCounts", "CycleReport", "CycleStatus", "Worker", "WorkerConfig"]

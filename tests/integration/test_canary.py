@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 async def _dump(runtime: Runtime) -> str:
     """Every value of every table, as text."""
     parts: list[str] = []
-    async with runtime.store.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         for table in models.Base.metadata.sorted_tables:
             for row in (await conn.execute(sa.select(table))).all():
                 parts.extend(repr(value) for value in row)
@@ -69,13 +69,14 @@ async def test_no_secret_in_database_logs_or_errors(
     code = await demo.consent_code(runtime, "canary_seller")
     connection = await connect_with_code(
         store=runtime.store,
+        journal=runtime.journal,
         client=runtime.client,
         keyring=runtime.keys.ring,
         organization_id=organization,
         environment=runtime.environment,
         code=code,
         scopes=runtime.settings.scope_list,
-        refresh_ahead=runtime.settings.refresh_ahead,
+        policy_config=runtime.settings.policy,
         clock=clock,
     )
     account_id = connection.account_id
@@ -103,7 +104,7 @@ async def test_no_secret_in_database_logs_or_errors(
 
     assert len(canaries) >= 5
     dump = await _dump(runtime)
-    exchanges = [repr(e) for e in await runtime.store.exchanges(limit=100)]
+    exchanges = [repr(e) for e in await runtime.journal.exchanges(limit=100)]
     haystacks: dict[str, Any] = {
         "database": dump,
         "logs": caplog.text,

@@ -42,13 +42,14 @@ def connect(runtime: Runtime) -> Connect:
         code = await consent_code(runtime, username)
         connection = await connect_with_code(
             store=runtime.store,
+            journal=runtime.journal,
             client=runtime.client,
             keyring=runtime.keys.ring,
             organization_id=organization,
             environment=runtime.environment,
             code=code,
             scopes=runtime.settings.scope_list,
-            refresh_ahead=runtime.settings.refresh_ahead,
+            policy_config=runtime.settings.policy,
             clock=runtime.clock,
         )
         return connection.account_id
@@ -78,7 +79,7 @@ async def test_connect_stores_account_with_encrypted_tokens_and_granted_scopes(
     assert account.refresh_token_ciphertext.startswith("ENC:v1:")
     assert account.access_expires_at == runtime.clock() + timedelta(seconds=7200)
     assert account.refresh_expires_at == runtime.clock() + timedelta(seconds=47304000)
-    entries = await runtime.store.exchanges(account_id=account_id)
+    entries = await runtime.journal.exchanges(account_id=account_id)
     assert [e.action for e in entries] == ["get_user", "authorization_code"]
     assert all(e.trigger == "connect" for e in entries)
 
@@ -103,13 +104,13 @@ async def test_successful_refresh_persists_token_attempt_and_exchange_together(
     assert after.refresh_token_ciphertext == before.refresh_token_ciphertext
     assert after.version == before.version + 1
     assert after.lease_owner is None
-    attempts = await runtime.store.attempts(account_id)
+    attempts = await runtime.journal.attempts(account_id)
     assert attempts[0].outcome == "ok"
     assert attempts[0].trigger == "admin"
     assert attempts[0].actor == "test"
     assert attempts[0].old_expires_at == before.access_expires_at
     assert attempts[0].exchange_id == result.exchange_id
-    exchange = await runtime.store.exchange(attempts[0].exchange_id or 0)
+    exchange = await runtime.journal.exchange(attempts[0].exchange_id or 0)
     assert exchange is not None
     assert exchange.status == 200
     assert exchange.request["body"]["grant_type"] == "refresh_token"
@@ -129,7 +130,7 @@ async def test_debug_and_worker_send_the_same_request_and_token_fingerprint(
     assert scheduled.exchange is not None
     assert debug.exchange.token_fingerprint == scheduled.exchange.token_fingerprint
     assert debug.exchange.request_dict() == scheduled.exchange.request_dict()
-    rows = await runtime.store.exchanges(account_id=account_id, limit=2)
+    rows = await runtime.journal.exchanges(account_id=account_id, limit=2)
     assert [r.trigger for r in rows] == ["scheduled", "debug"]  # newest first
     assert rows[0].token_fingerprint == rows[1].token_fingerprint
     body = rows[0].request["body"]["refresh_token"]
@@ -155,7 +156,7 @@ async def test_undecryptable_token_sends_nothing_and_needs_reconnect(
     assert account is not None
     assert (account.state, account.state_reason) == (TokenState.NEEDS_RECONNECT, "decrypt_failed")
     assert account.next_attempt_at is None
-    rows = await runtime.store.exchanges(account_id=account_id, limit=1)
+    rows = await runtime.journal.exchanges(account_id=account_id, limit=1)
     assert rows[0].sent is False
     assert rows[0].outcome == "decrypt_failed"
     assert "no request was sent" in (rows[0].error or "")
@@ -270,6 +271,7 @@ async def test_two_processes_refreshing_one_account_call_ebay_once(
     emu.set_faults(Faults(latency_ms=200), username="seller_shared")
     other = Refresher(
         store=runtime.store,
+        journal=runtime.journal,
         client=runtime.client,
         keyring=runtime.keys.ring,
         config=refresh_config(runtime.settings),
@@ -337,7 +339,7 @@ async def test_account_deleted_during_refresh_is_not_written(
     assert await runtime.store.delete_account(account_id)
     result = await task
     assert result.skipped
-    async with runtime.store.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         attempts = await conn.execute(
             sa.select(sa.func.count())
             .select_from(m.RefreshAttempt)

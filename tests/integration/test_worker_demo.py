@@ -20,10 +20,11 @@ pytestmark = pytest.mark.integration
 def make_worker(runtime: Runtime) -> Worker:
     return Worker(
         store=runtime.store,
+        journal=runtime.journal,
+        heartbeats=runtime.heartbeats,
         refresher=runtime.refresher,
         config=WorkerConfig(interval=timedelta(seconds=60), concurrency=4),
         clock=runtime.clock,
-        instance_id="test-worker",
     )
 
 
@@ -72,7 +73,7 @@ async def test_first_cycle_reaches_the_report_states_and_is_degraded(
     # No request for the undecryptable account ever reached eBay.
     assert emu.calls.count(grant_type="refresh_token", username="demo_undecryptable") == 0
 
-    beats = await runtime.store.heartbeats()
+    beats = await runtime.heartbeats.all()
     assert len(beats) == 1
     assert beats[0].status == "degraded"
     assert beats[0].counts["failed"] == 3
@@ -84,7 +85,7 @@ async def test_first_cycle_reaches_the_report_states_and_is_degraded(
     assert second.counts.waiting_reconnect == 2
     assert second.counts.needs_reconnect == 0
     assert all(r.account_id != ids["demo_revoked"] for r in second.results)
-    undecryptable_attempts = await runtime.store.attempts(ids["demo_undecryptable"], limit=10)
+    undecryptable_attempts = await runtime.journal.attempts(ids["demo_undecryptable"], limit=10)
     assert [a.trigger for a in undecryptable_attempts] == ["scheduled", "connect"]
 
 
@@ -98,7 +99,7 @@ async def test_worker_refresh_and_debug_refresh_match_in_the_terminal(
     await runtime.store.set_access_expiry(healthy, now + timedelta(minutes=5), due=now)
     await make_worker(runtime).run_once()
     await runtime.refresher.refresh(healthy, Trigger.DEBUG)
-    entries = await runtime.store.exchanges(account_id=healthy, limit=2)
+    entries = await runtime.journal.exchanges(account_id=healthy, limit=2)
     assert [e.trigger for e in entries] == ["debug", "scheduled"]
     debug, scheduled = entries
     assert debug.token_fingerprint == scheduled.token_fingerprint

@@ -8,17 +8,17 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from ebay_connector.database import Database
 from ebay_connector.models import Base
-from ebay_connector.store import Store
-from tests.conftest import Database
+from tests.conftest import DatabaseTarget
 
 pytestmark = pytest.mark.migration
 
 
-async def test_upgrade_head_matches_the_models(database: Database) -> None:
-    store = Store.open(database.url, schema=database.schema)
+async def test_upgrade_head_matches_the_models(database: DatabaseTarget) -> None:
+    db = Database.open(database.url, schema=database.schema)
     try:
-        async with store.engine.connect() as conn:
+        async with db.engine.connect() as conn:
 
             def diff(sync_conn: Any) -> list[Any]:
                 context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
@@ -26,11 +26,11 @@ async def test_upgrade_head_matches_the_models(database: Database) -> None:
 
             differences = await conn.run_sync(diff)
     finally:
-        await store.close()
+        await db.close()
     assert differences == []
 
 
-async def test_upgrade_is_idempotent(database: Database) -> None:
+async def test_upgrade_is_idempotent(database: DatabaseTarget) -> None:
     from ebay_connector import migrate
     from tests.conftest import in_thread
 

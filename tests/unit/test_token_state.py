@@ -22,7 +22,7 @@ def decide(classified: Classified, failures: int = 0) -> object:
         classified=classified,
         failures_in_row=failures,
         now=NOW,
-        refresh_ahead=AHEAD,
+        schedule=lambda expiry: expiry - AHEAD,
         rng=random.Random(1),
     )
 
@@ -33,7 +33,7 @@ def test_success_clears_errors_and_schedules_before_expiry() -> None:
         classified=Classified(Outcome.OK, "ok", grant=grant),
         failures_in_row=4,
         now=NOW,
-        refresh_ahead=AHEAD,
+        schedule=lambda expiry: expiry - AHEAD,
         rng=random.Random(1),
     )
     assert t.state is TokenState.ACTIVE
@@ -51,7 +51,7 @@ def test_permanent_failure_needs_reconnect_and_is_never_scheduled(outcome: Outco
         classified=Classified(outcome, "x"),
         failures_in_row=0,
         now=NOW,
-        refresh_ahead=AHEAD,
+        schedule=lambda expiry: expiry - AHEAD,
         rng=random.Random(1),
     )
     assert t.state is TokenState.NEEDS_RECONNECT
@@ -64,7 +64,7 @@ def test_transient_failure_keeps_state_counts_and_backs_off() -> None:
         classified=Classified(Outcome.TRANSIENT, "HTTP 500"),
         failures_in_row=2,
         now=NOW,
-        refresh_ahead=AHEAD,
+        schedule=lambda expiry: expiry - AHEAD,
         rng=random.Random(1),
     )
     assert t.state is TokenState.ACTIVE
@@ -79,7 +79,7 @@ def test_retry_after_is_a_lower_bound() -> None:
         classified=Classified(Outcome.RATE_LIMITED, "429", retry_after=timedelta(minutes=10)),
         failures_in_row=0,
         now=NOW,
-        refresh_ahead=AHEAD,
+        schedule=lambda expiry: expiry - AHEAD,
         rng=random.Random(1),
     )
     assert t.next_attempt_at is not None

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from ebay_connector.database import create_engine
 from ebay_connector.models import Base
-from ebay_connector.store import create_engine
 
 config = context.config
 target_metadata = Base.metadata

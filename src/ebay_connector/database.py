@@ -1,0 +1,151 @@
+"""The database: engine construction and the one place database exceptions are translated.
+
+Nothing above this module sees ``sqlalchemy.exc``: failures leave as ``StoreError`` /
+``StoreUnavailable`` / ``SchemaMissing``, chained to their cause. The store, the journal and the
+heartbeats each own the statements of their concept and run them through :meth:`transaction`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ebay_connector import models as m
+from ebay_connector.clock import Clock, utcnow
+from ebay_connector.errors import SchemaMissing, StoreError, StoreUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def async_url(url: str) -> str:
+    """Map the operator-facing URL to the async driver SQLAlchemy should use."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    return parsed.render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return None if parsed.database == ":memory:" else Path(parsed.database)
+
+
+def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, foreign keys and write-ahead ``BEGIN IMMEDIATE``."""
+    full = async_url(url)
+    if make_url(full).get_backend_name() == "sqlite":
+        path = sqlite_path(full)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(full, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, decide when a transaction starts (see "begin" below).
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # A deferred transaction that reads and then writes fails with SQLITE_BUSY instead of
+            # waiting when another process (CLI beside the demo) wrote meanwhile; IMMEDIATE waits.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    connect_args: dict[str, Any] = {}
+    if schema is not None:
+        connect_args["server_settings"] = {"search_path": schema}
+    return create_async_engine(
+        full, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+    )
+
+
+MAX_DRIVER_MESSAGE = 200
+
+
+def _driver_message(exc: BaseException) -> str:
+    """The driver's own first line (e.g. 'role "x" does not exist'), without SQL or parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    first = lines[0] if lines else ""
+    # asyncpg errors arrive wrapped as "<class 'asyncpg...'>: message".
+    first = first.split(">: ", 1)[-1]
+    text = f"{cause.__class__.__name__}: {first}" if first else cause.__class__.__name__
+    return text[:MAX_DRIVER_MESSAGE]
+
+
+def _is_missing_table(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc))
+    return (
+        "no such table" in text
+        or "UndefinedTable" in text
+        or ("does not exist" in text and ("relation" in text))
+    )
+
+
+class Database:
+    """Owns the engine. Built by :meth:`open`, ended by :meth:`close`."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    @classmethod
+    def open(cls, url: str, *, clock: Clock = utcnow, schema: str | None = None) -> Database:
+        return cls(create_engine(url, schema=schema), clock=clock)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; database exceptions leave as StoreError, chained."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except sqlalchemy.exc.IntegrityError as exc:
+            raise StoreError(f"constraint violated: {_driver_message(exc)}") from exc
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError) as exc:
+            if _is_missing_table(exc):
+                raise SchemaMissing(
+                    "the database has no schema yet: run `ebay-connector db upgrade`"
+                ) from exc
+            raise StoreUnavailable(f"database unavailable: {_driver_message(exc)}") from exc
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if _is_missing_table(exc):
+                raise SchemaMissing(
+                    "the database has no schema yet: run `ebay-connector db upgrade`"
+                ) from exc
+            raise StoreError(f"database error: {_driver_message(exc)}") from exc
+
+    async def ping(self) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def create_schema(self) -> None:
+        """Create all tables directly (tests); operators use ``db upgrade`` (Alembic)."""
+        async with self.transaction() as conn:
+            await conn.run_sync(m.Base.metadata.create_all)
