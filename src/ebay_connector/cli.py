@@ -363,10 +363,11 @@ def inspect_tokens(as_json: JsonOpt = False) -> None:
                 (crypto.TokenField.REFRESH_TOKEN, a.refresh_token_ciphertext),
                 (crypto.TokenField.ACCESS_TOKEN, a.access_token_ciphertext),
             ):
-                info: dict[str, Any] = {"stored": ct is not None}
+                info: dict[str, Any] = {"stored": None}
                 if ct is not None:
-                    info["stored_prefix"] = ct[: len(crypto.PREFIX) + 12]
-                    info["stored_length"] = len(ct)
+                    # The same masking as everywhere: `ENC:v1:…` vs a legacy `v^…` at a glance.
+                    info["stored"] = masking.mask(ct, ring).to_dict()
+                    info["encrypted"] = ct.startswith(crypto.PREFIX)
                     info["key_id"] = ring.key_id_of(ct)
                     try:
                         plain = ring.decrypt(ct, account_id=a.account_id, field=field)
@@ -393,7 +394,11 @@ def inspect_tokens(as_json: JsonOpt = False) -> None:
                 str(r["id"]),
                 r["label"],
                 field,
-                f"{info.get('stored_prefix', '-')}… ({info.get('stored_length', 0)})",
+                (
+                    f"{info['stored']['prefix']}… ({info['stored']['length']})"
+                    if info["stored"]
+                    else "-"
+                ),
                 str(info.get("key_id") or "-"),
                 "yes" if info.get("decrypts") else f"NO {info.get('error', '')}",
                 (

@@ -102,6 +102,17 @@ def _is_missing_table(exc: BaseException) -> bool:
     )
 
 
+def translate(exc: sqlalchemy.exc.SQLAlchemyError | OSError) -> StoreError:
+    """The product's error for a database failure (the caller chains it with ``from exc``)."""
+    if _is_missing_table(exc):
+        return SchemaMissing("the database has no schema yet: run `ebay-connector db upgrade`")
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return StoreError(f"constraint violated: {_driver_message(exc)}")
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | OSError):
+        return StoreUnavailable(f"database unavailable: {_driver_message(exc)}")
+    return StoreError(f"database error: {_driver_message(exc)}")
+
+
 class Database:
     """Owns the engine. Built by :meth:`open`, ended by :meth:`close`."""
 
@@ -126,20 +137,8 @@ class Database:
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except sqlalchemy.exc.IntegrityError as exc:
-            raise StoreError(f"constraint violated: {_driver_message(exc)}") from exc
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError) as exc:
-            if _is_missing_table(exc):
-                raise SchemaMissing(
-                    "the database has no schema yet: run `ebay-connector db upgrade`"
-                ) from exc
-            raise StoreUnavailable(f"database unavailable: {_driver_message(exc)}") from exc
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            if _is_missing_table(exc):
-                raise SchemaMissing(
-                    "the database has no schema yet: run `ebay-connector db upgrade`"
-                ) from exc
-            raise StoreError(f"database error: {_driver_message(exc)}") from exc
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc) from exc
 
     async def ping(self) -> None:
         async with self.transaction() as conn:

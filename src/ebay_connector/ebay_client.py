@@ -22,7 +22,12 @@ from ebay_connector import masking
 from ebay_connector.crypto import PREFIX as CIPHERTEXT_PREFIX
 from ebay_connector.errors import DecryptFailed, InvalidStoredToken
 from ebay_connector.exchange import Action, ExchangeRecord
-from ebay_connector.outcome import Classified, Outcome, classify_token_answer
+from ebay_connector.outcome import (
+    Classified,
+    Outcome,
+    classify_identity_answer,
+    classify_token_answer,
+)
 from ebay_connector.settings import Endpoints
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -192,17 +197,26 @@ class EbayClient:
             return f"timeout: {exc.__class__.__name__}"
         except httpx.TransportError as exc:
             return f"connection error: {exc.__class__.__name__}"
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            # e.g. a body that does not decode as its Content-Encoding says.
+            return f"unreadable answer: {exc.__class__.__name__}"
+
+    async def _call(
+        self, request: PreparedRequest, classify: Callable[[httpx.Response], Classified]
+    ) -> CallResult:
+        started = time.perf_counter()
+        response = await self._send(request)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        if isinstance(response, str):
+            classified = Classified(Outcome.TRANSIENT, response)
+            return CallResult(classified, self._record(request, classified, None, duration_ms))
+        classified = classify(response)
+        return CallResult(classified, self._record(request, classified, response, duration_ms))
 
     async def send_token_request(self, request: PreparedRequest) -> CallResult:
         """Send a token-endpoint request; classify the answer; record the exchange."""
-        started = time.perf_counter()
-        response = await self._send(request)
-        if isinstance(response, str):
-            return self._failed(request, started, response)
-        duration_ms = (time.perf_counter() - started) * 1000
-        classified = classify_token_answer(response.status_code, response.headers, response.content)
-        return CallResult(
-            classified, self._record(request, classified.outcome, response, duration_ms)
+        return await self._call(
+            request, lambda r: classify_token_answer(r.status_code, r.headers, r.content)
         )
 
     async def get_user(self, access_token: str) -> tuple[dict[str, Any] | None, ExchangeRecord]:
@@ -215,69 +229,36 @@ class EbayClient:
             None,
             access_token,
         )
-        started = time.perf_counter()
-        response = await self._send(request)
-        if isinstance(response, str):
-            return None, self._failed(request, started, response).exchange
-        duration_ms = (time.perf_counter() - started) * 1000
-        user = None
-        outcome = Outcome.MALFORMED_RESPONSE
-        if response.status_code == 200:
-            try:
-                parsed = response.json()
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict) and isinstance(parsed.get("userId"), str):
-                user, outcome = parsed, Outcome.OK
-        elif response.status_code in (401, 403):
-            outcome = Outcome.INVALID_GRANT
-        elif response.status_code >= 500 or response.status_code == 429:
-            outcome = Outcome.TRANSIENT
-        return user, self._record(request, outcome, response, duration_ms)
+        call = await self._call(
+            request, lambda r: classify_identity_answer(r.status_code, r.headers, r.content)
+        )
+        user = call.classified.body if call.classified.outcome is Outcome.OK else None
+        return (user if isinstance(user, dict) else None), call.exchange
 
     # Recording -------------------------------------------------------------------------------
-
-    def _masked_request(self, request: PreparedRequest) -> tuple[dict[str, str], dict[str, Any]]:
-        headers = masking.mask_headers(dict(request.headers), self.fp)
-        form = masking.mask_form(dict(request.form), self.fp) if request.form else {}
-        return headers, form
-
-    def _fingerprint(self, request: PreparedRequest) -> str | None:
-        return None if request.secret is None else self.fp.fingerprint(request.secret)
-
-    def _failed(self, request: PreparedRequest, started: float, error: str) -> CallResult:
-        duration_ms = (time.perf_counter() - started) * 1000
-        classified = Classified(Outcome.TRANSIENT, error)
-        headers, form = self._masked_request(request)
-        return CallResult(
-            classified,
-            ExchangeRecord(
-                action=request.action,
-                method=request.method,
-                url=request.url,
-                request_headers=headers,
-                request_body=form,
-                sent=True,
-                outcome=classified.outcome.value,
-                duration_ms=round(duration_ms, 2),
-                error=error,
-                token_fingerprint=self._fingerprint(request),
-            ),
-        )
 
     def _record(
         self,
         request: PreparedRequest,
-        outcome: Outcome,
-        response: httpx.Response,
+        classified: Classified,
+        response: httpx.Response | None,
         duration_ms: float,
     ) -> ExchangeRecord:
-        headers, form = self._masked_request(request)
-        response_headers = {
-            name.lower(): value
-            for name, value in response.headers.items()
-            if name.lower() in RECORDED_RESPONSE_HEADERS
-        }
+        """The masked record of one exchange (``response`` None: no answer arrived)."""
+        headers = masking.mask_headers(dict(request.headers), self.fp)
+        form = masking.mask_form(dict(request.form), self.fp) if request.form else {}
+        ok = classified.outcome is Outcome.OK
+        answered: dict[str, Any] = {}
+        if response is not None:
+            answered = {
+                "status": response.status_code,
+                "response_headers": {
+                    name.lower(): value
+                    for name, value in response.headers.items()
+                    if name.lower() in RECORDED_RESPONSE_HEADERS
+                },
+                "response_body": self._masked_body(response, request.secret),
+            }
         return ExchangeRecord(
             action=request.action,
             method=request.method,
@@ -285,13 +266,13 @@ class EbayClient:
             request_headers=headers,
             request_body=form,
             sent=True,
-            outcome=outcome.value,
-            status=response.status_code,
-            response_headers=response_headers,
-            response_body=self._masked_body(response, request.secret),
-            duration_ms=round(duration_ms, 2),
-            error=None if outcome is Outcome.OK else _error_text(response),
-            token_fingerprint=self._fingerprint(request),
+            outcome=classified.outcome.value,
+            duration_ms=duration_ms,
+            error=None if ok else (_error_text(response) if response else classified.message),
+            token_fingerprint=(
+                None if request.secret is None else self.fp.fingerprint(request.secret)
+            ),
+            **answered,
         )
 
     def _masked_body(self, response: httpx.Response, sent_secret: str | None) -> Any:

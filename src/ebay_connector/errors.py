@@ -12,12 +12,13 @@ in one place. Messages never contain a secret: pass masked values only.
     ├── InvalidStoredToken              invalid_stored_token
     ├── NotFound
     │   └── AccountNotFound             account_not_found
-    ├── StoreError                      store_error          (wraps sqlalchemy.exc at the store)
+    ├── StoreError                      store_error          (wraps sqlalchemy.exc at the database)
     │   ├── StoreUnavailable            store_unavailable
     │   └── SchemaMissing               schema_missing
-    ├── EbayError                       (raised by the eBay client for answers it cannot use)
-    │   └── EbayCallFailed              code = the classified outcome (e.g. invalid_grant)
+    ├── EbayError                       ebay_error
     ├── NeedsReconnect                  needs_reconnect      (on-demand refused; carries reason)
+    ├── RefreshFailed                   code = the failed outcome (e.g. transient)
+    ├── ConnectFailed                   code = the failed outcome of a code exchange / getUser
     └── UsageError                      usage_error
 """
 
@@ -97,10 +98,6 @@ class SchemaMissing(StoreError):
 
 class EbayError(ConnectorError):
     code = "ebay_error"
-
-
-class EbayCallFailed(EbayError):
-    """An eBay call ended in a non-ok outcome; ``code`` is the outcome's code."""
 
 
 class NeedsReconnect(ConnectorError):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 
-from ebay_connector.errors import StoreUnavailable
+from ebay_connector import database
 
 SCRIPT_LOCATION = "ebay_connector:migrations"
 
@@ -24,8 +25,8 @@ def upgrade(database_url: str, *, schema: str | None = None, revision: str = "he
     """Bring the database to ``revision``. Blocking: from async code use :func:`upgrade_async`."""
     try:
         command.upgrade(alembic_config(database_url, schema=schema), revision)
-    except OSError as exc:
-        raise StoreUnavailable(f"database unavailable: {exc.__class__.__name__}") from exc
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise database.translate(exc) from exc
 
 
 async def upgrade_async(database_url: str, *, schema: str | None = None) -> None:

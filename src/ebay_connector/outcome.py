@@ -111,7 +111,7 @@ class Classified:
     message: str
     grant: TokenGrant | None = None
     retry_after: timedelta | None = None
-    body: object = None  # the parsed JSON body (still secret-bearing; mask before storing)
+    body: object = None  # the parsed JSON body (may hold secrets: mask before storing)
 
 
 _ERROR_CODES: Mapping[str, Outcome] = {
@@ -204,3 +204,26 @@ def classify_token_answer(
     return Classified(
         Outcome.MALFORMED_RESPONSE, f"HTTP {status} with an unrecognised body", body=parsed
     )
+
+
+def classify_identity_answer(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: datetime | None = None
+) -> Classified:
+    """Classify an answer of Commerce Identity getUser (eBay's REST error envelope)."""
+    parsed = _json(body)
+    if status == 200:
+        if isinstance(parsed, dict) and isinstance(parsed.get("userId"), str):
+            return Classified(Outcome.OK, "ok", body=parsed)
+        return Classified(Outcome.MALFORMED_RESPONSE, "HTTP 200 without a userId", body=parsed)
+    if status == 401:
+        return Classified(Outcome.INVALID_GRANT, "eBay refused the access token (401)")
+    if status == 403:
+        return Classified(
+            Outcome.INVALID_SCOPE, "the token lacks a commerce.identity scope (403)", body=parsed
+        )
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+        return Classified(Outcome.RATE_LIMITED, "HTTP 429", retry_after=retry_after)
+    if status >= 500:
+        return Classified(Outcome.TRANSIENT, f"HTTP {status} from eBay", body=parsed)
+    return Classified(Outcome.MALFORMED_RESPONSE, f"HTTP {status} from getUser", body=parsed)

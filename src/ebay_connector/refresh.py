@@ -11,8 +11,10 @@ is what the exchange records prove (same request shape, same token fingerprint).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from ebay_connector.crypto import KeyRing, TokenField
 from ebay_connector.ebay_client import EbayClient, build_refresh_request, not_sent
 from ebay_connector.errors import (
     AccountNotFound,
+    CryptoError,
     DecryptFailed,
     InvalidStoredToken,
     NeedsReconnect,
@@ -202,6 +205,8 @@ class Refresher:
     async def _lease(self, seen: AccountToken) -> AccountToken | None:
         """Take the lease; ``None`` when another caller changed the token meanwhile."""
         deadline = self.clock() + self.config.lease + LEASE_POLL
+        # Also bounded in real time: an injected clock that does not move must not spin forever.
+        real_deadline = time.monotonic() + (self.config.lease + LEASE_POLL).total_seconds()
         while True:
             now = self.clock()
             if await self.store.try_lease(
@@ -215,7 +220,7 @@ class Refresher:
             current = await self._snapshot(seen.account_id)
             if current.version != seen.version:
                 return None
-            if now > deadline:
+            if now > deadline or time.monotonic() > real_deadline:
                 # The holder neither finished nor let its lease expire on our clock: give up
                 # rather than wait forever; the caller sees a transient failure.
                 raise StoreError(f"account {seen.account_id} stayed leased by another worker")
@@ -253,22 +258,21 @@ class Refresher:
             rng=self.rng,
             backoff=self.config.backoff,
         )
-        access_ct = refresh_ct = None
-        refresh_expires = None
-        grant = classified.grant
-        if grant is not None:
-            access_ct = self.keyring.encrypt(
-                grant.access_token, account_id=account.account_id, field=TokenField.ACCESS_TOKEN
+        try:
+            access_ct, refresh_ct, refresh_expires = self._seal(account.account_id, classified)
+        except CryptoError as exc:
+            # eBay answered 200 with a token we refuse to store (e.g. one that looks encrypted).
+            classified = Classified(Outcome.MALFORMED_RESPONSE, f"unusable token: {exc.message}")
+            transition = token_state.after_attempt(
+                classified=classified,
+                failures_in_row=account.failures_in_row,
+                now=now,
+                schedule=next_after_success,
+                rng=self.rng,
+                backoff=self.config.backoff,
             )
-            if grant.refresh_token is not None:
-                # eBay does not rotate refresh tokens today; if it ever sends one, keep it.
-                refresh_ct = self.keyring.encrypt(
-                    grant.refresh_token,
-                    account_id=account.account_id,
-                    field=TokenField.REFRESH_TOKEN,
-                )
-                if grant.refresh_token_expires_in is not None:
-                    refresh_expires = started + timedelta(seconds=grant.refresh_token_expires_in)
+            access_ct = refresh_ct = None
+            refresh_expires = None
         written = await self.store.finish_refresh(
             account=account,
             lease_owner=self.owner,
@@ -293,23 +297,9 @@ class Refresher:
             sent=exchange.sent,
             fingerprint=exchange.token_fingerprint,
             state=transition.state.value,
+            applied=written.applied,
         )
-        if written is None:
-            return RefreshResult(
-                account_id=account.account_id,
-                trigger=trigger,
-                outcome=classified.outcome,
-                message="the account was deleted during the refresh; nothing was written",
-                state=account.state,
-                state_reason=account.state_reason,
-                access_expires_at=None,
-                next_attempt_at=None,
-                called_ebay=exchange.sent,
-                skipped=True,
-                exchange=exchange,
-            )
-        attempt_id, exchange_id = written
-        return RefreshResult(
+        base = RefreshResult(
             account_id=account.account_id,
             trigger=trigger,
             outcome=classified.outcome,
@@ -320,9 +310,48 @@ class Refresher:
             next_attempt_at=transition.next_attempt_at,
             called_ebay=exchange.sent,
             exchange=exchange,
-            exchange_id=exchange_id,
-            attempt_id=attempt_id,
+            exchange_id=written.exchange_id,
+            attempt_id=written.attempt_id,
         )
+        if written.applied:
+            return base
+        why = (
+            "the account was deleted during the refresh; only the exchange was recorded"
+            if written.deleted
+            else "another worker took over the lease; this result was not applied"
+        )
+        return dataclasses.replace(
+            base,
+            message=why,
+            state=account.state,
+            state_reason=account.state_reason,
+            access_expires_at=account.access_expires_at,
+            next_attempt_at=None,
+            skipped=True,
+        )
+
+    def _seal(
+        self, account_id: int, classified: Classified
+    ) -> tuple[str | None, str | None, datetime | None]:
+        """Encrypt what eBay granted: (access ciphertext, refresh ciphertext, refresh expiry)."""
+        grant = classified.grant
+        if grant is None:
+            return None, None, None
+        access_ct = self.keyring.encrypt(
+            grant.access_token, account_id=account_id, field=TokenField.ACCESS_TOKEN
+        )
+        if grant.refresh_token is None:
+            return access_ct, None, None
+        # eBay does not rotate refresh tokens today; if it ever sends one, keep it.
+        refresh_ct = self.keyring.encrypt(
+            grant.refresh_token, account_id=account_id, field=TokenField.REFRESH_TOKEN
+        )
+        expires = (
+            self.clock() + timedelta(seconds=grant.refresh_token_expires_in)
+            if grant.refresh_token_expires_in is not None
+            else None
+        )
+        return access_ct, refresh_ct, expires
 
     async def _call_ebay(
         self, account: AccountToken, now: datetime
@@ -432,10 +461,7 @@ class Refresher:
         account = await self._snapshot(account_id)
         now = self.clock()
         if account.state is TokenState.NEEDS_RECONNECT:
-            raise NeedsReconnect(
-                f"account {account_id} needs to be reconnected ({account.state_reason})",
-                reason=account.state_reason or "needs_reconnect",
-            )
+            raise _needs_reconnect(account)
         token = self._valid_token(account, now)
         if token is None:
             cooling = (
@@ -454,15 +480,13 @@ class Refresher:
             token = self._valid_token(account, self.clock())
             if token is None:
                 if account.state is TokenState.NEEDS_RECONNECT:
-                    raise NeedsReconnect(
-                        f"account {account_id} needs to be reconnected ({account.state_reason})",
-                        reason=account.state_reason or "needs_reconnect",
-                    )
+                    raise _needs_reconnect(account)
                 raise RefreshFailed(
                     f"account {account_id}: refresh failed ({result.outcome.value})",
                     code=result.outcome.value,
                 )
-        await self.store.touch_last_used(account_id, now, now - LAST_USED_THROTTLE)
+        if account.last_used_at is None or account.last_used_at < now - LAST_USED_THROTTLE:
+            await self.store.touch_last_used(account_id, now, now - LAST_USED_THROTTLE)
         moved = policy.after_use(
             policy.effective(account.refresh_policy, self.config.policy),
             scheduled_at=account.next_attempt_at,
@@ -488,3 +512,10 @@ class Refresher:
             field=TokenField.ACCESS_TOKEN,
         )
         return AccessToken(account.account_id, plaintext, account.access_expires_at)
+
+
+def _needs_reconnect(account: AccountToken) -> NeedsReconnect:
+    reason = account.state_reason or "needs_reconnect"
+    return NeedsReconnect(
+        f"account {account.account_id} needs to be reconnected ({reason})", reason=reason
+    )

@@ -21,7 +21,7 @@ from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing
 from ebay_connector.database import Database
 from ebay_connector.ebay_client import AppCredentials, EbayClient
-from ebay_connector.errors import ConfigError
+from ebay_connector.errors import ConfigError, KeyRingError
 from ebay_connector.heartbeats import Heartbeats
 from ebay_connector.journal import Journal
 from ebay_connector.pacing import Pacer
@@ -44,19 +44,39 @@ class KeySource:
 def load_keyring(settings: Settings) -> KeySource:
     """The key ring from the environment, or the embedded default's local key file."""
     if settings.token_keys is not None:
-        ring = KeyRing.from_spec(
-            settings.token_keys.get_secret_value(),
-            settings.token_primary_key_id,
-            settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None,
-        )
+        try:
+            ring = KeyRing.from_spec(
+                settings.token_keys.get_secret_value(),
+                settings.token_primary_key_id,
+                settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None,
+            )
+        except KeyRingError as exc:
+            raise ConfigError(f"{_key_setting(exc.message)}: {exc.message}") from exc
         return KeySource(ring, "EBAY_CONNECTOR_TOKEN_KEYS", created=False)
     if settings.ebay_environment is not EbayEnvironment.EMULATOR:
         raise ConfigError(
             "EBAY_CONNECTOR_TOKEN_KEYS: required outside the emulator; "
             "the generated local key file is only for the embedded default"
         )
-    ring, created = KeyRing.load_or_create_file(Path(settings.key_file))
-    return KeySource(ring, str(Path(settings.key_file).resolve()), created=created)
+    path = Path(settings.key_file)
+    try:
+        ring, created = KeyRing.load_or_create_file(path)
+    except KeyRingError as exc:
+        raise ConfigError(f"EBAY_CONNECTOR_KEY_FILE: {exc.message}") from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"EBAY_CONNECTOR_KEY_FILE: cannot use {path}: {exc.strerror or exc}"
+        ) from exc
+    return KeySource(ring, str(path.resolve()), created=created)
+
+
+def _key_setting(message: str) -> str:
+    """Which key setting a key-ring error is about (the message never holds key material)."""
+    if "fingerprint" in message:
+        return "EBAY_CONNECTOR_FINGERPRINT_KEY"
+    if "primary" in message:
+        return "EBAY_CONNECTOR_TOKEN_PRIMARY_KEY_ID"
+    return "EBAY_CONNECTOR_TOKEN_KEYS"
 
 
 # Transport-level loggers whose DEBUG traces print raw headers (e.g. an OAuth code in a Location

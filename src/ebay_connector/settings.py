@@ -223,6 +223,13 @@ class Settings(BaseSettings):
 
 
 _REQUIRED_OUTSIDE_EMULATOR = ("client_id", "client_secret", "ru_name", "token_keys")
+LEASE_MARGIN_SECONDS = 10
+
+
+def _given(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and str(value).strip() != ""
 
 
 def load(**overrides: Any) -> Settings:
@@ -234,9 +241,21 @@ def load(**overrides: Any) -> Settings:
         name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{name}: {message}") from exc
+    if settings.lease_seconds < settings.http_timeout_seconds + LEASE_MARGIN_SECONDS:
+        # A lease that can expire while its eBay call is still running lets a second worker
+        # refresh the same account.
+        raise ConfigError(
+            f"{ENV_PREFIX}LEASE_SECONDS: must be at least {ENV_PREFIX}HTTP_TIMEOUT_SECONDS + "
+            f"{LEASE_MARGIN_SECONDS} ({settings.http_timeout_seconds + LEASE_MARGIN_SECONDS:g})"
+        )
+    for name in ("token_primary_key_id", "fingerprint_key"):
+        if getattr(settings, name) is not None and settings.token_keys is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}{name.upper()}: only meaningful with {ENV_PREFIX}TOKEN_KEYS"
+            )
     if settings.ebay_environment is not EbayEnvironment.EMULATOR:
         for name in _REQUIRED_OUTSIDE_EMULATOR:
-            if getattr(settings, name) is None:
+            if not _given(getattr(settings, name)):
                 raise ConfigError(
                     f"{ENV_PREFIX}{name.upper()}: required when "
                     f"{ENV_PREFIX}EBAY_ENVIRONMENT={settings.ebay_environment.value}"

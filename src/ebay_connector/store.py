@@ -7,7 +7,7 @@ transaction of the refresh they record. Values cross the boundary as frozen data
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,6 +72,9 @@ def _account_token(row: Any) -> AccountToken:
     return AccountToken(**values)
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL; larger numbers cannot be ids
+
+
 def _lease_free(now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(m.EbayToken.lease_until.is_(None), m.EbayToken.lease_until < now)
 
@@ -82,6 +85,16 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
         m.EbayToken.next_attempt_at <= now,
         _lease_free(now),
     )
+
+
+@dataclass(frozen=True)
+class FinishedRefresh:
+    """What :meth:`Store.finish_refresh` wrote."""
+
+    attempt_id: int | None
+    exchange_id: int
+    applied: bool  # the token row was updated
+    deleted: bool  # the account no longer exists
 
 
 class Store:
@@ -126,7 +139,7 @@ class Store:
         ebay_username: str,
         label: str,
         scopes: Sequence[str],
-        encrypt: Any,
+        encrypt: Callable[[int, str, str], str],
         access_token: str,
         access_expires_at: datetime,
         refresh_token: str,
@@ -271,7 +284,7 @@ class Store:
     async def resolve_account(self, ref: str) -> int:
         """An account by id, label or eBay username (exactly one must match)."""
         conditions = [m.EbayAccount.label == ref, m.EbayAccount.ebay_username == ref]
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID:
             conditions.append(m.EbayAccount.id == int(ref))
         async with self.db.transaction() as conn:
             rows = (
@@ -473,12 +486,13 @@ class Store:
         access_token_ciphertext: str | None,
         refresh_token_ciphertext: str | None,
         refresh_expires_at: datetime | None,
-    ) -> tuple[int, int] | None:
+    ) -> FinishedRefresh:
         """Record the attempt and its exchange and move the token, in ONE transaction.
 
-        The token update is guarded by the lease: if the account was deleted meanwhile nothing is
-        written (returns ``None``); if the lease was lost (the call outlived it) the records are
-        kept but the token is left to the new holder. Returns ``(attempt_id, exchange_id)``.
+        The token update is guarded by the lease. If the account was deleted meanwhile, only the
+        exchange is kept (an HTTP call that happened is never unlogged) and nothing is written to
+        the account. If the lease was lost (the call outlived it), the records are kept but the
+        token is left to the new holder.
         """
         now = self.db.clock()
         async with self.db.transaction() as conn:
@@ -511,12 +525,27 @@ class Store:
                 )
                 .values(**values)
             )
-            if updated.rowcount == 0:
-                still_there = await conn.execute(
+            applied = updated.rowcount == 1
+            if not applied:
+                exists = await conn.execute(
                     sa.select(m.EbayAccount.id).where(m.EbayAccount.id == account.account_id)
                 )
-                if still_there.first() is None:
-                    return None
+                if exists.first() is None:
+                    organization = await conn.execute(
+                        sa.select(m.Organization.id).where(
+                            m.Organization.id == account.organization_id
+                        )
+                    )
+                    exchange_id = await journal.insert_exchange(
+                        conn,
+                        exchange,
+                        None,
+                        account.organization_id if organization.first() else None,
+                        account.environment,
+                        trigger,
+                        now,
+                    )
+                    return FinishedRefresh(None, exchange_id, applied=False, deleted=True)
             exchange_id = await journal.insert_exchange(
                 conn,
                 exchange,
@@ -526,6 +555,8 @@ class Store:
                 trigger,
                 now,
             )
+            if not applied:
+                error_message = (error_message or "") + " (lease lost: token not updated)"
             result = await conn.execute(
                 sa.insert(m.RefreshAttempt)
                 .values(
@@ -537,13 +568,13 @@ class Store:
                     finished_at=now,
                     outcome=outcome,
                     error_code=None if outcome == "ok" else outcome,
-                    error_message=error_message,
+                    error_message=error_message.strip() if error_message else None,
                     old_expires_at=account.access_expires_at,
-                    new_expires_at=transition.access_expires_at,
+                    new_expires_at=transition.access_expires_at if applied else None,
                     exchange_id=exchange_id,
                 )
                 .returning(m.RefreshAttempt.id)
             )
-            return int(result.scalar_one()), exchange_id
+            return FinishedRefresh(int(result.scalar_one()), exchange_id, applied, deleted=False)
 
     # Exchanges and attempts ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ebay_connector import retry
-from ebay_connector.outcome import Classified, Disposition, Outcome, disposition
+from ebay_connector.outcome import Classified, Disposition, disposition
 
 
 class TokenState(enum.StrEnum):
@@ -90,8 +90,3 @@ def after_attempt(
         last_error_message=classified.message,
         access_expires_at=None,
     )
-
-
-def pre_http_failure(outcome: Outcome, message: str) -> Classified:
-    """A failure decided before any request (the stored token cannot be sent)."""
-    return Classified(outcome, message)

@@ -25,7 +25,7 @@ from ebay_connector.errors import ConnectorError
 from ebay_connector.exchange import Trigger
 from ebay_connector.heartbeats import STALE_FACTOR, HeartbeatRow, Heartbeats
 from ebay_connector.journal import Journal
-from ebay_connector.outcome import Disposition, disposition
+from ebay_connector.outcome import Disposition, Outcome, disposition
 from ebay_connector.quota import WINDOW, QuotaConfig, QuotaState
 from ebay_connector.refresh import Refresher, RefreshResult
 from ebay_connector.store import AccountToken, Store
@@ -88,9 +88,7 @@ def cycle_status(counts: CycleCounts, error: str | None) -> CycleStatus:
     if error is not None or counts.configuration > 0:
         return CycleStatus.ERROR
     if counts.failed > 0:
-        attempted = counts.refreshed + counts.failed
-        every_attempt_failed = counts.refreshed == 0 and attempted > 1
-        return CycleStatus.ERROR if every_attempt_failed else CycleStatus.DEGRADED
+        return CycleStatus.ERROR if counts.refreshed == 0 else CycleStatus.DEGRADED
     return CycleStatus.OK
 
 
@@ -252,7 +250,32 @@ class Worker:
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
     def _start(self, account: AccountToken) -> asyncio.Task[RefreshResult]:
-        return asyncio.create_task(self.refresher.refresh_claimed(account, Trigger.SCHEDULED))
+        return asyncio.create_task(self._refresh(account))
+
+    async def _refresh(self, account: AccountToken) -> RefreshResult:
+        """One claimed account; a failure of our own (database down) is that account's result."""
+        try:
+            return await self.refresher.refresh_claimed(account, Trigger.SCHEDULED)
+        except ConnectorError as exc:
+            log.event(
+                logger,
+                "worker.refresh_error",
+                logging.ERROR,
+                account=account.account_id,
+                code=exc.code,
+                error=exc.message,
+            )
+            return RefreshResult(
+                account_id=account.account_id,
+                trigger=Trigger.SCHEDULED,
+                outcome=Outcome.TRANSIENT,
+                message=f"{exc.code}: {exc.message}",
+                state=account.state,
+                state_reason=account.state_reason,
+                access_expires_at=account.access_expires_at,
+                next_attempt_at=None,
+                called_ebay=False,
+            )
 
     async def _prune_stalled(self, now: datetime) -> None:
         silent = timedelta(seconds=PRUNE_FACTOR * self.config.interval.total_seconds())
@@ -304,21 +327,34 @@ class Worker:
         await self._beat(CycleStatus.STARTING, CycleCounts(), None, None, None)
         try:
             while not stop.is_set():
-                report = await self.run_once(stop)
                 wait = self.config.interval
-                with contextlib.suppress(ConnectorError):  # the database may be down: retry
+                try:
+                    report = await self.run_once(stop)
                     deferred = bool(report.counts.deferred_quota or report.counts.deferred_pause)
                     wait = next_wake(
                         self.clock(), await self.store.next_due_at(), self.config.interval, deferred
                     )
+                except ConnectorError as exc:  # e.g. the database is down: try again later
+                    log.event(logger, "worker.cycle_failed", logging.ERROR, error=exc.message)
+                except Exception:
+                    # A bug must not silently end the worker while /healthz says ok: log it,
+                    # report it in the heartbeat, and keep cycling.
+                    logger.exception("worker.cycle_crashed")
+                    await self._beat(
+                        CycleStatus.ERROR, CycleCounts(), "internal error (see logs)", None, None
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait.total_seconds())
         finally:
-            with contextlib.suppress(ConnectorError):
-                await self.store.release_leases(self.instance_id)
-            with contextlib.suppress(ConnectorError):
-                await self.heartbeats.delete(self.instance_id)
-            log.event(logger, "worker.stopped", instance=self.instance_id)
+            # Shielded: a cancelled worker still gives back its leases and unregisters.
+            await asyncio.shield(self._unregister())
+
+    async def _unregister(self) -> None:
+        with contextlib.suppress(ConnectorError):
+            await self.store.release_leases(self.instance_id)
+        with contextlib.suppress(ConnectorError):
+            await self.heartbeats.delete(self.instance_id)
+        log.event(logger, "worker.stopped", instance=self.instance_id)
 
 
 __all__ = ["STALE_FACTOR", "CycleCounts", "CycleReport", "CycleStatus", "Worker", "WorkerConfig"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -348,3 +349,50 @@ async def test_account_deleted_during_refresh_is_not_written(
         assert attempts.scalar_one() == 0
         tokens = await conn.execute(sa.select(sa.func.count()).select_from(m.EbayToken))
         assert tokens.scalar_one() == 0
+    # The HTTP call did happen: its record is kept, detached from the deleted account.
+    kept = await runtime.journal.exchange(result.exchange_id or 0)
+    assert kept is not None
+    assert kept.account_id is None
+    assert kept.action == "refresh_token"
+    assert kept.status == 200
+
+
+async def test_a_lost_lease_is_never_applied_over_the_new_holder(
+    runtime: Runtime, connect: Connect, emulator: tuple[Emulator, str], clock: FakeClock
+) -> None:
+    """If a call outlives its lease (settings forbid it; this forces it), the result is kept in
+    the journal but the token belongs to whoever holds the lease now."""
+    emu, _ = emulator
+    account_id = await connect("seller_slow")
+    await expire(runtime, account_id)
+    emu.set_faults(Faults(latency_ms=400), username="seller_slow")
+    short = dataclasses.replace(refresh_config(runtime.settings), lease=timedelta(seconds=1))
+    slow = Refresher(
+        store=runtime.store,
+        journal=runtime.journal,
+        client=runtime.client,
+        keyring=runtime.keys.ring,
+        config=short,
+        owner="slow-process",
+        clock=clock,
+    )
+    task = asyncio.create_task(slow.refresh(account_id, Trigger.SCHEDULED))
+    while not task.done():
+        account = await runtime.store.account_token(account_id)
+        if account is not None and account.lease_owner == "slow-process":
+            break
+        await asyncio.sleep(0.01)
+    clock.advance(seconds=2)  # the slow holder's lease has now expired
+    emu.clear_faults("seller_slow")
+    fast = await runtime.refresher.refresh(account_id, Trigger.ADMIN)
+    assert fast.outcome is Outcome.OK
+    after_fast = await runtime.store.account_token(account_id)
+    lost = await task
+    assert lost.skipped
+    assert "lease" in lost.message
+    final = await runtime.store.account_token(account_id)
+    assert final is not None
+    assert after_fast is not None
+    assert final.access_token_ciphertext == after_fast.access_token_ciphertext
+    attempts = await runtime.journal.attempts(account_id, limit=3)
+    assert "lease lost" in (attempts[0].error_message or "")
