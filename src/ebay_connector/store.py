@@ -380,11 +380,13 @@ class Store:
     ) -> list[AccountToken]:
         """Lease up to ``limit`` due accounts to ``owner``, most urgent first, atomically.
 
-        PostgreSQL: ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`` — replicas claim
-        disjoint batches without waiting on each other. SQLite drops ``FOR UPDATE``; there the
-        write transaction (``BEGIN IMMEDIATE``) serialises claims and the lease condition in the
-        UPDATE is the compare-and-set. Either way an account is claimed by at most one worker
-        until its lease expires (a crashed worker's accounts become claimable again).
+        PostgreSQL: ``WITH c AS (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) UPDATE … FROM c`` —
+        replicas claim disjoint batches without waiting on each other. (Not ``WHERE id IN
+        (SELECT … SKIP LOCKED)``: PostgreSQL may run that subquery once per row, and with
+        SKIP LOCKED each run locks different rows, claiming far more than ``n``; the CTE runs
+        once.) SQLite drops ``FOR UPDATE``; there the write transaction (``BEGIN IMMEDIATE``)
+        serialises claims and the lease condition in the UPDATE is the compare-and-set. Either
+        way an account is claimed by at most one worker until its lease expires.
         """
         if limit <= 0:
             return []
@@ -394,11 +396,12 @@ class Store:
             .order_by(m.EbayToken.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .cte("candidates")
         )
         async with self.db.transaction() as conn:
             claimed = await conn.execute(
                 sa.update(m.EbayToken)
-                .where(m.EbayToken.account_id.in_(candidates.scalar_subquery()), _due(now))
+                .where(m.EbayToken.account_id == candidates.c.account_id, _due(now))
                 .values(lease_owner=owner, lease_until=until)
                 .returning(m.EbayToken.account_id)
             )
