@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ebay_connector import crypto, masking, migrate, serve, terminal
+from ebay_connector import crypto, masking, migrate, policy, quota, serve, terminal
 from ebay_connector import emulator as emulation
 from ebay_connector.errors import (
     ConfigError,
@@ -463,9 +463,12 @@ def inspect_runtime(
                     ],
                 }
             )
+        usage = await runtime.journal.quota_usage(now - quota.WINDOW)
         return {
             "heartbeats": beats,
             "accounts_by_state": await runtime.store.count_by_state(),
+            "due_now": await runtime.store.due_count(now),
+            "quota": quota.QuotaState(usage, runtime.settings.quota).to_dict(),
             "accounts": per_account,
         }
 
@@ -482,7 +485,13 @@ def inspect_runtime(
             + (f" · error {h['last_error']}" if h["last_error"] else ""),
             markup=False,
         )
-    out.print(f"accounts by state: {doc['accounts_by_state']}")
+    out.print(f"accounts by state: {doc['accounts_by_state']} · due now: {doc['due_now']}")
+    q = doc["quota"]
+    out.print(
+        "eBay quota, last 24 h: "
+        + " · ".join(f"{g} {v['used']}/{v['limit']}" for g, v in q.items() if isinstance(v, dict))
+        + f" · proactive budget left {q['proactive_budget']}"
+    )
     for a in doc["accounts"]:
         out.print(
             f"#{a['id']} {a['label']} · {a['state']}" + (f" ({a['reason']})" if a["reason"] else "")
@@ -493,6 +502,39 @@ def inspect_runtime(
                 + (f" — {t['error_message']}" if t["error_message"] else ""),
                 markup=False,
             )
+
+
+@app.command("policy")
+def policy_command(
+    account: Annotated[str, typer.Argument(help="Account id, label or eBay username.")],
+    value: Annotated[
+        str, typer.Argument(help="auto, proactive, on_demand, or default (the global setting).")
+    ],
+) -> None:
+    """Set an account's refresh policy (see README: refresh policies)."""
+    if value != "default" and value not in {p.value for p in policy.RefreshPolicy}:
+        raise UsageError(f"unknown policy {value!r}: auto, proactive, on_demand or default")
+
+    async def body(runtime: Runtime) -> str:
+        account_id = await runtime.store.resolve_account(account)
+        row = await runtime.store.account_token(account_id)
+        assert row is not None
+        chosen = None if value == "default" else value
+        config = runtime.settings.policy
+        now = runtime.clock()
+        due = policy.schedule(
+            policy.effective(chosen, config),
+            access_expires_at=row.access_expires_at,
+            last_used_at=row.last_used_at,
+            last_success_at=row.last_success_at,
+            now=now,
+            config=config,
+        )
+        await runtime.store.set_policy(account_id, chosen, due.next_attempt_at)
+        when = terminal.iso(due.next_attempt_at) or "only on demand"
+        return f"account #{account_id}: policy {value}; next background refresh {when}"
+
+    out.print(_with_runtime(body))
 
 
 @app.command()

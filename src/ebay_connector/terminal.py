@@ -135,7 +135,7 @@ def display_state(account: AccountToken, now: datetime, refresh_ahead: timedelta
     if account.failures_in_row > 0:
         return "refresh failing"
     if account.access_expires_at is not None and account.access_expires_at <= now:
-        return "expired"
+        return "idle (refreshed on demand)"
     if account.access_expires_at is not None and account.access_expires_at <= now + refresh_ahead:
         return "expiring soon"
     return "active"
@@ -162,4 +162,5 @@ def account_dict(account: AccountToken, now: datetime, refresh_ahead: timedelta)
         "last_success_at": iso(account.last_success_at),
         "last_used_at": iso(account.last_used_at),
         "scopes": list(account.scopes),
+        "refresh_policy": account.refresh_policy or "default",
     }

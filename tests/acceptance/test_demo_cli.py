@@ -205,6 +205,42 @@ def test_key_file_is_generated_once_with_mode_0600(demo: Demo) -> None:
     assert "token key ring:" in (demo.cwd / "demo.log").read_text()
 
 
+def test_logs_follow_streams_new_exchanges_as_they_happen(demo: Demo) -> None:
+    follower = subprocess.Popen(
+        [CLI, "logs", "--follow", "--json", "--limit", "1", "--account", "demo_outlet"],
+        cwd=demo.cwd,
+        env=demo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())  # the newest existing entry
+        assert first["account_label"] == "Outlet"
+        assert demo.cli("refresh", "demo_outlet", "--debug").returncode == 0
+        new = json.loads(follower.stdout.readline())  # arrives without a restart
+        assert new["trigger"] == "debug"
+        assert new["id"] > first["id"]
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+        if follower.stdout is not None:
+            follower.stdout.close()
+
+
+def test_policy_can_be_set_per_account(demo: Demo) -> None:
+    done = demo.cli("policy", "demo_outlet", "proactive")
+    assert done.returncode == 0, done.stderr
+    assert "policy proactive" in done.stdout
+    accounts = by_username(demo)
+    assert accounts["demo_outlet"]["refresh_policy"] == "proactive"
+    assert demo.cli("policy", "demo_outlet", "sometimes").returncode == 2
+    runtime_doc = demo.json("inspect", "runtime")
+    assert runtime_doc["quota"]["refresh_token"]["limit"] == 50000
+    assert runtime_doc["quota"]["authorization_code"]["used"] >= 8
+
+
 def test_sigterm_stops_the_demo_and_unregisters_the_worker(demo: Demo) -> None:
     demo.process.send_signal(signal.SIGTERM)
     assert demo.process.wait(timeout=30) == 0
