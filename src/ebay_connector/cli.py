@@ -158,12 +158,25 @@ def emulator(
     user: Annotated[list[str] | None, typer.Option(help="Add an eBay user (repeatable).")] = None,
     latency_ms: Annotated[int, typer.Option(min=0, help="Latency added to every answer.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the error_rate draws.")] = 0,
+    daily_limit: Annotated[
+        list[str] | None,
+        typer.Option(help="GRANT=N daily limit, e.g. refresh_token=50000 (repeatable)."),
+    ] = None,
 ) -> None:
     """Run the eBay identity emulator standalone (see docs/emulator.md)."""
     given = [client_id, client_secret, ru_name, accept_url]
     if any(given) and not all(given):
         raise UsageError("--client-id, --client-secret, --ru-name and --accept-url go together")
-    emu = emulation.Emulator(seed=seed)
+    limits: dict[str, int] = {}
+    for item in daily_limit or []:
+        grant, _, number = item.partition("=")
+        if grant not in quota.DEFAULT_DAILY_LIMITS or not number.isdigit():
+            raise UsageError(
+                f"--daily-limit {item!r}: expected GRANT=N with GRANT one of "
+                f"{', '.join(quota.DEFAULT_DAILY_LIMITS)}"
+            )
+        limits[grant] = int(number)
+    emu = emulation.Emulator(seed=seed, daily_limits=limits or None)
     if all(given):
         emu.register_app(
             client_id=client_id,

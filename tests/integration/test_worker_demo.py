@@ -58,7 +58,7 @@ async def test_first_cycle_reaches_the_report_states_and_is_degraded(
     # expiring, expired, revoked, undecryptable, eBay-500 are due; the rest are fresh.
     assert c.due == 5
     assert (c.refreshed, c.failed, c.needs_reconnect, c.transient) == (2, 3, 2, 1)
-    assert c.due == c.refreshed + c.failed + c.joined + c.skipped
+    assert c.claimed == c.due == c.refreshed + c.failed + c.joined + c.skipped
     assert report.status is CycleStatus.DEGRADED  # never "ok" while accounts fail
 
     states = {a.ebay_username: a for a in await runtime.store.accounts()}
