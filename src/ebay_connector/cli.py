@@ -19,7 +19,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ebay_connector import crypto, masking, migrate, policy, quota, serve, terminal
+from ebay_connector import (
+    api_keys,
+    crypto,
+    masking,
+    migrate,
+    policy,
+    quota,
+    serve,
+    terminal,
+    users,
+)
 from ebay_connector import emulator as emulation
 from ebay_connector.errors import (
     ConfigError,
@@ -54,6 +64,12 @@ keys_app = typer.Typer(no_args_is_help=True, help="Token encryption keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(inspect_app, name="inspect")
 app.add_typer(keys_app, name="keys")
+orgs_app = typer.Typer(no_args_is_help=True, help="Organizations.")
+users_app = typer.Typer(no_args_is_help=True, help="People who sign in.")
+api_keys_app = typer.Typer(no_args_is_help=True, help="Programs' API keys.")
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(users_app, name="users")
+app.add_typer(api_keys_app, name="api-keys")
 
 # Piped output (scripts, tests) gets wide lines instead of Rich's 80-column default.
 PIPED_WIDTH = 200
@@ -214,6 +230,122 @@ def keys_generate(
     fingerprint = crypto.format_key("fp", crypto.generate_key()).split(":", 1)[1]
     sys.stdout.write(f"EBAY_CONNECTOR_TOKEN_KEYS={entry}\n")
     sys.stdout.write(f"EBAY_CONNECTOR_FINGERPRINT_KEY={fingerprint}\n")
+
+
+# Organizations, users, API keys ----------------------------------------------------------------
+
+OrgOpt = Annotated[str, typer.Option("--org", help="Organization name.")]
+
+
+@orgs_app.command("create")
+def orgs_create(name: Annotated[str, typer.Argument(help="Organization name.")]) -> None:
+    """Create an organization."""
+    if not name.strip() or len(name) > 200:
+        raise UsageError("an organization name has 1 to 200 characters")
+
+    async def body(runtime: Runtime) -> int:
+        if await runtime.store.organization_id(name) is not None:
+            raise UsageError(f"organization {name!r} already exists")
+        return await runtime.store.create_organization(name)
+
+    out.print(f"organization #{_with_runtime(body)} {name!r} created")
+
+
+@users_app.command("create")
+def users_create(
+    org: OrgOpt,
+    email: Annotated[str, typer.Option("--email", help="E-mail address (the sign-in name).")],
+    role: Annotated[users.Role, typer.Option("--role", help="admin or viewer.")],
+    password: Annotated[
+        str | None, typer.Option("--password", help="Prompted for when not given.")
+    ] = None,
+) -> None:
+    """Create a user who signs in to the web UI and API."""
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def body(runtime: Runtime) -> users.UserRow:
+        organization_id = await users.organization_by_name(runtime.db, org)
+        return await users.Users(runtime.db).create(organization_id, email, role, password)
+
+    user = _with_runtime(body)
+    out.print(f"user #{user.id} {user.email} ({user.role.value}) created in {org!r}")
+
+
+@api_keys_app.command("create")
+def api_keys_create(
+    org: OrgOpt,
+    name: Annotated[str, typer.Option("--name", help="What the key is for.")] = "program",
+    tokens: Annotated[
+        bool, typer.Option("--tokens", help="Allow this key to read access tokens.")
+    ] = False,
+) -> None:
+    """Create an API key; it is printed once and cannot be shown again."""
+
+    async def body(runtime: Runtime) -> tuple[api_keys.ApiKeyRow, str]:
+        organization_id = await users.organization_by_name(runtime.db, org)
+        return await api_keys.ApiKeys(runtime.db).create(
+            organization_id, name, can_read_tokens=tokens
+        )
+
+    row, full = _with_runtime(body)
+    err.print(
+        f"API key {row.key_id} ({'may read tokens' if row.can_read_tokens else 'no token access'})"
+        " — store it now, it is not shown again:",
+        markup=False,
+    )
+    sys.stdout.write(full + "\n")
+
+
+@api_keys_app.command("list")
+def api_keys_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
+    """List an organization's API keys (never the keys themselves)."""
+
+    async def body(runtime: Runtime) -> list[api_keys.ApiKeyRow]:
+        organization_id = await users.organization_by_name(runtime.db, org)
+        return await api_keys.ApiKeys(runtime.db).list(organization_id)
+
+    rows = _with_runtime(body)
+    docs: list[dict[str, Any]] = [
+        {
+            "key_id": r.key_id,
+            "name": r.name,
+            "can_read_tokens": r.can_read_tokens,
+            "created_at": terminal.iso(r.created_at),
+            "last_used_at": terminal.iso(r.last_used_at),
+            "revoked_at": terminal.iso(r.revoked_at),
+        }
+        for r in rows
+    ]
+    if as_json:
+        _print_json({"api_keys": docs})
+        return
+    table = Table("key id", "name", "tokens", "created", "last used", "revoked")
+    for d in docs:
+        table.add_row(
+            d["key_id"],
+            d["name"],
+            "yes" if d["can_read_tokens"] else "no",
+            d["created_at"] or "-",
+            d["last_used_at"] or "-",
+            d["revoked_at"] or "-",
+        )
+    out.print(table)
+
+
+@api_keys_app.command("revoke")
+def api_keys_revoke(
+    org: OrgOpt, key_id: Annotated[str, typer.Argument(help="The key id (see list).")]
+) -> None:
+    """Revoke an API key; programs using it get 401 from now on."""
+
+    async def body(runtime: Runtime) -> bool:
+        organization_id = await users.organization_by_name(runtime.db, org)
+        return await api_keys.ApiKeys(runtime.db).revoke(organization_id, key_id)
+
+    if not _with_runtime(body):
+        raise NotFound(f"no active API key {key_id!r} in {org!r}")
+    out.print(f"API key {key_id} revoked")
 
 
 # Reading ---------------------------------------------------------------------------------------

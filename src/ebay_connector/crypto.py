@@ -261,6 +261,19 @@ class KeyRing:
         digest = hmac.new(self._fingerprint_key, secret.encode("utf-8"), hashlib.sha256)
         return digest.hexdigest()[:FINGERPRINT_HEX_CHARS]
 
+    def derive_secret(self, purpose: str) -> bytes:
+        """A 32-byte secret for ``purpose`` (e.g. signing session cookies), stable for this ring.
+
+        Derived from the fingerprint key, which survives key rotation, so sessions and signed
+        states stay valid across a rotation.
+        """
+        return HKDF(
+            algorithm=hashes.SHA256(),
+            length=KEY_BYTES,
+            salt=None,
+            info=b"ebay-connector derived v1 " + purpose.encode(),
+        ).derive(self._fingerprint_key)
+
 
 def _failed(reason: DecryptReason, where: str, why: str) -> DecryptFailed:
     exc = DecryptFailed(f"cannot decrypt {where}: {why}")

@@ -18,6 +18,7 @@ from ebay_connector.crypto import KeyRing, TokenField, generate_key
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectFailed
 from ebay_connector.runtime import Runtime
+from ebay_connector.users import Role, Users
 
 DEMO_ORGANIZATION = "Demo Shop"
 
@@ -51,10 +52,22 @@ DEMO_ACCOUNTS = (
 )
 
 
+DEMO_ADMIN = "admin@demo.local"
+DEMO_VIEWER = "viewer@demo.local"
+
+
 @dataclass(frozen=True)
 class SeededAccount:
     account_id: int
     demo: DemoAccount
+
+
+@dataclass(frozen=True)
+class Demo:
+    organization_id: int
+    accounts: list[SeededAccount]
+    admin_password: str
+    viewer_password: str
 
 
 async def consent_code(runtime: Runtime, username: str) -> str:
@@ -82,13 +95,17 @@ async def consent_code(runtime: Runtime, username: str) -> str:
     return str(query["code"][0])
 
 
-async def seed(runtime: Runtime, emulator: Emulator) -> list[SeededAccount]:
-    """Recreate the demo organization and its eight accounts."""
+async def seed(runtime: Runtime, emulator: Emulator) -> Demo:
+    """Recreate the demo organization, its two users and its eight accounts."""
     store = runtime.store
     existing = await store.organization_id(DEMO_ORGANIZATION)
     if existing is not None:
         await store.delete_organization(existing)
     organization_id = await store.create_organization(DEMO_ORGANIZATION)
+    people = Users(runtime.db)
+    admin_password, viewer_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    await people.create(organization_id, DEMO_ADMIN, Role.ADMIN, admin_password)
+    await people.create(organization_id, DEMO_VIEWER, Role.VIEWER, viewer_password)
     emulator.clear_faults()
     for demo in DEMO_ACCOUNTS:
         emulator.clear_faults(demo.username)
@@ -112,7 +129,7 @@ async def seed(runtime: Runtime, emulator: Emulator) -> list[SeededAccount]:
         seeded.append(SeededAccount(connection.account_id, demo))
     for account in seeded:
         await _apply(runtime, emulator, account)
-    return seeded
+    return Demo(organization_id, seeded, admin_password, viewer_password)
 
 
 async def _apply(runtime: Runtime, emulator: Emulator, account: SeededAccount) -> None:

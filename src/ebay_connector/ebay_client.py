@@ -26,6 +26,7 @@ from ebay_connector.outcome import (
     Classified,
     Outcome,
     classify_identity_answer,
+    classify_revoke_answer,
     classify_token_answer,
 )
 from ebay_connector.settings import Endpoints
@@ -166,6 +167,24 @@ class EbayClient:
             _token_headers(self.app),
             form,
             None,
+        )
+
+    def revoke_request(self, refresh_token: str) -> PreparedRequest:
+        """Revoke a grant at eBay (RFC 7009 form; eBay's support for it is unconfirmed)."""
+        form = {"token": refresh_token, "token_type_hint": "refresh_token"}
+        return PreparedRequest(
+            Action.REVOKE,
+            "POST",
+            self.endpoints.revoke_url,
+            _token_headers(self.app),
+            form,
+            refresh_token,
+        )
+
+    async def revoke(self, refresh_token: str) -> CallResult:
+        return await self._call(
+            self.revoke_request(refresh_token),
+            lambda r: classify_revoke_answer(r.status_code, r.headers, r.content),
         )
 
     def consent_url(self, scopes: Sequence[str], state: str) -> str:

@@ -19,6 +19,10 @@ in one place. Messages never contain a secret: pass masked values only.
     ├── NeedsReconnect                  needs_reconnect      (on-demand refused; carries reason)
     ├── RefreshFailed                   code = the failed outcome (e.g. transient)
     ├── ConnectFailed                   code = the failed outcome of a code exchange / getUser
+    ├── AccessError
+    │   ├── Unauthorized                unauthorized         (no or bad credentials)
+    │   ├── Forbidden                   forbidden / csrf_failed
+    │   └── InvalidState                invalid_state        (OAuth state forged, replayed, expired)
     └── UsageError                      usage_error
 """
 
@@ -120,3 +124,19 @@ class UsageError(ConnectorError):
 
 class ConnectFailed(ConnectorError):
     """Connecting an account (code exchange or getUser) failed; ``code`` is the outcome."""
+
+
+class AccessError(ConnectorError):
+    code = "access_denied"
+
+
+class Unauthorized(AccessError):
+    code = "unauthorized"
+
+
+class Forbidden(AccessError):
+    code = "forbidden"
+
+
+class InvalidState(AccessError):
+    code = "invalid_state"

@@ -185,3 +185,39 @@ class WorkerHeartbeat(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     cycles: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """A program's credential: shown once, stored as a hash, scoped to one organization."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(200))
+    key_id: Mapped[str] = mapped_column(sa.String(32), unique=True)  # the public part
+    secret_hash: Mapped[str] = mapped_column(sa.String(64))
+    can_read_tokens: Mapped[bool]
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class ConnectState(Base):
+    """An OAuth ``state`` in flight: single use (deleted when used), bound to a session."""
+
+    __tablename__ = "connect_states"
+
+    nonce: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(sa.String(64))
+    account_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -227,3 +227,12 @@ def classify_identity_answer(
     if status >= 500:
         return Classified(Outcome.TRANSIENT, f"HTTP {status} from eBay", body=parsed)
     return Classified(Outcome.MALFORMED_RESPONSE, f"HTTP {status} from getUser", body=parsed)
+
+
+def classify_revoke_answer(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: datetime | None = None
+) -> Classified:
+    """Token revocation answers 200 with an empty body; errors look like the token endpoint's."""
+    if status == 200:
+        return Classified(Outcome.OK, "revoked")
+    return classify_token_answer(status, headers, body, now=now)

@@ -451,7 +451,7 @@ class Refresher:
 
     # Programs' path --------------------------------------------------------------------------
 
-    async def get_access_token(self, account_id: int) -> AccessToken:
+    async def get_access_token(self, account_id: int, *, actor: str | None = None) -> AccessToken:
         """A user access token valid for at least the margin, refreshing on demand if needed.
 
         Raises ``NeedsReconnect`` when only a new consent helps and ``RefreshFailed`` (code = the
@@ -475,7 +475,7 @@ class Refresher:
                     f"({account.last_error_code}); retry after the cooldown",
                     code=account.last_error_code or "refresh_failed",
                 )
-            result = await self.refresh(account_id, Trigger.ON_DEMAND, seen=account)
+            result = await self.refresh(account_id, Trigger.ON_DEMAND, actor=actor, seen=account)
             account = await self._snapshot(account_id)
             token = self._valid_token(account, self.clock())
             if token is None:

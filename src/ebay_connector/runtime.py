@@ -147,7 +147,6 @@ class Runtime:
             refresher=self.refresher,
             config=worker_config(self.settings),
             clock=self.clock,
-            instance_id=self.instance_id,
         )
 
     @property

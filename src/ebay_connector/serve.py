@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from ebay_connector import demo, migrate
+from ebay_connector.api import create_app
 from ebay_connector.database import sqlite_path
 from ebay_connector.emulator import Emulator
 from ebay_connector.emulator import create_app as create_emulator_app
@@ -21,7 +22,6 @@ from ebay_connector.errors import ConfigError
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.settings import EbayEnvironment, Settings
 from ebay_connector.version import code_version
-from ebay_connector.web import create_app
 
 STARTUP_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0
@@ -116,8 +116,10 @@ async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> Non
 
 async def _seed(runtime: Runtime, emulator: Emulator, say: Callable[[str], None]) -> None:
     seeded = await demo.seed(runtime, emulator)
-    say(f"demo: organization {demo.DEMO_ORGANIZATION!r} with {len(seeded)} accounts")
-    for account in seeded:
+    say(f"demo: organization {demo.DEMO_ORGANIZATION!r} with {len(seeded.accounts)} accounts")
+    say(f"sign in as {demo.DEMO_ADMIN} / {seeded.admin_password} (admin)")
+    say(f"        or {demo.DEMO_VIEWER} / {seeded.viewer_password} (viewer)")
+    for account in seeded.accounts:
         say(
             f"  #{account.account_id} {account.demo.label} ({account.demo.username}): "
             f"{account.demo.scenario.value}"

@@ -138,7 +138,6 @@ class Worker:
         refresher: Refresher,
         config: WorkerConfig,
         clock: Clock = utcnow,
-        instance_id: str | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
@@ -146,7 +145,9 @@ class Worker:
         self.refresher = refresher
         self.config = config
         self.clock = clock
-        self.instance_id = instance_id or refresher.owner or new_instance_id()
+        # Claims, leases and the heartbeat all carry the refresher's owner id: a claim made under
+        # another name would not match the lease the refresh then finishes under.
+        self.instance_id = refresher.owner
         self.started_at = clock()
         self.cycles = 0
         self.version = code_version()

@@ -29,8 +29,8 @@ def make_worker(runtime: Runtime) -> Worker:
 
 
 async def seeded(runtime: Runtime, emu: Emulator) -> dict[str, int]:
-    accounts = await demo.seed(runtime, emu)
-    return {a.demo.username: a.account_id for a in accounts}
+    seeded_demo = await demo.seed(runtime, emu)
+    return {a.demo.username: a.account_id for a in seeded_demo.accounts}
 
 
 async def test_demo_seed_connects_eight_accounts_through_consent_and_code_exchange(

@@ -1,0 +1,84 @@
+"""The application factory: a FastAPI app from a runtime, never built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
+
+from ebay_connector import __version__
+from ebay_connector.api import errors
+from ebay_connector.api.auth import Sessions
+from ebay_connector.api.routes import router
+from ebay_connector.api.schemas import Health, Readiness
+from ebay_connector.api_keys import ApiKeys
+from ebay_connector.connect_states import ConnectStates
+from ebay_connector.errors import ConnectorError
+from ebay_connector.runtime import Runtime
+from ebay_connector.users import Users
+from ebay_connector.version import code_version
+
+EMULATOR_MOUNT = "/emulator"
+MAX_BODY_BYTES = 64 * 1024  # no request of this API needs more
+
+
+def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> FastAPI:
+    app = FastAPI(
+        title="ebay-connector",
+        version=__version__,
+        description="Connects eBay seller accounts over OAuth and keeps their tokens alive.",
+    )
+    ring = runtime.keys.ring
+    secure = runtime.settings.public_url.startswith("https://")
+    app.state.runtime = runtime
+    app.state.sessions = Sessions(ring.derive_secret("session"), secure=secure)
+    app.state.users = Users(runtime.db)
+    app.state.api_keys = ApiKeys(runtime.db)
+    app.state.connect_states = ConnectStates(runtime.db, ring.derive_secret("oauth state"))
+    errors.install(app)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return errors.error_response(413, "too_large", "request body too large")
+        response = await call_next(request)
+        if request.url.path.startswith("/api/"):
+            # Tokens and account data must never sit in a cache.
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Any:
+        """The process is up."""
+        return {"status": "ok", "version": code_version()}
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready"}},
+        tags=["health"],
+    )
+    async def readyz() -> Any:
+        """Ready to serve: database reachable, key ring loaded, eBay configuration complete."""
+        checks: dict[str, str] = {"keyring": f"ok ({len(ring.key_ids)} keys)"}
+        ready = True
+        try:
+            await runtime.db.ping()
+            checks["database"] = "ok"
+        except ConnectorError as exc:
+            checks["database"] = exc.code
+            ready = False
+        checks["ebay"] = f"ok ({runtime.environment})"
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    app.include_router(router)
+    if emulator_app is not None:
+        app.mount(EMULATOR_MOUNT, emulator_app)
+    return app

@@ -1,0 +1,160 @@
+"""Request and response bodies of the HTTP API (they make the OpenAPI document complete)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionInfo(BaseModel):
+    user_id: int
+    email: str
+    role: str
+    organization_id: int
+    csrf_token: str
+
+
+class AccountRef(Strict):
+    ebay_account_id: int = Field(ge=1, le=2**31 - 1)
+
+
+class Account(BaseModel):
+    id: int
+    label: str
+    ebay_username: str
+    ebay_user_id: str
+    environment: str
+    state: str
+    reason: str | None
+    display_state: str
+    access_expires_at: str | None
+    refresh_expires_at: str | None
+    failures_in_row: int
+    last_error_code: str | None
+    last_error_message: str | None
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    last_success_at: str | None
+    last_used_at: str | None
+    refresh_policy: str
+    scopes: list[str]
+
+
+class AccountList(BaseModel):
+    accounts: list[Account]
+
+
+class AccessToken(BaseModel):
+    access_token: str
+    expires_at: datetime
+    token_type: str
+
+
+class Exchange(BaseModel):
+    """A masked exchange with eBay: no secret appears in it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: str
+    outcome: str
+    sent: bool
+    status: int | None
+    duration_ms: float | None
+    error: str | None
+    token_fingerprint: str | None
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+
+
+class RefreshOutcome(BaseModel):
+    account_id: int
+    trigger: str
+    outcome: str
+    meaning: str
+    message: str
+    called_ebay: bool
+    joined: bool
+    state: str
+    state_reason: str | None
+    access_expires_at: datetime | None
+    next_attempt_at: datetime | None
+    exchange_id: int | None
+    exchange: Exchange | None
+
+
+class TerminalEntry(Exchange):
+    id: int
+    created_at: str
+    account_id: int | None
+    account_label: str | None
+    trigger: str
+    meaning: str
+    environment: str
+
+
+class TerminalPage(BaseModel):
+    entries: list[TerminalEntry]
+    next_cursor: int | None = Field(description="pass as `cursor` for older entries")
+
+
+class Worker(BaseModel):
+    instance_id: str
+    host: str
+    pid: int
+    version: str
+    status: str
+    reported_status: str
+    started_at: datetime
+    last_cycle_started_at: datetime | None
+    last_cycle_finished_at: datetime | None
+    next_cycle_before: datetime | None
+    cycles: int
+    counts: dict[str, Any]
+    last_error: str | None
+
+
+class Workers(BaseModel):
+    workers: list[Worker]
+    versions: list[str]
+    mixed_versions: bool
+    quota: dict[str, Any]
+
+
+class CycleOutcome(BaseModel):
+    status: str
+    counts: dict[str, Any]
+    error: str | None
+
+
+class Disconnected(BaseModel):
+    account_id: int
+    deleted: bool
+    revoked_at_ebay: bool
+
+
+class Connected(BaseModel):
+    account_id: int
+    created: bool
+    ebay_username: str
+    reconnected_account: int | None
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
