@@ -7,6 +7,7 @@ encrypted tokens, the exchanges, the attempt) or nothing is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,12 +17,12 @@ from ebay_connector import log, policy
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing, TokenField
 from ebay_connector.ebay_client import EbayClient
-from ebay_connector.errors import ConnectFailed
+from ebay_connector.errors import ConnectFailed, ConnectorError
 from ebay_connector.exchange import Trigger
 from ebay_connector.journal import Journal
 from ebay_connector.outcome import Outcome
 from ebay_connector.policy import PolicyConfig
-from ebay_connector.store import Store
+from ebay_connector.store import AccountToken, Store
 
 logger = logging.getLogger(__name__)
 
@@ -116,3 +117,43 @@ async def connect_with_code(
         organization=organization_id,
     )
     return Connection(account_id, created, user_id, username)
+
+
+@dataclass(frozen=True)
+class Disconnection:
+    account_id: int
+    deleted: bool
+    revoked_at_ebay: bool
+
+
+async def disconnect(
+    *,
+    store: Store,
+    journal: Journal,
+    client: EbayClient,
+    keyring: KeyRing,
+    account: AccountToken,
+) -> Disconnection:
+    """Revoke the grant at eBay where possible (recorded), then delete the account and tokens."""
+    revoked = False
+    refresh_token = None
+    if account.refresh_token_ciphertext:
+        with contextlib.suppress(ConnectorError):  # unreadable: nothing to revoke; delete anyway
+            refresh_token = keyring.decrypt(
+                account.refresh_token_ciphertext,
+                account_id=account.account_id,
+                field=TokenField.REFRESH_TOKEN,
+            )
+    if refresh_token is not None:
+        call = await client.revoke(refresh_token)
+        revoked = call.classified.outcome is Outcome.OK
+        await journal.record_exchange(
+            call.exchange,
+            trigger=Trigger.ADMIN.value,
+            environment=account.environment,
+            account_id=account.account_id,
+            organization_id=account.organization_id,
+        )
+    deleted = await store.delete_account(account.account_id)
+    log.event(logger, "account.disconnected", account=account.account_id, revoked=revoked)
+    return Disconnection(account.account_id, deleted, revoked)

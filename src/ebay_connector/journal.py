@@ -182,3 +182,17 @@ class Journal:
                 .group_by(m.EbayExchange.action)
             )
             return {str(action): int(n) for action, n in result.all()}
+
+    async def refresh_outcomes_since(
+        self, organization_id: int, since: datetime
+    ) -> list[tuple[datetime, str]]:
+        """(time, outcome) of every refresh exchange of the organization since ``since``."""
+        async with self.db.transaction() as conn:
+            rows = await conn.execute(
+                sa.select(m.EbayExchange.created_at, m.EbayExchange.outcome).where(
+                    m.EbayExchange.organization_id == organization_id,
+                    m.EbayExchange.action == "refresh_token",
+                    m.EbayExchange.created_at >= since,
+                )
+            )
+            return [(row[0], str(row[1])) for row in rows.all()]

@@ -114,6 +114,14 @@ class Store:
             )
             return int(result.scalar_one())
 
+    async def organization_name(self, organization_id: int) -> str | None:
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.select(m.Organization.name).where(m.Organization.id == organization_id)
+            )
+            value = result.scalar_one_or_none()
+            return None if value is None else str(value)
+
     async def organization_id(self, name: str) -> int | None:
         async with self.db.transaction() as conn:
             result = await conn.execute(

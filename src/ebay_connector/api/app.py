@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from ebay_connector import __version__
+from ebay_connector import __version__, ui
 from ebay_connector.api import errors
 from ebay_connector.api.auth import Sessions
 from ebay_connector.api.routes import router
@@ -79,6 +79,8 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
         )
 
     app.include_router(router)
+    app.include_router(ui.router)
+    app.mount("/ui/static", ui.static, name="static")
     if emulator_app is not None:
         app.mount(EMULATOR_MOUNT, emulator_app)
     return app

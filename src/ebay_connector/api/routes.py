@@ -6,22 +6,20 @@ for an account of another organization exactly as for one that does not exist.
 
 from __future__ import annotations
 
-import html
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 
 from ebay_connector import connect, quota, terminal
 from ebay_connector.api import schemas
 from ebay_connector.api.auth import Admin, Principal, Program, SignedIn, TokenReader, session_cookie
 from ebay_connector.api.errors import responses
-from ebay_connector.crypto import TokenField
-from ebay_connector.errors import AccountNotFound, ConnectorError, InvalidState, Unauthorized
+from ebay_connector.errors import AccountNotFound, InvalidState, Unauthorized
 from ebay_connector.exchange import Trigger
-from ebay_connector.outcome import Outcome
 from ebay_connector.refresh import RefreshResult
 from ebay_connector.runtime import Runtime
 from ebay_connector.store import AccountToken
@@ -174,11 +172,8 @@ async def connect_callback(
     )
     if "text/html" in request.headers.get("accept", ""):
         verb = "connected" if connection.created else "reconnected"
-        return HTMLResponse(
-            f"<!doctype html><title>eBay account {verb}</title>"
-            f"<p>eBay account <b>{html.escape(connection.ebay_username)}</b> {verb}.</p>"
-            f'<p><a href="/">Back</a></p>'
-        )
+        notice = urlencode({"notice": f"eBay account {connection.ebay_username} {verb}."})
+        return RedirectResponse(f"/?{notice}", status_code=303)
     return body
 
 
@@ -191,27 +186,14 @@ async def connect_callback(
 async def disconnect(account_id: int, principal: Admin, runtime: RuntimeDep) -> Any:
     """Disconnect: revoke the grant at eBay where possible, then delete the account's tokens."""
     account = await _owned(runtime, principal, account_id)
-    revoked = False
-    if account.refresh_token_ciphertext:
-        try:
-            refresh_token = runtime.keys.ring.decrypt(
-                account.refresh_token_ciphertext,
-                account_id=account_id,
-                field=TokenField.REFRESH_TOKEN,
-            )
-        except ConnectorError:
-            refresh_token = None  # cannot revoke what cannot be read; delete anyway
-        if refresh_token is not None:
-            call = await runtime.client.revoke(refresh_token)
-            revoked = call.classified.outcome is Outcome.OK
-            await runtime.journal.record_exchange(
-                call.exchange,
-                trigger=Trigger.ADMIN.value,
-                environment=account.environment,
-                account_id=account_id,
-                organization_id=account.organization_id,
-            )
-    deleted = await runtime.store.delete_account(account_id)
+    done = await connect.disconnect(
+        store=runtime.store,
+        journal=runtime.journal,
+        client=runtime.client,
+        keyring=runtime.keys.ring,
+        account=account,
+    )
+    deleted, revoked = done.deleted, done.revoked_at_ebay
     return schemas.Disconnected(account_id=account_id, deleted=deleted, revoked_at_ebay=revoked)
 
 
