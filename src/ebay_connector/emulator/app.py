@@ -171,7 +171,9 @@ def _routes(emulator: Emulator, hangs: HangRelease) -> list[Route]:
         found = emulator.consent_request(dict(request.query_params))
         if found is None:
             return render(Answer(400, wire.AUTHORIZE_ERROR))
-        return HTMLResponse(consent.render_page(found, emulator.known_usernames()))
+        # Post back to where this page is served: the emulator may be mounted under a prefix.
+        page = consent.render_page(found, emulator.known_usernames(), action=request.url.path)
+        return HTMLResponse(page)
 
     async def consent_decision(request: Request) -> Response:
         form = await read_form(request) or {}

@@ -85,7 +85,7 @@ def _hidden(name: str, value: str) -> str:
     return f'<input type="hidden" name="{name}" value="{escape(value)}">'
 
 
-def render_page(request: ConsentRequest, usernames: list[str]) -> str:
+def render_page(request: ConsentRequest, usernames: list[str], action: str = AUTHORIZE_PATH) -> str:
     """The consent form: pick a known user or type a new username, then Agree or Decline."""
     hidden = [
         _hidden("client_id", request.client_id),
@@ -118,7 +118,7 @@ account with these permissions:</p>
 <ul>
 {scopes}
 </ul>
-<form method="post" action="{AUTHORIZE_PATH}">
+<form method="post" action="{escape(action)}">
 {chr(10).join(hidden)}
 <fieldset>
 <legend>Sign in as</legend>

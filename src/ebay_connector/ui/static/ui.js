@@ -59,7 +59,8 @@ if (entries) {
 
   function text(item) {
     const summary = item.querySelector("summary").innerText.replace(/\s+/g, " ").trim();
-    const body = item.querySelector("pre").innerText;
+    // textContent, not innerText: a collapsed <details> has no rendered text.
+    const body = item.querySelector("pre").textContent;
     return summary + "\n" + body;
   }
 
@@ -79,8 +80,8 @@ if (entries) {
     const panel = document.getElementById("comparison");
     panel.hidden = false;
     panel.innerHTML = "";
-    const leftLines = left.querySelector("pre").innerText.split("\n");
-    const rightLines = right.querySelector("pre").innerText.split("\n");
+    const leftLines = left.querySelector("pre").textContent.split("\n");
+    const rightLines = right.querySelector("pre").textContent.split("\n");
     const sameFp = left.dataset.fingerprint && left.dataset.fingerprint === right.dataset.fingerprint;
     const verdict = document.createElement("p");
     verdict.id = "verdict";
