@@ -65,6 +65,32 @@ def _exchange_row(row: Any) -> ExchangeRow:
 _EXCHANGE_COLUMNS = (*m.EbayExchange.__table__.c, m.EbayAccount.label.label("account_label"))
 
 
+def _exchange_values(
+    record: ExchangeRecord,
+    account_id: int | None,
+    organization_id: int | None,
+    environment: str,
+    trigger: str,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "action": record.action.value,
+        "trigger": trigger,
+        "account_id": account_id,
+        "organization_id": organization_id,
+        "environment": environment,
+        "outcome": record.outcome,
+        "sent": record.sent,
+        "request": record.request_dict(),
+        "response": record.response_dict(),
+        "status": record.status,
+        "duration_ms": record.duration_ms,
+        "error": record.error,
+        "token_fingerprint": record.token_fingerprint,
+        "created_at": now,
+    }
+
+
 async def insert_exchange(
     conn: AsyncConnection,
     record: ExchangeRecord,
@@ -74,27 +100,62 @@ async def insert_exchange(
     trigger: str,
     now: datetime,
 ) -> int:
+    values = _exchange_values(record, account_id, organization_id, environment, trigger, now)
     result = await conn.execute(
-        sa.insert(m.EbayExchange)
-        .values(
-            action=record.action.value,
-            trigger=trigger,
-            account_id=account_id,
-            organization_id=organization_id,
-            environment=environment,
-            outcome=record.outcome,
-            sent=record.sent,
-            request=record.request_dict(),
-            response=record.response_dict(),
-            status=record.status,
-            duration_ms=record.duration_ms,
-            error=record.error,
-            token_fingerprint=record.token_fingerprint,
-            created_at=now,
-        )
-        .returning(m.EbayExchange.id)
+        sa.insert(m.EbayExchange).values(**values).returning(m.EbayExchange.id)
     )
     return int(result.scalar_one())
+
+
+async def insert_exchange_and_attempt(
+    conn: AsyncConnection,
+    record: ExchangeRecord,
+    attempt: dict[str, Any],
+    *,
+    environment: str,
+    trigger: str,
+    now: datetime,
+) -> tuple[int, int]:
+    """Insert an exchange and the attempt pointing at it; returns (attempt id, exchange id).
+
+    On PostgreSQL one statement (a data-modifying CTE), so a worker refresh costs four round
+    trips: BEGIN, the token UPDATE, this, COMMIT. SQLite has no DML in CTEs: two statements,
+    in-process and cheap.
+    """
+    values = _exchange_values(
+        record, attempt["account_id"], attempt["organization_id"], environment, trigger, now
+    )
+    if conn.dialect.name != "postgresql":
+        exchange_id = await insert_exchange(
+            conn,
+            record,
+            attempt["account_id"],
+            attempt["organization_id"],
+            environment,
+            trigger,
+            now,
+        )
+        result = await conn.execute(
+            sa.insert(m.RefreshAttempt)
+            .values(**attempt, exchange_id=exchange_id)
+            .returning(m.RefreshAttempt.id)
+        )
+        return int(result.scalar_one()), exchange_id
+    new_exchange = (
+        sa.insert(m.EbayExchange).values(**values).returning(m.EbayExchange.id).cte("new_exchange")
+    )
+    columns = m.RefreshAttempt.__table__.c
+    selected = sa.select(
+        *(sa.literal(value, type_=columns[name].type) for name, value in attempt.items()),
+        new_exchange.c.id,
+    )
+    result = await conn.execute(
+        sa.insert(m.RefreshAttempt)
+        .from_select([*attempt, "exchange_id"], selected)
+        .returning(m.RefreshAttempt.id, m.RefreshAttempt.exchange_id)
+    )
+    row: Any = result.one()
+    return int(row.id), int(row.exchange_id)
 
 
 class Journal:

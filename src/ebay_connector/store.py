@@ -557,35 +557,28 @@ class Store:
                         now,
                     )
                     return FinishedRefresh(None, exchange_id, applied=False, deleted=True)
-            exchange_id = await journal.insert_exchange(
-                conn,
-                exchange,
-                account.account_id,
-                account.organization_id,
-                account.environment,
-                trigger,
-                now,
-            )
             if not applied:
                 error_message = (error_message or "") + " (lease lost: token not updated)"
-            result = await conn.execute(
-                sa.insert(m.RefreshAttempt)
-                .values(
-                    account_id=account.account_id,
-                    organization_id=account.organization_id,
-                    trigger=trigger,
-                    actor=actor,
-                    started_at=started_at,
-                    finished_at=now,
-                    outcome=outcome,
-                    error_code=None if outcome == "ok" else outcome,
-                    error_message=error_message.strip() if error_message else None,
-                    old_expires_at=account.access_expires_at,
-                    new_expires_at=transition.access_expires_at if applied else None,
-                    exchange_id=exchange_id,
-                )
-                .returning(m.RefreshAttempt.id)
+            attempt_id, exchange_id = await journal.insert_exchange_and_attempt(
+                conn,
+                exchange,
+                {
+                    "account_id": account.account_id,
+                    "organization_id": account.organization_id,
+                    "trigger": trigger,
+                    "actor": actor,
+                    "started_at": started_at,
+                    "finished_at": now,
+                    "outcome": outcome,
+                    "error_code": None if outcome == "ok" else outcome,
+                    "error_message": error_message.strip() if error_message else None,
+                    "old_expires_at": account.access_expires_at,
+                    "new_expires_at": transition.access_expires_at if applied else None,
+                },
+                environment=account.environment,
+                trigger=trigger,
+                now=now,
             )
-            return FinishedRefresh(int(result.scalar_one()), exchange_id, applied, deleted=False)
+            return FinishedRefresh(attempt_id, exchange_id, applied, deleted=False)
 
     # Exchanges and attempts ------------------------------------------------------------------
