@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import sqlalchemy as sa
 from httpx_aiohttp import AiohttpTransport
@@ -171,7 +171,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every ``finally`` (children, databases) runs."""
+    """SIGINT (even when inherited as ignored, e.g. a background job) and SIGTERM unwind as
+    KeyboardInterrupt, so every ``finally`` (children, databases) runs."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
@@ -224,19 +226,28 @@ def current_rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / MB
 
 
-def pid_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a live process, from ``/proc/<pid>/stat``."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 (state) on; None if the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def pid_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process, from ``/proc/<pid>/stat``."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_cpu_s() -> float | None:
-    """CPU seconds of every process named ``postgres`` on the machine (all databases)."""
-    total, found = 0.0, False
+    """CPU seconds of the PostgreSQL server on this machine (every database, every client):
+    the live ``postgres`` processes plus, from the postmaster, its reaped children (backends
+    that came and went — one per new connection — would otherwise be missed)."""
+    ticks, found = 0, False
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -245,10 +256,19 @@ def postgres_cpu_s() -> float | None:
                 continue
         except OSError:
             continue
-        cpu = pid_cpu_s(int(entry.name))
-        if cpu is not None:
-            total, found = total + cpu, True
-    return total if found else None
+        fields = _stat_fields(entry.name)
+        if fields is None:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+        found = True
+        parent = fields[1]
+        try:
+            postmaster = (Path("/proc") / parent / "comm").read_text().strip() != "postgres"
+        except OSError:
+            postmaster = True
+        if postmaster:
+            ticks += int(fields[13]) + int(fields[14])  # cutime + cstime: reaped backends
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -607,6 +627,28 @@ def _pg_admin(admin: URL, sql: str) -> None:
     asyncio.run(asyncio.wait_for(_pg_admin_async(admin, sql), 60))
 
 
+async def _pg_server_async(admin: URL) -> dict[str, int]:
+    conn = await asyncpg.connect(
+        host=admin.host or "127.0.0.1",
+        port=admin.port or 5432,
+        user=admin.username or "postgres",
+        password=admin.password,
+        database=admin.database or "postgres",
+        timeout=10,
+    )
+    try:
+        limit = int(await conn.fetchval("SHOW max_connections"))
+        in_use = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity"))
+    finally:
+        await conn.close()
+    return {"max_connections": limit, "connections_in_use": in_use}
+
+
+def pg_server(database_url: str) -> dict[str, int]:
+    """The server's ``max_connections`` and how many connections exist now (all clients)."""
+    return dict(asyncio.run(asyncio.wait_for(_pg_server_async(_admin_url(database_url)), 30)))
+
+
 @contextlib.contextmanager
 def fresh_database(database_url: str | None, workdir: Path) -> Iterator[BenchDatabase]:
     """A new, migrated database: SQLite in ``workdir`` unless ``database_url`` is PostgreSQL.
@@ -837,6 +879,7 @@ class RefreshCheck:
     doubles: int  # more than one scheduled ok attempt
     missed: int  # no scheduled ok attempt
     attempts_by_outcome: dict[str, int]
+    still_leased: int  # token rows whose lease an (exited) worker still holds
 
     @property
     def ok(self) -> bool:
@@ -845,6 +888,8 @@ class RefreshCheck:
     def line(self) -> str:
         others = {k: v for k, v in self.attempts_by_outcome.items() if k != Outcome.OK.value}
         extra = f"; non-ok attempts {others}" if others else ""
+        if self.still_leased:
+            extra += f"; {self.still_leased} accounts still leased (until their lease expires)"
         verdict = "yes" if self.ok else "NO"
         return (
             f"every account refreshed exactly once: {verdict} — {self.exactly_once}/"
@@ -887,7 +932,17 @@ async def check_refreshed_once(engine: AsyncEngine) -> RefreshCheck:
                 )
             ).all()
         }
+        leased = int(
+            (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(m.EbayToken)
+                    .where(m.EbayToken.lease_owner.is_not(None))
+                )
+            ).scalar_one()
+        )
     return RefreshCheck(
+        still_leased=leased,
         accounts=sum(histogram.values()),
         exactly_once=histogram.get(1, 0),
         doubles=sum(k for n, k in histogram.items() if n > 1),

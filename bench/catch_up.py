@@ -259,6 +259,8 @@ class Profiler:
         """Save the profile to ``path`` and print a summary to stderr."""
         if self._pyinstrument is not None:
             path.write_text(self._pyinstrument.output_html(), encoding="utf-8")
+            session = path.with_suffix(".pyisession")
+            self._pyinstrument.last_session.save(str(session))  # `pyinstrument --load` it
             text = self._pyinstrument.output_text(unicode=True, show_all=False)
             print(f"--- pyinstrument (HTML saved to {path}) ---", file=sys.stderr)
             print(text, file=sys.stderr)
@@ -341,12 +343,15 @@ def describe(phase: Phase) -> list[str]:
         f"{db['statements']:.2f} + COMMIT {db['commits']:.2f} + ROLLBACK {db['rollbacks']:.2f}",
         f"    statements by verb / refresh: {verbs}",
     ]
+    lines.append(
+        f"    pool checkouts {db['pool_checkouts']:.2f} / refresh; new connections opened in "
+        f"the phase: {db['new_connections']}"
+    )
     if phase.backend == "postgresql":
         lines.append(
-            f"    not in that figure, also on the wire: the adapter's BEGIN {db['begins']:.2f} and "
-            f"pool pre-ping (3 round trips per reused checkout; checkouts "
-            f"{db['pool_checkouts']:.2f}, new connections {db['new_connections']}) "
-            f"→ ≈ {db['wire_round_trips_estimate']:.2f} / refresh"
+            f"    not in that figure, also on the wire: the adapter's BEGIN {db['begins']:.2f} / "
+            f"refresh and the pool pre-ping (3 round trips per checkout of a pooled "
+            f"connection) → ≈ {db['wire_round_trips_estimate']:.2f} / refresh"
         )
     lines.append(f"  {phase.check.line()}")
     lines.append(

@@ -76,7 +76,7 @@ class ApiKeys:
         return row, f"{PREFIX}{key_id}_{secret}"
 
     async def list(self, organization_id: int) -> list[ApiKeyRow]:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             rows = await conn.execute(
                 sa.select(*_COLUMNS)
                 .where(m.ApiKey.organization_id == organization_id)
@@ -102,7 +102,7 @@ class ApiKeys:
         if parts is None:
             return None
         key_id, secret = parts
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             row = (
                 await conn.execute(
                     sa.select(*_COLUMNS, m.ApiKey.secret_hash).where(m.ApiKey.key_id == key_id)

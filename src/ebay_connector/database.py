@@ -23,6 +23,7 @@ from ebay_connector.clock import Clock, utcnow
 from ebay_connector.errors import SchemaMissing, StoreError, StoreUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "ebay_connector_read_only"  # execution option: a single read, no write lock
 
 
 def async_url(url: str) -> str:
@@ -66,6 +67,10 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(READ_ONLY):
+                # A single read needs no transaction: in autocommit mode it sees a consistent
+                # WAL snapshot and takes no lock, so readers never queue behind the writer.
+                return
             # A deferred transaction that reads and then writes fails with SQLITE_BUSY instead of
             # waiting when another process (CLI beside the demo) wrote meanwhile; IMMEDIATE waits.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -132,6 +137,16 @@ class Database:
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """For one read statement: on SQLite no transaction and no lock (see the begin hook)."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(**{READ_ONLY: True})
+                yield conn
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise translate(exc) from exc
+
+    @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; database exceptions leave as StoreError, chained."""
         try:
@@ -141,7 +156,7 @@ class Database:
             raise translate(exc) from exc
 
     async def ping(self) -> None:
-        async with self.transaction() as conn:
+        async with self.read() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def create_schema(self) -> None:

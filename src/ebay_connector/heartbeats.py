@@ -77,7 +77,7 @@ class Heartbeats:
             )
 
     async def all(self) -> list[HeartbeatRow]:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(m.WorkerHeartbeat.__table__).order_by(m.WorkerHeartbeat.updated_at.desc())
             )

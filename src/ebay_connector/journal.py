@@ -211,7 +211,7 @@ class Journal:
         if before_id is not None:
             filters.append(m.EbayExchange.id < before_id)
         query = query.where(*filters).order_by(m.EbayExchange.id.desc()).limit(limit)
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             return [_exchange_row(row) for row in (await conn.execute(query)).all()]
 
     async def exchange(self, exchange_id: int) -> ExchangeRow | None:
@@ -220,12 +220,12 @@ class Journal:
             .outerjoin(m.EbayAccount, m.EbayAccount.id == m.EbayExchange.account_id)
             .where(m.EbayExchange.id == exchange_id)
         )
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             row = (await conn.execute(query)).first()
             return None if row is None else _exchange_row(row)
 
     async def attempts(self, account_id: int, limit: int = 5) -> list[AttemptRow]:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(m.RefreshAttempt.__table__)
                 .where(m.RefreshAttempt.account_id == account_id)
@@ -236,7 +236,7 @@ class Journal:
 
     async def quota_usage(self, since: datetime) -> dict[str, int]:
         """Calls actually sent per grant type (action) since ``since``."""
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(m.EbayExchange.action, sa.func.count())
                 .where(m.EbayExchange.sent.is_(True), m.EbayExchange.created_at >= since)
@@ -248,7 +248,7 @@ class Journal:
         self, organization_id: int, since: datetime
     ) -> list[tuple[datetime, str]]:
         """(time, outcome) of every refresh exchange of the organization since ``since``."""
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             rows = await conn.execute(
                 sa.select(m.EbayExchange.created_at, m.EbayExchange.outcome).where(
                     m.EbayExchange.organization_id == organization_id,

@@ -451,7 +451,13 @@ class Refresher:
 
     # Programs' path --------------------------------------------------------------------------
 
-    async def get_access_token(self, account_id: int, *, actor: str | None = None) -> AccessToken:
+    async def get_access_token(
+        self,
+        account_id: int,
+        *,
+        actor: str | None = None,
+        organization_id: int | None = None,
+    ) -> AccessToken:
         """A user access token valid for at least the margin, refreshing on demand if needed.
 
         Raises ``NeedsReconnect`` when only a new consent helps and ``RefreshFailed`` (code = the
@@ -459,6 +465,9 @@ class Refresher:
         failure is returned without calling eBay again.
         """
         account = await self._snapshot(account_id)
+        if organization_id is not None and account.organization_id != organization_id:
+            # Another organization's account is indistinguishable from a missing one.
+            raise AccountNotFound(f"account {account_id} does not exist")
         now = self.clock()
         if account.state is TokenState.NEEDS_RECONNECT:
             raise _needs_reconnect(account)

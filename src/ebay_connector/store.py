@@ -115,7 +115,7 @@ class Store:
             return int(result.scalar_one())
 
     async def organization_name(self, organization_id: int) -> str | None:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(m.Organization.name).where(m.Organization.id == organization_id)
             )
@@ -123,7 +123,7 @@ class Store:
             return None if value is None else str(value)
 
     async def organization_id(self, name: str) -> int | None:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(m.Organization.id).where(m.Organization.name == name)
             )
@@ -269,7 +269,7 @@ class Store:
             )
 
     async def account_token(self, account_id: int) -> AccountToken | None:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(*_ACCOUNT_TOKEN_COLUMNS)
                 .join(m.EbayToken, m.EbayToken.account_id == m.EbayAccount.id)
@@ -286,7 +286,7 @@ class Store:
         )
         if organization_id is not None:
             query = query.where(m.EbayAccount.organization_id == organization_id)
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             return [_account_token(row) for row in (await conn.execute(query)).all()]
 
     async def resolve_account(self, ref: str) -> int:
@@ -294,7 +294,7 @@ class Store:
         conditions = [m.EbayAccount.label == ref, m.EbayAccount.ebay_username == ref]
         if ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID:
             conditions.append(m.EbayAccount.id == int(ref))
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             rows = (
                 await conn.execute(sa.select(m.EbayAccount.id).where(sa.or_(*conditions)))
             ).all()
@@ -367,7 +367,7 @@ class Store:
 
     async def due_accounts(self, now: datetime, limit: int) -> list[int]:
         """Active accounts whose next attempt is due and whose lease is free, most urgent first."""
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(m.EbayToken.account_id)
                 .where(_due(now))
@@ -377,7 +377,7 @@ class Store:
             return [int(r[0]) for r in result.all()]
 
     async def due_count(self, now: datetime) -> int:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(sa.func.count()).select_from(m.EbayToken).where(_due(now))
             )
@@ -426,7 +426,7 @@ class Store:
 
     async def next_due_at(self) -> datetime | None:
         """When the earliest active account falls due (the worker sleeps until then)."""
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(sa.func.min(m.EbayToken.next_attempt_at)).where(
                     m.EbayToken.state == TokenState.ACTIVE.value
@@ -476,7 +476,7 @@ class Store:
             )
 
     async def count_by_state(self) -> dict[str, int]:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(m.EbayToken.state, sa.func.count()).group_by(m.EbayToken.state)
             )

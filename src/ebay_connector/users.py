@@ -68,14 +68,14 @@ class Users:
         return UserRow(user_id, organization_id, address, role)
 
     async def get(self, user_id: int) -> UserRow | None:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             row = (
                 await conn.execute(sa.select(m.User.__table__).where(m.User.id == user_id))
             ).first()
         return None if row is None else _user(row)
 
     async def authenticate(self, email: str, password: str) -> UserRow | None:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             row = (
                 await conn.execute(
                     sa.select(m.User.__table__).where(m.User.email == normalise_email(email))

@@ -123,6 +123,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own 400: a body that is not parseable (e.g. not UTF-8) is invalid input.
+            return error_response(422, "validation_error", f"body: {exc.detail}", field="body")
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         code = codes.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None

@@ -7,11 +7,12 @@ for an account of another organization exactly as for one that does not exist.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 
 from ebay_connector import connect, quota, terminal
@@ -22,7 +23,7 @@ from ebay_connector.errors import AccountNotFound, InvalidState, Unauthorized
 from ebay_connector.exchange import Trigger
 from ebay_connector.refresh import RefreshResult
 from ebay_connector.runtime import Runtime
-from ebay_connector.store import AccountToken
+from ebay_connector.store import MAX_ID, AccountToken
 
 router = APIRouter()
 MAX_PAGE = 200
@@ -34,6 +35,7 @@ def _runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+AccountId = Annotated[int, Path(ge=1, le=MAX_ID, description="an account id")]
 
 
 async def _owned(runtime: Runtime, principal: Principal, account_id: int) -> AccountToken:
@@ -100,6 +102,7 @@ async def me(principal: SignedIn, request: Request) -> Any:
 @router.get(
     "/api/ebay/connect",
     status_code=302,
+    response_class=RedirectResponse,
     responses={302: {"description": "redirect to eBay's consent page"}, **responses(401, 403, 404)},
     tags=["connect"],
 )
@@ -183,7 +186,7 @@ async def connect_callback(
     responses=responses(401, 403, 404, 422),
     tags=["admin"],
 )
-async def disconnect(account_id: int, principal: Admin, runtime: RuntimeDep) -> Any:
+async def disconnect(account_id: AccountId, principal: Admin, runtime: RuntimeDep) -> Any:
     """Disconnect: revoke the grant at eBay where possible, then delete the account's tokens."""
     account = await _owned(runtime, principal, account_id)
     done = await connect.disconnect(
@@ -218,11 +221,12 @@ async def program_accounts(principal: Program, runtime: RuntimeDep) -> Any:
     responses=responses(401, 403, 404, 409, 422, 503),
     tags=["programs"],
 )
-async def access_token(account_id: int, principal: TokenReader, runtime: RuntimeDep) -> Any:
+async def access_token(account_id: AccountId, principal: TokenReader, runtime: RuntimeDep) -> Any:
     """A valid user access token (refreshed on demand; one eBay call for many callers).
     409 `needs_reconnect` when only the seller can fix it; 503 when eBay failed (retry later)."""
-    await _owned(runtime, principal, account_id)
-    token = await runtime.refresher.get_access_token(account_id, actor=principal.actor)
+    token = await runtime.refresher.get_access_token(
+        account_id, actor=principal.actor, organization_id=principal.organization_id
+    )
     return {
         "access_token": token.access_token,
         "expires_at": token.expires_at,
@@ -318,6 +322,8 @@ async def terminal_logs(
     """The token refresh terminal: every exchange of this organization, newest first."""
     if account is not None:
         await _owned(runtime, principal, account)
+    if since is not None:
+        since = _utc(since)
     rows = await runtime.journal.exchanges(
         organization_id=principal.organization_id,
         account_id=account,
@@ -380,3 +386,18 @@ async def run_once(principal: Admin, runtime: RuntimeDep) -> Any:
     """Run one worker cycle now, in this process, and return its counts."""
     report = await runtime.worker().run_once()
     return {"status": report.status.value, "counts": asdict(report.counts), "error": report.error}
+
+
+def _utc(value: datetime) -> datetime:
+    """A query time as aware UTC; naive or unrepresentable times are the caller's error."""
+    problem = None
+    if value.tzinfo is None:
+        problem = "needs a UTC offset, e.g. 2026-11-28T12:00:00Z"
+    else:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            problem = "is out of range"
+    raise RequestValidationError(
+        [{"loc": ("query", "since"), "msg": f"since {problem}", "type": "value_error"}]
+    )

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -24,7 +25,7 @@ from ebay_connector.errors import AccountNotFound
 from ebay_connector.exchange import Trigger
 from ebay_connector.outcome import Outcome
 from ebay_connector.runtime import Runtime
-from ebay_connector.store import AccountToken
+from ebay_connector.store import MAX_ID, AccountToken
 from ebay_connector.token_state import TokenState
 from ebay_connector.users import Role
 
@@ -116,6 +117,7 @@ def _back(path: str, notice: str) -> RedirectResponse:
 
 
 Cookie = Annotated[str | None, Depends(session_cookie)]
+AccountId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 # Sign-in ------------------------------------------------------------------------------------
@@ -207,7 +209,7 @@ async def _owned(runtime: Runtime, organization_id: int, account_id: int) -> Acc
 
 
 @router.post("/ui/accounts/{account_id}/refresh")
-async def refresh(request: Request, account_id: int, principal: Admin) -> Response:
+async def refresh(request: Request, account_id: AccountId, principal: Admin) -> Response:
     runtime = _runtime(request)
     account = await _owned(runtime, principal.organization_id, account_id)
     result = await runtime.refresher.refresh(account_id, Trigger.ADMIN, actor=principal.actor)
@@ -215,7 +217,9 @@ async def refresh(request: Request, account_id: int, principal: Admin) -> Respon
 
 
 @router.post("/ui/accounts/{account_id}/debug")
-async def debug(request: Request, account_id: int, principal: Admin, cookie: Cookie) -> Response:
+async def debug(
+    request: Request, account_id: AccountId, principal: Admin, cookie: Cookie
+) -> Response:
     runtime = _runtime(request)
     account = await _owned(runtime, principal.organization_id, account_id)
     result = await runtime.refresher.refresh(account_id, Trigger.DEBUG, actor=principal.actor)
@@ -259,7 +263,7 @@ def account_view(account: AccountToken) -> dict[str, Any]:
 
 
 @router.post("/ui/accounts/{account_id}/disconnect")
-async def disconnect(request: Request, account_id: int, principal: Admin) -> Response:
+async def disconnect(request: Request, account_id: AccountId, principal: Admin) -> Response:
     runtime = _runtime(request)
     account = await _owned(runtime, principal.organization_id, account_id)
     done = await connect.disconnect(
