@@ -403,27 +403,8 @@ def refresh(
     async def body(runtime: Runtime) -> dict[str, Any]:
         account_id = await runtime.store.resolve_account(account)
         result = await runtime.refresher.refresh(account_id, trigger, actor="cli")
-        doc: dict[str, Any] = {
-            "account_id": result.account_id,
-            "trigger": result.trigger.value,
-            "outcome": result.outcome.value,
-            "meaning": result.meaning,
-            "message": result.message,
-            "called_ebay": result.called_ebay,
-            "joined": result.joined,
-            "state": result.state.value,
-            "state_reason": result.state_reason,
-            "access_expires_at": terminal.iso(result.access_expires_at),
-            "next_attempt_at": terminal.iso(result.next_attempt_at),
-            "exchange_id": result.exchange_id,
-        }
-        if result.exchange is not None:
-            doc["exchange"] = terminal.record_dict(result.exchange)
-        elif result.exchange_id is not None:
-            row = await runtime.journal.exchange(result.exchange_id)
-            if row is not None:
-                doc["exchange"] = terminal.exchange_row_dict(row)
-        return doc
+        exchange = await runtime.refresher.masked_exchange(result)
+        return terminal.refresh_result_dict(result, exchange)
 
     doc = _with_runtime(body)
     if as_json:

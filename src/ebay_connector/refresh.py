@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from ebay_connector import log, policy, retry, token_state
+from ebay_connector import log, policy, retry, terminal, token_state
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing, TokenField
 from ebay_connector.ebay_client import EbayClient, build_refresh_request, not_sent
@@ -173,14 +174,7 @@ class Refresher:
             account = await self._lease(seen)
             if account is None:
                 return await self._joined(await self._snapshot(account_id), trigger)
-            finished = False
-            try:
-                result = await self._attempt(account, trigger, actor)
-                finished = True
-                return result
-            finally:
-                if not finished:
-                    await self._release_quietly(account_id)
+            return await self._attempt_holding_lease(account, trigger, actor)
 
     async def refresh_claimed(self, account: AccountToken, trigger: Trigger) -> RefreshResult:
         """Refresh an account the worker already leased with :meth:`Store.claim_due`.
@@ -193,14 +187,29 @@ class Refresher:
                 current = await self._snapshot(account.account_id)
                 if current.version != account.version:
                     return await self._joined(current, trigger)
-            finished = False
-            try:
-                result = await self._attempt(account, trigger, None)
-                finished = True
-                return result
-            finally:
-                if not finished:
-                    await self._release_quietly(account.account_id)
+            return await self._attempt_holding_lease(account, trigger, None)
+
+    async def _attempt_holding_lease(
+        self, account: AccountToken, trigger: Trigger, actor: str | None
+    ) -> RefreshResult:
+        """Attempt with the lease held; a failure of our own gives the lease back at once."""
+        finished = False
+        try:
+            result = await self._attempt(account, trigger, actor)
+            finished = True
+            return result
+        finally:
+            if not finished:
+                await self._release_quietly(account.account_id)
+
+    async def masked_exchange(self, result: RefreshResult) -> dict[str, Any] | None:
+        """The masked exchange behind a result (a joined result's comes from the journal)."""
+        if result.exchange is not None:
+            return terminal.record_dict(result.exchange)
+        if result.exchange_id is None:
+            return None
+        row = await self.journal.exchange(result.exchange_id)
+        return None if row is None else terminal.exchange_row_dict(row)
 
     async def _lease(self, seen: AccountToken) -> AccountToken | None:
         """Take the lease; ``None`` when another caller changed the token meanwhile."""

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ebay_connector.exchange import ExchangeRecord
 from ebay_connector.journal import ExchangeRow
 from ebay_connector.outcome import MEANINGS, Outcome
 from ebay_connector.store import AccountToken
+
+if TYPE_CHECKING:
+    from ebay_connector.refresh import RefreshResult
 
 
 def iso(value: datetime | None) -> str | None:
@@ -163,4 +166,23 @@ def account_dict(account: AccountToken, now: datetime, refresh_ahead: timedelta)
         "last_used_at": iso(account.last_used_at),
         "scopes": list(account.scopes),
         "refresh_policy": account.refresh_policy or "default",
+    }
+
+
+def refresh_result_dict(result: RefreshResult, exchange: dict[str, Any] | None) -> dict[str, Any]:
+    """A refresh's outcome as JSON (CLI ``refresh --json`` and the admin API)."""
+    return {
+        "account_id": result.account_id,
+        "trigger": result.trigger.value,
+        "outcome": result.outcome.value,
+        "meaning": result.meaning,
+        "message": result.message,
+        "called_ebay": result.called_ebay,
+        "joined": result.joined,
+        "state": result.state.value,
+        "state_reason": result.state_reason,
+        "access_expires_at": iso(result.access_expires_at),
+        "next_attempt_at": iso(result.next_attempt_at),
+        "exchange_id": result.exchange_id,
+        "exchange": exchange,
     }

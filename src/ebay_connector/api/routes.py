@@ -21,7 +21,6 @@ from ebay_connector.api.auth import Admin, Principal, Program, SignedIn, TokenRe
 from ebay_connector.api.errors import responses
 from ebay_connector.errors import AccountNotFound, InvalidState, Unauthorized
 from ebay_connector.exchange import Trigger
-from ebay_connector.refresh import RefreshResult
 from ebay_connector.runtime import Runtime
 from ebay_connector.store import MAX_ID, AccountToken
 
@@ -248,36 +247,12 @@ async def admin_accounts(principal: SignedIn, runtime: RuntimeDep) -> Any:
     return {"accounts": [_account(runtime, a) for a in rows]}
 
 
-def _outcome(result: RefreshResult, exchange: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        "account_id": result.account_id,
-        "trigger": result.trigger.value,
-        "outcome": result.outcome.value,
-        "meaning": result.meaning,
-        "message": result.message,
-        "called_ebay": result.called_ebay,
-        "joined": result.joined,
-        "state": result.state.value,
-        "state_reason": result.state_reason,
-        "access_expires_at": result.access_expires_at,
-        "next_attempt_at": result.next_attempt_at,
-        "exchange_id": result.exchange_id,
-        "exchange": exchange,
-    }
-
-
 async def _refresh(
     runtime: Runtime, principal: Principal, account_id: int, trigger: Trigger
 ) -> dict[str, Any]:
     await _owned(runtime, principal, account_id)
     result = await runtime.refresher.refresh(account_id, trigger, actor=principal.actor)
-    exchange = None
-    if result.exchange is not None:
-        exchange = terminal.record_dict(result.exchange)
-    elif result.exchange_id is not None:
-        row = await runtime.journal.exchange(result.exchange_id)
-        exchange = terminal.exchange_row_dict(row) if row else None
-    return _outcome(result, exchange)
+    return terminal.refresh_result_dict(result, await runtime.refresher.masked_exchange(result))
 
 
 @router.post(

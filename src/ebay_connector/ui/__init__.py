@@ -223,12 +223,7 @@ async def debug(
     runtime = _runtime(request)
     account = await _owned(runtime, principal.organization_id, account_id)
     result = await runtime.refresher.refresh(account_id, Trigger.DEBUG, actor=principal.actor)
-    exchange = None
-    if result.exchange is not None:
-        exchange = terminal.record_dict(result.exchange)
-    elif result.exchange_id is not None:
-        row = await runtime.journal.exchange(result.exchange_id)
-        exchange = terminal.exchange_row_dict(row) if row else None
+    exchange = await runtime.refresher.masked_exchange(result)
     lines = (
         "\n".join(
             terminal.exchange_lines(exchange["request"], exchange["response"], exchange["error"])
