@@ -60,6 +60,7 @@ async def connect_with_code(
             trigger=Trigger.CONNECT.value,
             environment=environment,
             organization_id=organization_id,
+            actor=actor,
         )
         outcome = call.classified.outcome
         code_name = outcome.value if outcome is not Outcome.OK else "malformed_response"
@@ -71,6 +72,7 @@ async def connect_with_code(
             trigger=Trigger.CONNECT.value,
             environment=environment,
             organization_id=organization_id,
+            actor=actor,
         )
         raise ConnectFailed("eBay did not say which user granted access", code="get_user_failed")
     user_id = str(user["userId"])
@@ -133,6 +135,7 @@ async def disconnect(
     client: EbayClient,
     keyring: KeyRing,
     account: AccountToken,
+    actor: str | None = None,
 ) -> Disconnection:
     """Revoke the grant at eBay where possible (recorded), then delete the account and tokens."""
     revoked = False
@@ -153,6 +156,7 @@ async def disconnect(
             environment=account.environment,
             account_id=account.account_id,
             organization_id=account.organization_id,
+            actor=actor,
         )
     deleted = await store.delete_account(account.account_id)
     log.event(logger, "account.disconnected", account=account.account_id, revoked=revoked)

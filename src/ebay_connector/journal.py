@@ -25,6 +25,7 @@ class ExchangeRow:
     created_at: datetime
     action: str
     trigger: str
+    actor: str | None
     account_id: int | None
     account_label: str | None
     organization_id: int | None
@@ -72,10 +73,12 @@ def _exchange_values(
     environment: str,
     trigger: str,
     now: datetime,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     return {
         "action": record.action.value,
         "trigger": trigger,
+        "actor": actor,
         "account_id": account_id,
         "organization_id": organization_id,
         "environment": environment,
@@ -99,8 +102,9 @@ async def insert_exchange(
     environment: str,
     trigger: str,
     now: datetime,
+    actor: str | None = None,
 ) -> int:
-    values = _exchange_values(record, account_id, organization_id, environment, trigger, now)
+    values = _exchange_values(record, account_id, organization_id, environment, trigger, now, actor)
     result = await conn.execute(
         sa.insert(m.EbayExchange).values(**values).returning(m.EbayExchange.id)
     )
@@ -122,18 +126,12 @@ async def insert_exchange_and_attempt(
     trips: BEGIN, the token UPDATE, this, COMMIT. SQLite has no DML in CTEs: two statements,
     in-process and cheap.
     """
-    values = _exchange_values(
-        record, attempt["account_id"], attempt["organization_id"], environment, trigger, now
-    )
+    account_id, organization_id = attempt["account_id"], attempt["organization_id"]
+    actor = attempt.get("actor")
+    values = _exchange_values(record, account_id, organization_id, environment, trigger, now, actor)
     if conn.dialect.name != "postgresql":
         exchange_id = await insert_exchange(
-            conn,
-            record,
-            attempt["account_id"],
-            attempt["organization_id"],
-            environment,
-            trigger,
-            now,
+            conn, record, account_id, organization_id, environment, trigger, now, actor
         )
         result = await conn.execute(
             sa.insert(m.RefreshAttempt)
@@ -172,11 +170,19 @@ class Journal:
         environment: str,
         account_id: int | None = None,
         organization_id: int | None = None,
+        actor: str | None = None,
     ) -> int:
         """Record an exchange that belongs to no refresh (e.g. a failed connect)."""
         async with self.db.transaction() as conn:
             return await insert_exchange(
-                conn, record, account_id, organization_id, environment, trigger, self.db.clock()
+                conn,
+                record,
+                account_id,
+                organization_id,
+                environment,
+                trigger,
+                self.db.clock(),
+                actor,
             )
 
     async def exchanges(

@@ -151,6 +151,7 @@ class EbayExchange(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     action: Mapped[str] = mapped_column(sa.String(32))
     trigger: Mapped[str] = mapped_column(sa.String(16))
+    actor: Mapped[str | None] = mapped_column(sa.String(200))  # user:<id> / key:<id> / cli
     account_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("ebay_accounts.id", ondelete="SET NULL")
     )

@@ -224,7 +224,7 @@ class Store:
                 )
             exchange_ids = [
                 await journal.insert_exchange(
-                    conn, record, account_id, organization_id, environment, "connect", now
+                    conn, record, account_id, organization_id, environment, "connect", now, actor
                 )
                 for record in exchanges
             ]
@@ -555,6 +555,7 @@ class Store:
                         account.environment,
                         trigger,
                         now,
+                        actor,
                     )
                     return FinishedRefresh(None, exchange_id, applied=False, deleted=True)
             if not applied:

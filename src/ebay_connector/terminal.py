@@ -105,6 +105,7 @@ def exchange_row_dict(row: ExchangeRow) -> dict[str, Any]:
         "environment": row.environment,
         "action": row.action,
         "trigger": row.trigger,
+        "actor": row.actor,
         "outcome": row.outcome,
         "meaning": meaning(row.outcome),
         "sent": row.sent,

@@ -362,3 +362,23 @@ async def test_errors_have_one_shape(api: Api) -> None:
         login = await plain.post("/api/auth/login", json={"email": "x@y.z", "password": "nope"})
         assert login.status_code == 401
         assert login.json()["error"]["code"] == "invalid_credentials"
+
+
+async def test_disconnect_revokes_at_ebay_and_records_who_did_it(api: Api) -> None:
+    async with api.session(api.a.admin) as admin:
+        account_id = (await connect(api, admin, "leaving_seller"))["body"]["account_id"]
+        gone = await admin.delete(f"/api/admin/ebay/accounts/{account_id}")
+        assert gone.status_code == 200
+        assert gone.json() == {"account_id": account_id, "deleted": True, "revoked_at_ebay": True}
+        again = await admin.delete(f"/api/admin/ebay/accounts/{account_id}")
+        assert again.status_code == 404
+    assert await api.runtime.store.account_token(account_id) is None
+    assert api.emulator.calls.count(endpoint="revoke", username="leaving_seller") == 1
+    revokes = [
+        e
+        for e in await api.runtime.journal.exchanges(organization_id=api.a.id)
+        if e.action == "revoke"
+    ]
+    assert len(revokes) == 1
+    assert (revokes[0].actor or "").startswith("user:")
+    assert revokes[0].status == 200

@@ -194,6 +194,7 @@ async def disconnect(account_id: AccountId, principal: Admin, runtime: RuntimeDe
         client=runtime.client,
         keyring=runtime.keys.ring,
         account=account,
+        actor=principal.actor,
     )
     deleted, revoked = done.deleted, done.revoked_at_ebay
     return schemas.Disconnected(account_id=account_id, deleted=deleted, revoked_at_ebay=revoked)

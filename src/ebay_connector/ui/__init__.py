@@ -267,6 +267,7 @@ async def disconnect(request: Request, account_id: AccountId, principal: Admin) 
         client=runtime.client,
         keyring=runtime.keys.ring,
         account=account,
+        actor=principal.actor,
     )
     revoked = "revoked at eBay" if done.revoked_at_ebay else "not revoked at eBay"
     return _back("/", f"{account.label} disconnected ({revoked})")
