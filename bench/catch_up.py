@@ -81,7 +81,8 @@ class Phase:
     def others_pct(self) -> float | None:
         """Other processes' CPU during the phase (not this one, the emulator or PostgreSQL)."""
         u = self.usage
-        known = u.cpu_s + (u.emulator_cpu_s or 0.0) + (u.postgres_cpu_s or 0.0)
+        postgres = (u.postgres_cpu_s or 0.0) if self.backend == "postgresql" else 0.0
+        known = u.cpu_s + (u.emulator_cpu_s or 0.0) + postgres
         return h.others_pct_of_core(u, known)
 
     @property
@@ -116,7 +117,9 @@ class Phase:
             "cpu_ms_per_refresh": round(self.cpu_ms_per_refresh, 3),
             "cpu_pct_of_core": round(u.pct_of_core(u.cpu_s) or 0.0, 1),
             "emulator_cpu_s": None if u.emulator_cpu_s is None else round(u.emulator_cpu_s, 3),
-            "postgres_cpu_s": None if u.postgres_cpu_s is None else round(u.postgres_cpu_s, 3),
+            "postgres_cpu_s": None
+            if u.postgres_cpu_s is None or self.backend != "postgresql"
+            else round(u.postgres_cpu_s, 3),
             "machine_busy_pct": None
             if u.machine_busy_pct is None
             else round(u.machine_busy_pct, 1),

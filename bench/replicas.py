@@ -49,13 +49,14 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
-from ebay_connector.database import Database
+from ebay_connector.database import DEFAULT_POOL_SIZE, Database
 from ebay_connector.runtime import open_runtime
 from ebay_connector.settings import Settings
 from ebay_connector.store import Store
 
 MAX_ROUNDS = 5
-POOL_SIZE, MAX_OVERFLOW = 10, 20  # what database.create_engine gives a PostgreSQL engine
+POOL_SIZE = DEFAULT_POOL_SIZE  # database.create_engine: a fixed pool, no overflow
+
 BUSY_PCT = 90.0  # the machine counts as CPU-saturated above this share of all cores
 SATURATED_CORE_PCT = 85.0  # one process counts as saturated above this share of one core
 CYCLE_LINE = re.compile(r"^cycle (\w+): due (\d+), refreshed (\d+), failed (\d+)")
@@ -381,8 +382,7 @@ def describe(run: ReplicaRun) -> list[str]:
         f"encrypt + insert {run.seed.insert_s:.1f} s)",
         f"  PostgreSQL max_connections {run.server.get('max_connections', '?')}, "
         f"{run.server.get('connections_in_use', '?')} in use before the run; each worker "
-        f"process's engine opens up to {POOL_SIZE + MAX_OVERFLOW} (pool_size {POOL_SIZE} + "
-        f"max_overflow {MAX_OVERFLOW}, database.create_engine)",
+        f"process's engine opens up to {POOL_SIZE} (a fixed pool, database.create_engine)",
     ]
     for n, r in enumerate(run.rounds, start=1):
         codes = ", ".join(str(w.exit_code) for w in r.workers)

@@ -45,7 +45,13 @@ def sqlite_path(url: str) -> Path | None:
     return None if parsed.database == ":memory:" else Path(parsed.database)
 
 
-def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
+DEFAULT_POOL_SIZE = 20
+POOL_TIMEOUT_S = 60
+
+
+def create_engine(
+    url: str, *, schema: str | None = None, pool_size: int = DEFAULT_POOL_SIZE
+) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and write-ahead ``BEGIN IMMEDIATE``."""
     full = async_url(url)
     if make_url(full).get_backend_name() == "sqlite":
@@ -79,8 +85,16 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
     if schema is not None:
         connect_args["server_settings"] = {"search_path": schema}
+    # A fixed pool and no overflow: callers beyond it queue for a connection instead of
+    # opening (and closing) new ones — measured by bench/catch_up.py, overflow connections cost
+    # PostgreSQL half a core in forks and let replicas exhaust max_connections.
     return create_async_engine(
-        full, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+        full,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT_S,
+        pool_pre_ping=True,
+        connect_args=connect_args,
     )
 
 
@@ -126,8 +140,15 @@ class Database:
         self.clock = clock
 
     @classmethod
-    def open(cls, url: str, *, clock: Clock = utcnow, schema: str | None = None) -> Database:
-        return cls(create_engine(url, schema=schema), clock=clock)
+    def open(
+        cls,
+        url: str,
+        *,
+        clock: Clock = utcnow,
+        schema: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> Database:
+        return cls(create_engine(url, schema=schema, pool_size=pool_size), clock=clock)
 
     @property
     def backend(self) -> str:

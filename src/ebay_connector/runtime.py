@@ -165,7 +165,9 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     silence_wire_loggers()
     keys = load_keyring(settings)
-    db = Database.open(settings.database_url, clock=clock, schema=schema)
+    db = Database.open(
+        settings.database_url, clock=clock, schema=schema, pool_size=settings.database_pool_size
+    )
     store, journal = Store(db), Journal(db)
     own_http = http is None
     http_client = http or make_http_client(settings)

@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     daily_client_credentials_limit: int = Field(default=1_000, ge=1)
     quota_reserve_share: float = Field(default=0.2, ge=0, le=1)
 
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = "http://127.0.0.1:8000"
