@@ -48,6 +48,11 @@ def _account(runtime: Runtime, account: AccountToken) -> dict[str, Any]:
     return terminal.account_dict(account, runtime.clock(), runtime.settings.refresh_ahead)
 
 
+async def _accounts(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+    rows = await runtime.store.accounts(principal.organization_id)
+    return {"accounts": [_account(runtime, a) for a in rows]}
+
+
 # Session ------------------------------------------------------------------------------------
 
 
@@ -211,8 +216,7 @@ async def disconnect(account_id: AccountId, principal: Admin, runtime: RuntimeDe
 )
 async def program_accounts(principal: Program, runtime: RuntimeDep) -> Any:
     """The organization's accounts with their state (no tokens)."""
-    rows = await runtime.store.accounts(principal.organization_id)
-    return {"accounts": [_account(runtime, a) for a in rows]}
+    return await _accounts(runtime, principal)
 
 
 @router.get(
@@ -244,8 +248,7 @@ async def access_token(account_id: AccountId, principal: TokenReader, runtime: R
     tags=["admin"],
 )
 async def admin_accounts(principal: SignedIn, runtime: RuntimeDep) -> Any:
-    rows = await runtime.store.accounts(principal.organization_id)
-    return {"accounts": [_account(runtime, a) for a in rows]}
+    return await _accounts(runtime, principal)
 
 
 async def _refresh(
