@@ -15,7 +15,6 @@ in one place. Messages never contain a secret: pass masked values only.
     ├── StoreError                      store_error          (wraps sqlalchemy.exc at the database)
     │   ├── StoreUnavailable            store_unavailable
     │   └── SchemaMissing               schema_missing
-    ├── EbayError                       ebay_error
     ├── NeedsReconnect                  needs_reconnect      (on-demand refused; carries reason)
     ├── RefreshFailed                   code = the failed outcome (e.g. transient)
     ├── ConnectFailed                   code = the failed outcome of a code exchange / getUser
@@ -98,10 +97,6 @@ class SchemaMissing(StoreError):
     """The database has no (or an older) schema: ``ebay-connector db upgrade`` was not run."""
 
     code = "schema_missing"
-
-
-class EbayError(ConnectorError):
-    code = "ebay_error"
 
 
 class NeedsReconnect(ConnectorError):

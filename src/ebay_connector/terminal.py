@@ -132,17 +132,33 @@ def record_dict(record: ExchangeRecord) -> dict[str, Any]:
     }
 
 
-def display_state(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> str:
-    """The state an operator reads: stored state refined by expiry and failures."""
+PLAIN_REASONS = {
+    "invalid_grant": "the seller's eBay grant was revoked or has expired",
+    "decrypt_failed": "the stored token cannot be decrypted",
+    "invalid_stored_token": "no usable refresh token is stored",
+    "no_refresh_token": "no refresh token is stored",
+    "refresh_token_expired": "the 18-month eBay grant has ended",
+}
+
+
+def badge(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> tuple[str, str]:
+    """The state an operator reads — ``active``, ``expiring soon``, ``refresh failing`` or
+    ``needs reconnect`` — and its kind (``ok``/``warn``/``bad``). An expired token of an idle
+    account is ``active``: its grant works and it is refreshed when a program asks."""
     if account.state.value == "needs_reconnect":
-        return f"needs reconnect ({account.state_reason})"
+        return "needs reconnect", "bad"
     if account.failures_in_row > 0:
-        return "refresh failing"
-    if account.access_expires_at is not None and account.access_expires_at <= now:
-        return "idle (refreshed on demand)"
-    if account.access_expires_at is not None and account.access_expires_at <= now + refresh_ahead:
-        return "expiring soon"
-    return "active"
+        return "refresh failing", "bad"
+    expires = account.access_expires_at
+    if expires is not None and now < expires <= now + refresh_ahead:
+        return "expiring soon", "warn"
+    return "active", "ok"
+
+
+def display_state(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> str:
+    """The badge with its machine reason, e.g. ``needs reconnect (decrypt_failed)``."""
+    text, _ = badge(account, now, refresh_ahead)
+    return f"{text} ({account.state_reason})" if account.state_reason else text
 
 
 def account_dict(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> dict[str, Any]:

@@ -38,11 +38,6 @@ class Transition:
     access_expires_at: datetime | None  # set only when a new access token was issued
 
 
-def due_at(access_expires_at: datetime, refresh_ahead: timedelta) -> datetime:
-    """When the worker should refresh a token that expires at ``access_expires_at``."""
-    return access_expires_at - refresh_ahead
-
-
 def after_attempt(
     *,
     classified: Classified,

@@ -23,7 +23,7 @@ from ebay_connector import log
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.errors import ConnectorError
 from ebay_connector.exchange import Trigger
-from ebay_connector.heartbeats import STALE_FACTOR, HeartbeatRow, Heartbeats
+from ebay_connector.heartbeats import HeartbeatRow, Heartbeats
 from ebay_connector.journal import Journal
 from ebay_connector.outcome import Disposition, Outcome, disposition
 from ebay_connector.quota import WINDOW, QuotaConfig, QuotaState
@@ -356,6 +356,3 @@ class Worker:
         with contextlib.suppress(ConnectorError):
             await self.heartbeats.delete(self.instance_id)
         log.event(logger, "worker.stopped", instance=self.instance_id)
-
-
-__all__ = ["STALE_FACTOR", "CycleCounts", "CycleReport", "CycleStatus", "Worker", "WorkerConfig"]

@@ -9,7 +9,7 @@ import pytest
 
 from ebay_connector import retry
 from ebay_connector.outcome import Classified, Outcome, TokenGrant
-from ebay_connector.token_state import TokenState, after_attempt, due_at
+from ebay_connector.token_state import TokenState, after_attempt
 
 pytestmark = pytest.mark.unit
 
@@ -98,7 +98,3 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
     late = [retry.next_delay(30, rng, policy=policy) for _ in range(200)]
     assert max(late) <= policy.cap
     assert max(late) > timedelta(minutes=30)  # really reaches up towards the cap
-
-
-def test_due_at_is_expiry_minus_window() -> None:
-    assert due_at(NOW, AHEAD) == NOW - AHEAD

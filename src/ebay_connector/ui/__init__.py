@@ -26,7 +26,6 @@ from ebay_connector.exchange import Trigger
 from ebay_connector.outcome import Outcome
 from ebay_connector.runtime import Runtime
 from ebay_connector.store import MAX_ID, AccountToken
-from ebay_connector.token_state import TokenState
 from ebay_connector.users import Role
 
 HERE = Path(__file__).parent
@@ -36,13 +35,6 @@ static = StaticFiles(directory=HERE / "static")
 REFRESH_WARNING = timedelta(days=30)
 TERMINAL_PAGE = 100
 
-PLAIN_REASONS = {
-    "invalid_grant": "the seller's eBay grant was revoked or has expired",
-    "decrypt_failed": "the stored token cannot be decrypted",
-    "invalid_stored_token": "no usable refresh token is stored",
-    "no_refresh_token": "no refresh token is stored",
-    "refresh_token_expired": "the 18-month eBay grant has ended",
-}
 SORTS = {
     "label": ("Label", lambda a: a.label.lower()),
     "ebay_username": ("eBay username", lambda a: a.ebay_username.lower()),
@@ -68,16 +60,12 @@ class Me:
 
 
 def badge(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> tuple[str, str]:
-    """(text, kind) of an account's badge; the text alone carries the meaning (not colour)."""
-    if account.state is TokenState.NEEDS_RECONNECT:
-        reason = account.state_reason or ""
-        return f"needs reconnect — {PLAIN_REASONS.get(reason, reason)}", "bad"
-    if account.failures_in_row > 0:
-        return "refresh failing", "bad"
-    expires = account.access_expires_at
-    if expires is not None and now < expires <= now + refresh_ahead:
-        return "expiring soon", "warn"
-    return "active", "ok"
+    """The terminal's badge, with the reason in plain words for people."""
+    text, kind = terminal.badge(account, now, refresh_ahead)
+    if account.state_reason and text == "needs reconnect":
+        reason = account.state_reason
+        text = f"{text} — {terminal.PLAIN_REASONS.get(reason, reason)}"
+    return text, kind
 
 
 def _runtime(request: Request) -> Runtime:
