@@ -692,6 +692,9 @@ def token(
 _USAGE_ERRORS = (ConfigError, KeyRingError, UsageError, NotFound, SchemaMissing)
 
 
+# -- commands of later concerns (webhooks, retention, keys rotate/check), one block each --
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every ConnectorError becomes one line and an exit code."""
     try:

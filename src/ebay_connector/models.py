@@ -222,3 +222,12 @@ class ConnectState(Base):
     )
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# --- webhooks and notices (issue 7) ----------------------------------------------------------
+
+
+# --- application token and account deletions (issue 7) ---------------------------------------
+
+
+# --- login throttling (issue 6) ----------------------------------------------------------------

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 LEASE_POLL = timedelta(milliseconds=50)
 LAST_USED_THROTTLE = timedelta(seconds=60)
+
+# Told of every refresh result and how long it took (seconds). Observers are in-process and must
+# be quick and must not raise: metrics count here; durable reactions (webhooks) read the store.
+RefreshObserver = Callable[["RefreshResult", float], None]
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,16 @@ class Refresher:
         self.rng = rng or random.Random()
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, int] = {}
+        self.observers: list[RefreshObserver] = []
+
+    def _observed(self, result: RefreshResult, started: float) -> RefreshResult:
+        elapsed = time.perf_counter() - started
+        for observer in self.observers:
+            try:
+                observer(result, elapsed)
+            except Exception:  # an observer's bug must never fail a refresh
+                logger.exception("refresh.observer_failed")
+        return result
 
     @asynccontextmanager
     async def _account_lock(self, account_id: int) -> AsyncIterator[bool]:
@@ -159,6 +173,16 @@ class Refresher:
         ``seen`` is the state the caller based its decision on; if the token changed since
         (another caller refreshed it), that caller's result is returned instead of calling eBay.
         """
+        started = time.perf_counter()
+        return self._observed(await self._refresh(account_id, trigger, actor, seen), started)
+
+    async def _refresh(
+        self,
+        account_id: int,
+        trigger: Trigger,
+        actor: str | None,
+        seen: AccountToken | None,
+    ) -> RefreshResult:
         if seen is None:
             seen = await self._snapshot(account_id)
         async with self._account_lock(account_id) as waited:
@@ -182,12 +206,14 @@ class Refresher:
         The claim is the lease, so no second lease statement: a worker refresh costs one
         transaction of its own (the claim's two statements are shared by the whole batch).
         """
+        started = time.perf_counter()
         async with self._account_lock(account.account_id) as waited:
             if waited:
                 current = await self._snapshot(account.account_id)
                 if current.version != account.version:
-                    return await self._joined(current, trigger)
-            return await self._attempt_holding_lease(account, trigger, None)
+                    return self._observed(await self._joined(current, trigger), started)
+            result = await self._attempt_holding_lease(account, trigger, None)
+        return self._observed(result, started)
 
     async def _attempt_holding_lease(
         self, account: AccountToken, trigger: Trigger, actor: str | None

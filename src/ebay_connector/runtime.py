@@ -10,13 +10,15 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from ebay_connector import chores as housekeeping
+from ebay_connector.chores import Chore
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing
 from ebay_connector.database import Database
@@ -137,6 +139,7 @@ class Runtime:
     refresher: Refresher
     instance_id: str
     clock: Clock
+    chores: list[Chore] = field(default_factory=list)
 
     def worker(self) -> Worker:
         """A worker wired to this runtime (its instance id is the refresher's lease owner)."""
@@ -147,6 +150,7 @@ class Runtime:
             refresher=self.refresher,
             config=worker_config(self.settings),
             clock=self.clock,
+            chores=self.chores,
         )
 
     @property
@@ -194,7 +198,7 @@ async def open_runtime(
         rng=rng,
     )
     try:
-        yield Runtime(
+        runtime = Runtime(
             settings=settings,
             db=db,
             store=store,
@@ -208,6 +212,8 @@ async def open_runtime(
             instance_id=instance_id,
             clock=clock,
         )
+        runtime.chores = housekeeping.build(runtime)
+        yield runtime
     finally:
         if own_http:
             await http_client.aclose()

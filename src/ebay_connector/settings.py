@@ -132,6 +132,16 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     emulator_url: str = "http://127.0.0.1:8000/emulator"
 
+    # -- webhooks and notices (issue 7) --
+
+    # -- application token and account deletions (issue 7) --
+
+    # -- metrics and logs (issue 7) --
+
+    # -- retention (issue 7) --
+
+    # -- security: keys, login throttling (issue 6) --
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

@@ -16,10 +16,12 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from ebay_connector import log
+from ebay_connector.chores import Chore
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.errors import ConnectorError
 from ebay_connector.exchange import Trigger
@@ -63,6 +65,7 @@ class CycleCounts:
     deferred_pause: int = 0  # due, but eBay asked us to pause (429)
     waiting_reconnect: int = 0  # accounts in needs_reconnect, not attempted (not failures)
     outcomes: dict[str, int] = field(default_factory=dict)
+    chores: dict[str, dict[str, int]] = field(default_factory=dict)  # housekeeping, by chore
 
     def add(self, result: RefreshResult) -> None:
         self.outcomes[result.outcome.value] = self.outcomes.get(result.outcome.value, 0) + 1
@@ -138,7 +141,11 @@ class Worker:
         refresher: Refresher,
         config: WorkerConfig,
         clock: Clock = utcnow,
+        chores: Sequence[Chore] = (),
     ) -> None:
+        self.chores = list(chores)
+        # Told of every finished cycle (metrics); must be quick and must not raise.
+        self.cycle_observers: list[Callable[[CycleReport], None]] = []
         self.store = store
         self.journal = journal
         self.heartbeats = heartbeats
@@ -176,6 +183,8 @@ class Worker:
                     counts.deferred_pause = left
         except ConnectorError as exc:
             error = f"{exc.code}: {exc.message}"
+        if not stop.is_set():
+            await self._chores(counts)
         status = cycle_status(counts, error)
         finished = self.clock()
         self.cycles += 1
@@ -195,7 +204,35 @@ class Worker:
             waiting_reconnect=counts.waiting_reconnect,
             error=error,
         )
-        return CycleReport(started, finished, counts, status, error, tuple(results), quota)
+        report = CycleReport(started, finished, counts, status, error, tuple(results), quota)
+        for observer in self.cycle_observers:
+            try:
+                observer(report)
+            except Exception:  # an observer's bug must never end the worker
+                logger.exception("worker.observer_failed")
+        return report
+
+    async def _chores(self, counts: CycleCounts) -> None:
+        """Run the housekeeping after the refreshes; a failing chore is reported, not fatal."""
+        for chore in self.chores:
+            done: Mapping[str, int]
+            try:
+                done = await chore.run(self.clock())
+            except ConnectorError as exc:
+                log.event(
+                    logger,
+                    "worker.chore_failed",
+                    logging.ERROR,
+                    chore=chore.name,
+                    code=exc.code,
+                    error=exc.message,
+                )
+                done = {"failed": 1}
+            except Exception:
+                logger.exception("worker.chore_crashed")
+                done = {"failed": 1}
+            if done:
+                counts.chores[chore.name] = dict(done)
 
     async def _drive(
         self,

@@ -79,6 +79,7 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
         )
 
     app.include_router(router)
+    # -- routers of later concerns (webhooks, notifications, metrics), one line each --
     app.include_router(ui.router)
     app.mount("/ui/static", ui.static, name="static")
     if emulator_app is not None:

@@ -1,0 +1,24 @@
+"""login throttling
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-28 19:50:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass  # login throttling (issue 6): tables are added here
+
+
+def downgrade() -> None:
+    pass
