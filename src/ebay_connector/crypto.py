@@ -78,7 +78,11 @@ def format_key(key_id: str, key: bytes) -> str:
 
 def associated_data(account_id: int, field: TokenField) -> bytes:
     """The GCM associated data binding a ciphertext to one account's field."""
-    return f"ebay-connector/v1/{account_id}/{field.value}".encode()
+    return _aad(f"{account_id}/{field.value}")
+
+
+def _aad(context: str) -> bytes:
+    return f"ebay-connector/v1/{context}".encode()
 
 
 class KeyRing:
@@ -210,17 +214,32 @@ class KeyRing:
 
     def encrypt(self, plaintext: str, *, account_id: int, field: TokenField) -> str:
         """Encrypt a token for one account's field with the primary key."""
-        if plaintext.startswith(ENCRYPTED_MARK):
-            why = f"refusing to encrypt {field.value} of account {account_id}: it is already ENC:"
-            raise CryptoError(why, code="already_encrypted")
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        aad = associated_data(account_id, field)
-        sealed = self._aead[self._primary_id].encrypt(nonce, plaintext.encode(), aad)
-        return f"{PREFIX}{self._primary_id}:{_b64encode(nonce + sealed)}"
+        return self.seal(plaintext, context=f"{account_id}/{field.value}")
 
     def decrypt(self, text: str, *, account_id: int, field: TokenField) -> str:
         """Decrypt a stored token; raise ``DecryptFailed`` with a ``reason`` if it is unusable."""
         where = f"{field.value} of account {account_id}"
+        return self.open(text, context=f"{account_id}/{field.value}", where=where)
+
+    def seal(self, plaintext: str, *, context: str) -> str:
+        """Encrypt any secret with the primary key, bound to ``context`` (e.g. ``webhook/7``).
+
+        The context is the associated data: a ciphertext copied to another row or column does
+        not decrypt there.
+        """
+        if plaintext.startswith(ENCRYPTED_MARK):
+            why = f"refusing to encrypt {context}: it is already ENC:"
+            raise CryptoError(why, code="already_encrypted")
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._aead[self._primary_id].encrypt(nonce, plaintext.encode(), _aad(context))
+        return f"{PREFIX}{self._primary_id}:{_b64encode(nonce + sealed)}"
+
+    def open(self, text: str, *, context: str, where: str | None = None) -> str:
+        """Decrypt what :meth:`seal` made for ``context``; ``DecryptFailed`` with a ``reason``.
+
+        ``where`` names the secret in error messages (default: the context).
+        """
+        where = where or context
         if not text.startswith(PREFIX):
             # An ENC: of another version is ours but unreadable, not a plaintext token.
             bad = text.startswith(ENCRYPTED_MARK)
@@ -238,7 +257,7 @@ class KeyRing:
             raise _failed(DecryptReason.UNKNOWN_KEY, where, f"key not in ring {self.key_ids!r}")
         nonce, sealed = blob[:NONCE_BYTES], blob[NONCE_BYTES:]
         try:
-            plaintext = aead.decrypt(nonce, sealed, associated_data(account_id, field)).decode()
+            plaintext = aead.decrypt(nonce, sealed, _aad(context)).decode()
         except (InvalidTag, UnicodeDecodeError) as exc:
             why = "authentication failed (wrong key, tampered, or from another account or field)"
             raise _failed(DecryptReason.AUTHENTICATION_FAILED, where, why) from exc
