@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +21,10 @@ from ebay_connector.database import Database
 
 PREFIX = "ebc_"
 LAST_USED_THROTTLE = timedelta(seconds=60)
+# A program asks for tokens in bursts; remembering a verified key briefly spares a database read
+# per request. The price: a key revoked in another process keeps working for up to this long.
+AUTH_CACHE_SECONDS = 5.0
+AUTH_CACHE_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,10 @@ def parse(presented: str) -> tuple[str, str] | None:
 
 
 class ApiKeys:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cache_seconds: float = AUTH_CACHE_SECONDS) -> None:
+        # sha256(presented key) -> (row, monotonic expiry); only keys that verified get in.
+        self._verified: dict[str, tuple[ApiKeyRow, float]] = {}
+        self._cache_seconds = cache_seconds
         self.db = db
 
     async def create(
@@ -95,19 +103,27 @@ class ApiKeys:
                 )
                 .values(revoked_at=self.db.clock())
             )
-            return bool(result.rowcount)
+        self._verified = {d: e for d, e in self._verified.items() if e[0].key_id != key_id}
+        return bool(result.rowcount)
 
     async def authenticate(self, presented: str) -> ApiKeyRow | None:
         parts = parse(presented)
         if parts is None:
             return None
-        key_id, secret = parts
+        digest = _hash(presented)
+        cached = self._verified.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        key = await self._verify(*parts)
+        if key is not None and self._cache_seconds > 0:
+            if len(self._verified) >= AUTH_CACHE_MAX:
+                self._verified.clear()
+            self._verified[digest] = (key, time.monotonic() + self._cache_seconds)
+        return key
+
+    async def _verify(self, key_id: str, secret: str) -> ApiKeyRow | None:
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(*_COLUMNS, m.ApiKey.secret_hash).where(m.ApiKey.key_id == key_id)
-                )
-            ).first()
+            row = (await conn.execute(_BY_KEY_ID, {"key_id": key_id})).first()
         if row is None or row.revoked_at is not None:
             return None
         if not hmac.compare_digest(row.secret_hash, _hash(secret)):
@@ -125,3 +141,7 @@ class ApiKeys:
 
 
 _COLUMNS = tuple(c for c in m.ApiKey.__table__.c if c.name != "secret_hash")
+# Built once: the request path should not pay for constructing the same statement every time.
+_BY_KEY_ID = sa.select(*_COLUMNS, m.ApiKey.secret_hash).where(
+    m.ApiKey.key_id == sa.bindparam("key_id")
+)

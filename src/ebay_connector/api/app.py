@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from ebay_connector import __version__, ui
 from ebay_connector.api import errors
 from ebay_connector.api.auth import Sessions
+from ebay_connector.api.guard import Guard
 from ebay_connector.api.routes import router
 from ebay_connector.api.schemas import Health, Readiness
 from ebay_connector.api_keys import ApiKeys
@@ -39,17 +39,7 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
     app.state.api_keys = ApiKeys(runtime.db)
     app.state.connect_states = ConnectStates(runtime.db, ring.derive_secret("oauth state"))
     errors.install(app)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return errors.error_response(413, "too_large", "request body too large")
-        response = await call_next(request)
-        if request.url.path.startswith("/api/"):
-            # Tokens and account data must never sit in a cache.
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(Guard, max_body_bytes=MAX_BODY_BYTES)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Any:

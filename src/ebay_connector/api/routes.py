@@ -28,7 +28,8 @@ router = APIRouter()
 MAX_PAGE = 200
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
+    # async: FastAPI would run a plain `def` dependency in a thread pool, a hop per request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 
