@@ -1,0 +1,579 @@
+"""Webhooks end to end: a receiver on loopback, the real emulator, real SQLite and PostgreSQL.
+
+Each transition fires exactly one event, signed as docs/webhooks.md says (the test recomputes the
+HMAC itself); deliveries are retried on 500 and stop on 2xx; an eBay outage of 500 failed
+attempts is one ``account.refresh_failing``; delivery runs beside the worker, never inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import random
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from ebay_connector import cli, migrate, outbox, webhooks
+from ebay_connector import models as m
+from ebay_connector.api import create_app
+from ebay_connector.api import webhooks as webhooks_api
+from ebay_connector.api_keys import ApiKeys
+from ebay_connector.connect import connect_with_code
+from ebay_connector.demo import consent_code
+from ebay_connector.emulator import Emulator, Faults
+from ebay_connector.exchange import Trigger
+from ebay_connector.heartbeats import HeartbeatRow
+from ebay_connector.quota import QuotaConfig
+from ebay_connector.runtime import Runtime
+from ebay_connector.users import Role, Users
+from tests.conftest import FakeClock, in_thread
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery"
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on 127.0.0.1 in this event loop; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = _Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: records every request, answers the scripted statuses (then 200)."""
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    hold: asyncio.Event | None = None  # when set, requests wait for it before answering
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.received.append(Received(headers, body))
+        self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        status = self.statuses.pop(0) if self.statuses else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def events(self, type_: str | None = None) -> list[dict[str, Any]]:
+        return [r.event for r in self.received if type_ is None or r.event["type"] == type_]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    async with serve(rec) as base:
+        rec.url = base + "/hook"
+        yield rec
+        if rec.hold is not None:
+            rec.hold.set()
+
+
+def verify_as_documented(secret: str, got: Received) -> None:
+    """docs/webhooks.md: v1 = hex HMAC-SHA256(key=secret, msg=f"{t}.{raw body}")."""
+    parts = dict(p.split("=", 1) for p in got.headers["x-ebay-connector-signature"].split(","))
+    expected = hmac.new(
+        secret.encode(), parts["t"].encode() + b"." + got.body, hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(parts["v1"], expected)
+    assert got.headers["x-ebay-connector-event-id"] == got.event["id"]
+    assert got.headers["x-ebay-connector-event-type"] == got.event["type"]
+    assert got.headers["content-type"] == "application/json"
+
+
+@dataclass
+class Setup:
+    runtime: Runtime
+    emulator: Emulator
+    organization_id: int
+    endpoint_id: int
+    secret: str
+    chore: webhooks.NoticeChore
+
+    async def connect(self, username: str) -> int:
+        code = await consent_code(self.runtime, username)
+        done = await connect_with_code(
+            store=self.runtime.store,
+            journal=self.runtime.journal,
+            client=self.runtime.client,
+            keyring=self.runtime.keys.ring,
+            organization_id=self.organization_id,
+            environment=self.runtime.environment,
+            code=code,
+            scopes=self.runtime.settings.scope_list,
+            policy_config=self.runtime.settings.policy,
+            clock=self.runtime.clock,
+        )
+        return done.account_id
+
+    async def notice(self) -> None:
+        """One run of the worker's notice chore, then wait for its delivery task."""
+        await self.chore.run(self.runtime.clock())
+        await self.chore.dispatcher.idle()
+
+    async def expire(self, account_id: int) -> None:
+        now = self.runtime.clock()
+        await self.runtime.store.set_access_expiry(account_id, now - timedelta(minutes=1), now)
+
+
+@pytest.fixture
+async def setup(
+    runtime: Runtime, emulator: tuple[Emulator, str], receiver: Receiver
+) -> AsyncIterator[Setup]:
+    organization_id = await runtime.store.create_organization("Hooked shop")
+    row, secret = await webhooks_api.create_endpoint(
+        runtime, organization_id, receiver.url, "test receiver"
+    )
+    chore = next(c for c in runtime.chores if c.name == "notices")
+    assert isinstance(chore, webhooks.NoticeChore)
+    chore.dispatcher.rng = random.Random(3)
+    yield Setup(runtime, emulator[0], organization_id, row.id, secret, chore)
+    await chore.dispatcher.close()
+
+
+async def test_each_transition_fires_exactly_one_signed_event(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    rt = setup.runtime
+    account_id = await setup.connect("hook_seller")
+    await setup.notice()
+    assert receiver.received == []  # a healthy new account is no news
+
+    setup.emulator.revoke_user("hook_seller")
+    await setup.expire(account_id)
+    for _ in range(3):  # the worker and an admin keep trying: still one transition
+        await rt.refresher.refresh(account_id, Trigger.ADMIN)
+        clock.advance(minutes=5)
+        await setup.notice()
+    assert [e["type"] for e in receiver.events()] == ["account.needs_reconnect"]
+    event = receiver.events()[0]
+    assert event["data"]["reason"] == "invalid_grant"
+    assert event["data"]["account"]["id"] == account_id
+    assert event["organization_id"] == setup.organization_id
+    verify_as_documented(setup.secret, receiver.received[0])
+
+    await setup.connect("hook_seller")  # the seller reconnects
+    for _ in range(2):
+        clock.advance(minutes=5)
+        await setup.notice()
+    assert [e["type"] for e in receiver.events()] == [
+        "account.needs_reconnect",
+        "account.recovered",
+    ]
+    verify_as_documented(setup.secret, receiver.received[1])
+    assert len({r.event["id"] for r in receiver.received}) == 2
+    log = await outbox.Outbox(rt.db).deliveries(setup.organization_id, setup.endpoint_id)
+    assert [(d.event_type, d.status, d.attempts, d.last_status_code) for d in log] == [
+        ("account.recovered", "delivered", 1, 200),
+        ("account.needs_reconnect", "delivered", 1, 200),
+    ]
+
+
+async def test_an_ebay_outage_of_500_failed_attempts_sends_one_refresh_failing(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    rt = setup.runtime
+    account_id = await setup.connect("outage_seller")
+    setup.emulator.set_faults(Faults(error_rate=1.0, error_status=500))
+    await setup.expire(account_id)
+    for attempt in range(500):
+        result = await rt.refresher.refresh(account_id, Trigger.ADMIN)
+        assert result.outcome.value == "transient"
+        clock.advance(seconds=30)
+        if attempt % 5 == 0:
+            await setup.notice()
+    await setup.notice()
+    account = await rt.store.account_token(account_id)
+    assert account is not None and account.failures_in_row == 500
+    assert [e["type"] for e in receiver.events()] == ["account.refresh_failing"]
+    failing = receiver.events()[0]["data"]
+    assert failing["failures_in_row"] <= 500 and failing["account"]["id"] == account_id
+
+    setup.emulator.clear_faults()
+    assert (await rt.refresher.refresh(account_id, Trigger.ADMIN)).outcome.value == "ok"
+    await setup.notice()
+    await setup.notice()
+    assert [e["type"] for e in receiver.events()] == [
+        "account.refresh_failing",
+        "account.recovered",
+    ]
+
+
+async def test_deliveries_are_retried_on_500_and_stop_on_2xx(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    box = outbox.Outbox(setup.runtime.db)
+    receiver.statuses = [500, 500]
+    [delivery_id] = await box.emit(setup.organization_id, "webhook.test", {"n": 1})
+    dispatcher = setup.chore.dispatcher
+    assert await dispatcher.drain() == 1
+    first = await box.delivery(delivery_id)
+    assert first is not None
+    assert (first.status, first.attempts, first.last_status_code) == ("pending", 1, 500)
+    assert first.next_attempt_at is not None and first.next_attempt_at > clock.now
+    assert await dispatcher.drain() == 0  # not due yet: backoff
+    for _ in range(4):
+        clock.advance(hours=3)
+        await dispatcher.drain()
+    assert len(receiver.received) == 3  # 500, 500, 200, then nothing more
+    done = await box.delivery(delivery_id)
+    assert done is not None
+    assert (done.status, done.attempts, done.last_status_code) == ("delivered", 3, 200)
+    assert [r.headers["x-ebay-connector-delivery-attempt"] for r in receiver.received] == [
+        "1",
+        "2",
+        "3",
+    ]
+    assert len({r.event["id"] for r in receiver.received}) == 1  # one idempotency id
+    for got in receiver.received:
+        verify_as_documented(setup.secret, got)
+    # Each attempt is counted in the runtime's metrics by its outcome.
+    counted = setup.runtime.metrics.webhook_deliveries
+    assert counted.labels(outcome="retrying")._value.get() == 2
+    assert counted.labels(outcome="delivered")._value.get() == 1
+
+
+async def test_a_delivery_that_keeps_failing_gives_up_after_the_last_attempt(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    box = outbox.Outbox(setup.runtime.db)
+    receiver.statuses = [500] * 10
+    dispatcher = webhooks.Dispatcher(
+        box,
+        setup.runtime.keys.ring,
+        config=webhooks.DispatchConfig(max_attempts=3),
+        clock=clock,
+        rng=random.Random(1),
+    )
+    [delivery_id] = await box.emit(setup.organization_id, "webhook.test", {})
+    for _ in range(6):
+        await dispatcher.drain()
+        clock.advance(hours=3)
+    row = await box.delivery(delivery_id)
+    assert row is not None
+    assert (row.status, row.attempts, row.last_error) == ("failed", 3, "HTTP 500")
+    assert len(receiver.received) == 3
+
+
+async def test_a_hanging_receiver_does_not_hold_up_the_worker_cycle(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    rt = setup.runtime
+    account_id = await setup.connect("slow_hook_seller")
+    setup.emulator.revoke_user("slow_hook_seller")
+    await setup.expire(account_id)
+    receiver.hold = asyncio.Event()
+    report = await rt.worker().run_once()  # refreshes, then the notice chore kicks delivery
+    assert report.counts.needs_reconnect == 1
+    assert report.counts.chores["notices"] == {"events": 1}
+    # The cycle is over while the receiver still holds the request open.
+    await asyncio.wait_for(receiver.arrived.wait(), 10)
+    pending = await outbox.Outbox(rt.db).deliveries(setup.organization_id)
+    assert [d.status for d in pending] == ["pending"]
+    receiver.hold.set()
+    await setup.chore.dispatcher.idle()
+    done = await outbox.Outbox(rt.db).deliveries(setup.organization_id)
+    assert [d.status for d in done] == ["delivered"]
+
+
+async def test_two_replicas_deciding_on_the_same_transition_emit_it_once(
+    setup: Setup, receiver: Receiver
+) -> None:
+    rt = setup.runtime
+    account_id = await setup.connect("twin_seller")
+    setup.emulator.revoke_user("twin_seller")
+    await setup.expire(account_id)
+    await rt.refresher.refresh(account_id, Trigger.ADMIN)
+    other = webhooks.chore(rt)
+    seen = await setup.chore.outbox.candidates(rt.clock(), timedelta(days=30), 0, 10)
+    # Both read the same mark, both decide; only the compare-and-set winner writes events.
+    results = []
+    for box in (setup.chore.outbox, other.outbox):
+        for row in seen:
+            found, mark = webhooks.notices.decide(row.mark, row.facts, rt.clock())
+            payloads = [(n.type.value, {}) for n in found]
+            results.append(await box.commit_mark(row, mark, payloads, rt.clock()))
+    assert results == [True, False]
+    await setup.notice()
+    assert [e["type"] for e in receiver.events()] == ["account.needs_reconnect"]
+
+
+async def test_the_endpoint_secret_is_sealed_to_its_row(setup: Setup) -> None:
+    async with setup.runtime.db.read() as conn:
+        stored = (
+            await conn.execute(
+                sa.select(m.WebhookEndpoint.secret_ciphertext).where(
+                    m.WebhookEndpoint.id == setup.endpoint_id
+                )
+            )
+        ).scalar_one()
+    assert stored.startswith("ENC:v1:") and setup.secret not in stored
+    ring = setup.runtime.keys.ring
+    assert ring.open(stored, context=f"webhook/{setup.endpoint_id}") == setup.secret
+    with pytest.raises(webhooks.ConnectorError):
+        ring.open(stored, context=f"webhook/{setup.endpoint_id + 1}")
+
+
+# The API and the page ----------------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    base: str
+    runtime: Runtime
+    org_a: int
+    org_b: int
+    key_a: str
+
+    @contextlib.asynccontextmanager
+    async def session(self, email: str) -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(base_url=self.base, timeout=10) as client:
+            answer = await client.post(
+                "/api/auth/login", json={"email": email, "password": PASSWORD}
+            )
+            assert answer.status_code == 200, answer.text
+            client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+            yield client
+
+
+@pytest.fixture
+async def site(runtime: Runtime) -> AsyncIterator[Site]:
+    people = Users(runtime.db)
+    orgs = []
+    for name in ("hooka", "hookb"):
+        org = await runtime.store.create_organization(name)
+        await people.create(org, f"admin@{name}.test", Role.ADMIN, PASSWORD)
+        await people.create(org, f"viewer@{name}.test", Role.VIEWER, PASSWORD)
+        orgs.append(org)
+    _, key = await ApiKeys(runtime.db).create(orgs[0], "hooks", can_read_tokens=False)
+    async with serve(create_app(runtime)) as base:
+        yield Site(base, runtime, orgs[0], orgs[1], key)
+    for chore in runtime.chores:
+        if isinstance(chore, webhooks.NoticeChore):
+            await chore.dispatcher.close()
+
+
+async def test_api_adds_lists_tests_logs_and_removes_endpoints_per_organization(
+    site: Site, receiver: Receiver
+) -> None:
+    async with site.session("admin@hooka.test") as admin, site.session("admin@hookb.test") as b:
+        for bad in ("ftp://x.test/", "not a url", "https://u:p@x.test/"):
+            refused = await admin.post("/api/admin/webhooks", json={"url": bad})
+            assert refused.status_code == 422, bad
+            assert refused.json()["error"]["code"] == "invalid_webhook_url"
+        missing = await admin.post("/api/admin/webhooks", json={})
+        assert missing.status_code == 422
+        assert missing.json()["error"]["code"] == "validation_error"
+        assert (await admin.get("/api/admin/webhooks")).json() == {"webhooks": []}
+
+        created = await admin.post(
+            "/api/admin/webhooks", json={"url": receiver.url, "description": "ops"}
+        )
+        assert created.status_code == 201, created.text
+        secret, hook = created.json()["secret"], created.json()["id"]
+        assert secret.startswith("whsec_")
+        listed = await admin.get("/api/admin/webhooks")
+        assert [w["id"] for w in listed.json()["webhooks"]] == [hook]
+        assert secret not in listed.text and "secret" not in listed.json()["webhooks"][0]
+
+        for _ in range(2):
+            tested = await admin.post(f"/api/admin/webhooks/{hook}/test")
+            assert tested.status_code == 200, tested.text
+            assert tested.json()["status"] == "delivered"
+            assert tested.json()["last_status_code"] == 200
+        assert [e["type"] for e in receiver.events()] == ["webhook.test", "webhook.test"]
+        for got in receiver.received:
+            verify_as_documented(secret, got)
+        log = (await admin.get(f"/api/admin/webhooks/{hook}/deliveries")).json()["deliveries"]
+        assert [d["event_id"] for d in log] == [r.event["id"] for r in receiver.received][::-1]
+        assert log[0]["id"] > log[1]["id"]  # newest first
+
+        # Another organization's endpoint does not exist for b.
+        for method, path in (
+            ("GET", f"/api/admin/webhooks/{hook}/deliveries"),
+            ("POST", f"/api/admin/webhooks/{hook}/test"),
+            ("DELETE", f"/api/admin/webhooks/{hook}"),
+        ):
+            answer = await b.request(method, path)
+            assert answer.status_code == 404, (method, path)
+            assert answer.json()["error"]["code"] == "webhook_not_found"
+        assert (await b.get("/api/admin/webhooks")).json() == {"webhooks": []}
+        assert len(receiver.received) == 2
+
+        gone = await admin.delete(f"/api/admin/webhooks/{hook}")
+        assert gone.status_code == 204
+        assert (await admin.delete(f"/api/admin/webhooks/{hook}")).status_code == 404
+
+
+async def test_api_keys_may_manage_webhooks_and_viewers_may_only_read(
+    site: Site, receiver: Receiver
+) -> None:
+    async with httpx.AsyncClient(base_url=site.base, timeout=10) as program:
+        program.headers["Authorization"] = f"Bearer {site.key_a}"
+        created = await program.post("/api/admin/webhooks", json={"url": receiver.url})
+        assert created.status_code == 201
+    async with site.session("viewer@hooka.test") as viewer:
+        assert len((await viewer.get("/api/admin/webhooks")).json()["webhooks"]) == 1
+        refused = await viewer.post("/api/admin/webhooks", json={"url": receiver.url})
+        assert refused.status_code == 403
+    async with httpx.AsyncClient(base_url=site.base, timeout=10) as anonymous:
+        assert (await anonymous.get("/api/admin/webhooks")).status_code == 401
+        no_csrf = await anonymous.post("/api/admin/webhooks", json={"url": receiver.url})
+        assert no_csrf.status_code == 401
+
+
+async def test_the_page_shows_the_secret_once_and_sends_a_test_event(
+    site: Site, receiver: Receiver
+) -> None:
+    async with site.session("admin@hooka.test") as admin:
+        csrf = admin.headers["X-CSRF-Token"]
+        del admin.headers["X-CSRF-Token"]
+        page = await admin.get("/webhooks")
+        assert page.status_code == 200 and "No endpoint yet." in page.text
+        assert 'href="/webhooks"' in page.text
+        refused = await admin.post("/ui/webhooks", data={"url": receiver.url})
+        assert refused.status_code == 403  # no CSRF token
+        added = await admin.post("/ui/webhooks", data={"url": receiver.url, "csrf_token": csrf})
+        assert added.status_code == 200
+        [endpoint] = await outbox.Outbox(site.runtime.db).endpoints(site.org_a)
+        stored_secret = site.runtime.keys.ring.open(
+            await _ciphertext(site.runtime, endpoint.id), context=f"webhook/{endpoint.id}"
+        )
+        assert stored_secret in added.text
+        again = await admin.get("/webhooks")
+        assert receiver.url in again.text and stored_secret not in again.text
+        sent = await admin.post(
+            f"/ui/webhooks/{endpoint.id}/test", data={"csrf_token": csrf}, follow_redirects=True
+        )
+        assert "delivered (HTTP 200)" in sent.text
+        assert "webhook.test" in sent.text  # the delivery log
+        garbage = await admin.post("/ui/webhooks", data={"url": "nope", "csrf_token": csrf})
+        assert garbage.status_code == 422 and "http://" in garbage.text
+        removed = await admin.post(
+            f"/ui/webhooks/{endpoint.id}/delete", data={"csrf_token": csrf}, follow_redirects=True
+        )
+        assert "No endpoint yet." in removed.text
+    verify_as_documented(stored_secret, receiver.received[0])
+
+
+async def _ciphertext(runtime: Runtime, endpoint_id: int) -> str:
+    async with runtime.db.read() as conn:
+        value = (
+            await conn.execute(
+                sa.select(m.WebhookEndpoint.secret_ciphertext).where(
+                    m.WebhookEndpoint.id == endpoint_id
+                )
+            )
+        ).scalar_one()
+    return str(value)
+
+
+async def test_a_stale_worker_and_a_low_quota_are_each_notified_once(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    rt = setup.runtime
+    await setup.connect("quota_seller")  # one authorization_code call sent to eBay
+    silent = clock.now - timedelta(minutes=5)
+    await rt.heartbeats.save(
+        HeartbeatRow(
+            instance_id="gone-1",
+            host="h",
+            pid=1,
+            version="1.0",
+            started_at=silent,
+            interval_seconds=60,
+            last_cycle_started_at=silent,
+            last_cycle_finished_at=silent,
+            status="ok",
+            counts={},
+            last_error=None,
+            cycles=3,
+            updated_at=silent,
+        )
+    )
+    setup.chore.quota_config = QuotaConfig(limits={"authorization_code": 1, "refresh_token": 100})
+    for _ in range(3):
+        await setup.notice()
+        clock.advance(seconds=10)
+    assert sorted(e["type"] for e in receiver.events()) == ["quota.low", "worker.stale"]
+    stale = receiver.events("worker.stale")[0]["data"]
+    assert stale["instance_id"] == "gone-1"
+    assert receiver.events("quota.low")[0]["data"]["grant"] == "authorization_code"
+
+
+def test_cli_adds_lists_and_removes_webhooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"  # the CLI reads its database from the environment
+    in_thread(migrate.upgrade, url)
+    monkeypatch.setenv("EBAY_CONNECTOR_DATABASE_URL", url)
+    monkeypatch.setenv("EBAY_CONNECTOR_KEY_FILE", str(tmp_path / "keyring.json"))
+    assert in_thread(cli.main, ["orgs", "create", "Cli shop"]) == 0
+    assert in_thread(cli.main, ["webhooks", "add", "--org", "Cli shop", "ftp://x"]) == 2
+    assert "invalid_webhook_url" in capsys.readouterr().err
+    assert in_thread(cli.main, ["webhooks", "add", "--org", "Cli shop", "https://x.test/h"]) == 0
+    secret = capsys.readouterr().out.strip()
+    assert secret.startswith("whsec_")
+    assert in_thread(cli.main, ["webhooks", "list", "--org", "Cli shop", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [w["url"] for w in listed["webhooks"]] == ["https://x.test/h"]
+    assert secret not in json.dumps(listed)
+    hook = str(listed["webhooks"][0]["id"])
+    assert in_thread(cli.main, ["webhooks", "remove", "--org", "Cli shop", hook]) == 0
+    capsys.readouterr()
+    assert in_thread(cli.main, ["webhooks", "remove", "--org", "Cli shop", hook]) == 2
+    assert "error: not_found: no webhook" in capsys.readouterr().err
