@@ -254,6 +254,31 @@ class EbayClient:
         user = call.classified.body if call.classified.outcome is Outcome.OK else None
         return (user if isinstance(user, dict) else None), call.exchange
 
+    # Notification API (issue 7) --------------------------------------------------------------
+
+    def public_key_url(self, public_key_id: str) -> str:
+        """getPublicKey lives on the token endpoint's host (api.ebay.com / api.sandbox…)."""
+        base = self.endpoints.token_url.removesuffix(TOKEN_PATH)
+        return f"{base}{PUBLIC_KEY_PATH}{quote(public_key_id, safe='')}"
+
+    async def get_public_key(self, public_key_id: str, app_token: str) -> PublicKeyAnswer:
+        """Notification API getPublicKey with an application token (the key is not secret).
+
+        Not journaled: the exchange journal's actions are token-endpoint and identity calls.
+        """
+        request = PreparedRequest(
+            Action.CLIENT_CREDENTIALS,  # unused: this request is never recorded
+            "GET",
+            self.public_key_url(public_key_id),
+            {"Authorization": f"Bearer {app_token}", "Accept": "application/json"},
+            None,
+            app_token,
+        )
+        response = await self._send(request)
+        if isinstance(response, str):
+            return PublicKeyAnswer(Outcome.TRANSIENT, response, None)
+        return classify_public_key_answer(response.status_code, response.content)
+
     # Recording -------------------------------------------------------------------------------
 
     def _record(
@@ -302,6 +327,41 @@ class EbayClient:
             known = [sent_secret] if sent_secret else []
             return {"text": masking.mask_text(text, known, self.fp)}
         return masking.mask_json(parsed, self.fp)
+
+
+TOKEN_PATH = "/identity/v1/oauth2/token"
+PUBLIC_KEY_PATH = "/commerce/notification/v1/public_key/"
+
+
+@dataclass(frozen=True)
+class PublicKeyAnswer:
+    """getPublicKey, understood: ``key`` is ``{"key", "algorithm", "digest"}`` when OK."""
+
+    outcome: Outcome
+    message: str
+    key: Mapping[str, str] | None
+
+
+def classify_public_key_answer(status: int, body: bytes) -> PublicKeyAnswer:
+    """200 with a PEM ``key`` is OK; 401/403 mean our application token; 404 an unknown id."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    if status == 200:
+        if isinstance(parsed, dict) and isinstance(parsed.get("key"), str):
+            key = {name: str(parsed.get(name) or "") for name in ("key", "algorithm", "digest")}
+            return PublicKeyAnswer(Outcome.OK, "ok", key)
+        return PublicKeyAnswer(Outcome.MALFORMED_RESPONSE, "HTTP 200 without a key", None)
+    if status in (401, 403):
+        return PublicKeyAnswer(
+            Outcome.INVALID_CLIENT, f"eBay refused the app token ({status})", None
+        )
+    if status == 404:
+        return PublicKeyAnswer(Outcome.INVALID_REQUEST, "eBay knows no such public key", None)
+    if status == 429 or status >= 500:
+        return PublicKeyAnswer(Outcome.TRANSIENT, f"HTTP {status} from eBay", None)
+    return PublicKeyAnswer(Outcome.MALFORMED_RESPONSE, f"HTTP {status} from getPublicKey", None)
 
 
 def not_sent(

@@ -10,6 +10,8 @@ import asyncio
 import dataclasses
 import functools
 import json
+import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -21,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ebay_connector.emulator import consent, wire
+from ebay_connector.emulator import consent, notifications, wire
 from ebay_connector.emulator.state import Emulator
 from ebay_connector.emulator.store import App, User
 from ebay_connector.emulator.wire import Answer, Endpoint, Faults
@@ -132,13 +134,36 @@ _HUNG = Answer(504, "upstream request timed out", media_type="text/plain; charse
 
 
 async def _wait_faults(request: Request, faults: Faults, hangs: HangRelease) -> bool:
-    """Apply latency, then hang; True when the request was hung (no real answer is due)."""
+    """Apply latency, then hang, then reset; True when no real answer is due (hung or reset)."""
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)
     if faults.hang:
         await hangs.hold(request, faults.hang_s)
         return True
+    if faults.reset:
+        await _reset_connection(request)
+        return True
     return False
+
+
+async def _reset_connection(request: Request) -> None:
+    """Drop the client's TCP connection with a RST (SO_LINGER 0), as a failing proxy does.
+
+    ASGI has no "abort" message, so this reaches uvicorn's transport through the bound
+    ``receive`` of its request cycle. Without one (e.g. in-process over ``ASGITransport``) the
+    closest thing is an exception that reaches the client.
+    """
+    cycle = getattr(request.receive, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        raise ConnectionResetError("emulator reset fault")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    # Let the loop deliver connection_lost, so the answer the handler returns is dropped.
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def _routes(emulator: Emulator, hangs: HangRelease) -> list[Route]:
@@ -191,6 +216,7 @@ def _routes(emulator: Emulator, hangs: HangRelease) -> list[Route]:
         Route(consent.AUTHORIZE_PATH, consent_page, methods=["GET"]),
         Route(consent.AUTHORIZE_PATH, consent_decision, methods=["POST"]),
         *_control_routes(emulator),
+        *notifications.routes(emulator),  # account-deletion notifications (issue 7)
     ]
 
 

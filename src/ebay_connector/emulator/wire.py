@@ -159,9 +159,9 @@ HANG_LIMIT_S: Final = 300.0
 class Faults:
     """Knobs that make the emulator misbehave; the defaults mean "behave like eBay".
 
-    ``latency_ms``, ``hang``, ``rate_limited`` and ``error_rate`` apply to the token, revoke and
-    getUser endpoints; ``invalid_grant`` and ``malformed`` only to the token endpoint. A faulted
-    answer changes no state (a code stays usable, no token is minted); only a forced
+    ``latency_ms``, ``hang``, ``reset``, ``rate_limited`` and ``error_rate`` apply to the token,
+    revoke and getUser endpoints; ``invalid_grant`` and ``malformed`` only to the token endpoint.
+    A faulted answer changes no state (a code stays usable, no token is minted); only a forced
     ``invalid_grant``, decided after the quota check, counts against the quota like a real one.
     """
 
@@ -172,6 +172,7 @@ class Faults:
     retry_after_s: int | None = None  # Retry-After header on the rate_limited 429
     hang: bool = False  # no answer until the client gives up, hang_s passes or shutdown
     hang_s: float = HANG_LIMIT_S
+    reset: bool = False  # drop the connection with a TCP RST instead of answering
     invalid_grant: bool = False  # refresh_token/authorization_code answer invalid_grant
     malformed: Malformed | None = None
 
@@ -179,7 +180,7 @@ class Faults:
         def number(value: object) -> bool:
             return isinstance(value, int | float) and not isinstance(value, bool)
 
-        for name in ("rate_limited", "hang", "invalid_grant"):
+        for name in ("rate_limited", "hang", "reset", "invalid_grant"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a boolean")
         if (
