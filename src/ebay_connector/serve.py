@@ -76,7 +76,15 @@ async def run(
         app = create_app(runtime, emulator_app=create_emulator_app(emulator) if emulator else None)
         server = _Server(
             uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                lifespan="off",
+                # uvicorn's own lines go through our handler (text or json); no access log:
+                # the API's events and /metrics cover requests without logging every URL.
+                log_config=None,
+                access_log=False,
             )
         )
         stop = asyncio.Event()
