@@ -263,3 +263,119 @@ class Journal:
                 )
             )
             return [(row[0], str(row[1])) for row in rows.all()]
+
+    # Retention ---------------------------------------------------------------------------------
+    # The statements of :mod:`ebay_connector.retention`; what to keep is decided there. Every
+    # batch is one short transaction that deletes exchanges together with the attempts that
+    # point at them, so an attempt never outlives its exchange by a prune (nor the reverse).
+    # On PostgreSQL candidates are taken FOR UPDATE SKIP LOCKED: replicas pruning at the same
+    # time split the work instead of queueing on each other's row locks.
+
+    async def newest_ok_and_failed(self) -> frozenset[int]:
+        """Ids of the newest ``ok`` and the newest not-``ok`` exchange of every account."""
+        ok = sa.case((m.EbayExchange.outcome == "ok", 1), else_=0)
+        async with self.db.read() as conn:
+            result = await conn.execute(
+                sa.select(sa.func.max(m.EbayExchange.id))
+                .where(m.EbayExchange.account_id.is_not(None))
+                .group_by(m.EbayExchange.account_id, ok)
+            )
+            return frozenset(int(i) for i in result.scalars())
+
+    async def prune_older(
+        self, cutoff: datetime, *, keep: frozenset[int], after_id: int, limit: int
+    ) -> PruneBatch:
+        """Delete up to ``limit`` exchanges recorded before ``cutoff`` (ids above ``after_id``,
+        oldest first) except those in ``keep``, with their attempts."""
+        query = (
+            sa.select(m.EbayExchange.id)
+            .where(m.EbayExchange.created_at < cutoff, m.EbayExchange.id > after_id)
+            .order_by(m.EbayExchange.id)
+            .limit(limit)
+        )
+        return await self._prune(query, keep)
+
+    async def accounts_over(self, cap: int) -> list[int]:
+        """Accounts with more than ``cap`` exchanges (counted on the account index)."""
+        async with self.db.read() as conn:
+            result = await conn.execute(
+                sa.select(m.EbayExchange.account_id)
+                .where(m.EbayExchange.account_id.is_not(None))
+                .group_by(m.EbayExchange.account_id)
+                .having(sa.func.count() > cap)
+                .order_by(m.EbayExchange.account_id)
+            )
+            ids: list[Any] = list(result.scalars())
+            return [int(i) for i in ids]
+
+    async def nth_newest_time(self, account_id: int, n: int) -> datetime | None:
+        """When the account's ``n``-th newest exchange was recorded (None: it has fewer)."""
+        async with self.db.read() as conn:
+            result = await conn.execute(
+                sa.select(m.EbayExchange.created_at)
+                .where(m.EbayExchange.account_id == account_id)
+                .order_by(m.EbayExchange.created_at.desc())
+                .offset(n - 1)
+                .limit(1)
+            )
+            value: datetime | None = result.scalar_one_or_none()
+            return value
+
+    async def prune_account_before(
+        self, account_id: int, before: datetime, *, keep: frozenset[int], limit: int
+    ) -> PruneBatch:
+        """Delete up to ``limit`` of the account's exchanges recorded before ``before``, oldest
+        first, except those in ``keep``, with their attempts."""
+        query = (
+            sa.select(m.EbayExchange.id)
+            .where(m.EbayExchange.account_id == account_id, m.EbayExchange.created_at < before)
+            .order_by(m.EbayExchange.created_at)
+            .limit(limit)
+        )
+        return await self._prune(query, keep)
+
+    async def prune_orphan_attempts(self, cutoff: datetime, *, limit: int) -> int:
+        """Delete up to ``limit`` attempts without an exchange that started before ``cutoff``."""
+        query = (
+            sa.select(m.RefreshAttempt.id)
+            .where(m.RefreshAttempt.exchange_id.is_(None), m.RefreshAttempt.started_at < cutoff)
+            .limit(limit)
+        )
+        async with self.db.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = [int(i) for i in (await conn.execute(query)).scalars()]
+            if not ids:
+                return 0
+            result = await conn.execute(
+                sa.delete(m.RefreshAttempt).where(m.RefreshAttempt.id.in_(ids))
+            )
+            return int(result.rowcount)
+
+    async def _prune(self, candidates: sa.Select[Any], keep: frozenset[int]) -> PruneBatch:
+        async with self.db.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            found: list[Any] = list((await conn.execute(candidates)).scalars())
+            seen = [int(i) for i in found]
+            doomed = [i for i in seen if i not in keep]
+            if not doomed:
+                return PruneBatch(len(seen), seen[-1] if seen else None, 0, 0)
+            # Attempts first: the foreign key would otherwise set their exchange_id to NULL.
+            attempts = await conn.execute(
+                sa.delete(m.RefreshAttempt).where(m.RefreshAttempt.exchange_id.in_(doomed))
+            )
+            exchanges = await conn.execute(
+                sa.delete(m.EbayExchange).where(m.EbayExchange.id.in_(doomed))
+            )
+            return PruneBatch(len(seen), seen[-1], int(exchanges.rowcount), int(attempts.rowcount))
+
+
+@dataclass(frozen=True)
+class PruneBatch:
+    """What one prune transaction looked at and deleted."""
+
+    scanned: int  # candidates seen (kept ones included)
+    last_id: int | None  # the last candidate seen, where the next batch continues
+    exchanges: int
+    attempts: int
