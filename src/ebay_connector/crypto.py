@@ -13,10 +13,11 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -26,7 +27,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ebay_connector import log
 from ebay_connector.errors import CryptoError, DecryptFailed, KeyRingError
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "ENC:v1:"  # Marks a value as a version-1 ciphertext of this module.
 ENCRYPTED_MARK = "ENC:"  # Any value starting with this counts as encrypted, whatever the version.
@@ -76,9 +80,14 @@ def format_key(key_id: str, key: bytes) -> str:
     return f"{key_id}:{_b64encode(key)}"
 
 
+def token_context(account_id: int, field: TokenField) -> str:
+    """The seal context of one account's token field (what ``encrypt``/``decrypt`` bind to)."""
+    return f"{account_id}/{field.value}"
+
+
 def associated_data(account_id: int, field: TokenField) -> bytes:
     """The GCM associated data binding a ciphertext to one account's field."""
-    return _aad(f"{account_id}/{field.value}")
+    return _aad(token_context(account_id, field))
 
 
 def _aad(context: str) -> bytes:
@@ -90,7 +99,7 @@ class KeyRing:
 
     # Deliberately not a dataclass: its repr must never show key material.
 
-    __slots__ = ("_aead", "_fingerprint_key", "_keys", "_primary_id")
+    __slots__ = ("_aead", "_fingerprint_key", "_keys", "_primary_id", "_source", "_stamp")
 
     def __init__(self, keys: Mapping[str, bytes], primary_id: str, fingerprint_key: bytes) -> None:
         for key_id, key in keys.items():
@@ -107,6 +116,10 @@ class KeyRing:
         self._primary_id = primary_id
         self._fingerprint_key = bytes(fingerprint_key)
         self._aead = {key_id: AESGCM(key) for key_id, key in self._keys.items()}
+        # Set for a ring read from the local key file: it follows later edits of that file
+        # (``keys rotate`` / ``keys remove``), so running processes need no restart.
+        self._source: Path | None = None
+        self._stamp: tuple[int, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"KeyRing(primary_id={self._primary_id!r}, key_ids={self.key_ids!r})"
@@ -155,7 +168,7 @@ class KeyRing:
             # loser may read the file before the winner has written it and fail; a retry works.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
         except FileExistsError:
-            return cls._read_file(path), False
+            return cls._read_followed(path), False
         key_id = f"local-{datetime.now(UTC):%Y%m%d}"
         content = {
             "version": KEY_FILE_VERSION,
@@ -173,24 +186,52 @@ class KeyRing:
             raise
         finally:
             os.close(fd)
-        return cls._read_file(path), True
+        return cls._read_followed(path), True
+
+    @classmethod
+    def _read_followed(cls, path: Path) -> KeyRing:
+        ring = cls._read_file(path)
+        ring._source, ring._stamp = path, _stamp(path)
+        return ring
 
     @classmethod
     def _read_file(cls, path: Path) -> KeyRing:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise KeyRingError(f"key file {path} has mode {mode:04o}; group/others must have none")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise KeyRingError(f"key file {path} cannot be read as JSON") from exc
-        if not isinstance(data, dict) or data.get("version") != KEY_FILE_VERSION:
-            raise KeyRingError(f"key file {path} is not a version {KEY_FILE_VERSION} key file")
+        return cls._from_file_data(_read_key_file(path), path)
+
+    @classmethod
+    def _from_file_data(cls, data: dict[str, object], path: Path) -> KeyRing:
         primary, stored, fp_key = data.get("primary"), data.get("keys"), data.get("fingerprint_key")
         if not (isinstance(primary, str) and isinstance(stored, dict) and isinstance(fp_key, str)):
             raise KeyRingError(f"key file {path} lacks 'primary', 'keys' or 'fingerprint_key'")
         keys = {k: _require_b64(v, f"key file {path}: key {k!r}") for k, v in stored.items()}
         return cls(keys, primary, _require_b64(fp_key, f"key file {path}: fingerprint key"))
+
+    def _follow_file(self) -> bool:
+        """Re-read the local key file if it changed since it was read; True if keys changed.
+
+        A file that cannot be read, or whose fingerprint key differs, is not taken: the ring
+        keeps working with what it has (and says so once per change), because every refresh
+        failing over an editing mistake is worse than writing with the previous primary.
+        """
+        if self._source is None:
+            return False
+        try:
+            stamp = _stamp(self._source)
+        except OSError:
+            return False
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            fresh = KeyRing._read_file(self._source)
+            if not hmac.compare_digest(fresh._fingerprint_key, self._fingerprint_key):
+                raise KeyRingError("its fingerprint key changed")
+        except KeyRingError as exc:
+            log.event(logger, "keys.file_not_reloaded", logging.WARNING, reason=exc.message)
+            return False
+        self._keys, self._primary_id, self._aead = fresh._keys, fresh._primary_id, fresh._aead
+        log.event(logger, "keys.file_reloaded", primary=self._primary_id, keys=len(self._keys))
+        return True
 
     @property
     def primary_id(self) -> str:
@@ -212,14 +253,20 @@ class KeyRing:
             raise KeyRingError(f"key id {key_id!r} is already used for a different key")
         return KeyRing({**self._keys, key_id: key}, key_id, self._fingerprint_key)
 
+    def with_primary(self, key_id: str) -> KeyRing:
+        """The same keys, writing with ``key_id`` (which must already be in the ring)."""
+        if key_id not in self._keys:
+            raise KeyRingError(f"key {key_id!r} is not in the key ring {self.key_ids!r}")
+        return KeyRing(self._keys, key_id, self._fingerprint_key)
+
     def encrypt(self, plaintext: str, *, account_id: int, field: TokenField) -> str:
         """Encrypt a token for one account's field with the primary key."""
-        return self.seal(plaintext, context=f"{account_id}/{field.value}")
+        return self.seal(plaintext, context=token_context(account_id, field))
 
     def decrypt(self, text: str, *, account_id: int, field: TokenField) -> str:
         """Decrypt a stored token; raise ``DecryptFailed`` with a ``reason`` if it is unusable."""
         where = f"{field.value} of account {account_id}"
-        return self.open(text, context=f"{account_id}/{field.value}", where=where)
+        return self.open(text, context=token_context(account_id, field), where=where)
 
     def seal(self, plaintext: str, *, context: str) -> str:
         """Encrypt any secret with the primary key, bound to ``context`` (e.g. ``webhook/7``).
@@ -230,6 +277,7 @@ class KeyRing:
         if plaintext.startswith(ENCRYPTED_MARK):
             why = f"refusing to encrypt {context}: it is already ENC:"
             raise CryptoError(why, code="already_encrypted")
+        self._follow_file()  # a rotated key file changes the primary without a restart
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = self._aead[self._primary_id].encrypt(nonce, plaintext.encode(), _aad(context))
         return f"{PREFIX}{self._primary_id}:{_b64encode(nonce + sealed)}"
@@ -253,6 +301,8 @@ class KeyRing:
         if blob is None or len(blob) < NONCE_BYTES + TAG_BYTES:
             raise _failed(DecryptReason.MALFORMED, where, "payload is not nonce+ciphertext+tag")
         aead = self._aead.get(key_id)
+        if aead is None and self._follow_file():
+            aead = self._aead.get(key_id)  # written by a process that saw a newer key file
         if aead is None:
             raise _failed(DecryptReason.UNKNOWN_KEY, where, f"key not in ring {self.key_ids!r}")
         nonce, sealed = blob[:NONCE_BYTES], blob[NONCE_BYTES:]
@@ -292,6 +342,101 @@ class KeyRing:
             salt=None,
             info=b"ebay-connector derived v1 " + purpose.encode(),
         ).derive(self._fingerprint_key)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _read_key_file(path: Path) -> dict[str, object]:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeyRingError(f"key file {path} has mode {mode:04o}; group/others must have none")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KeyRingError(f"key file {path} cannot be read as JSON") from exc
+    if not isinstance(data, dict) or data.get("version") != KEY_FILE_VERSION:
+        raise KeyRingError(f"key file {path} is not a version {KEY_FILE_VERSION} key file")
+    return data
+
+
+def _edit_key_file(path: Path, edit: Callable[[dict[str, object]], None]) -> KeyRing:
+    """Apply ``edit`` to the local key file and replace it atomically (mode 0600); the new ring.
+
+    The result is validated as a ring before it replaces the file, so a bad edit leaves the
+    old file in place. Readers see the old file or the new one, never half of either.
+    """
+    data = _read_key_file(path)
+    edit(data)
+    ring = KeyRing._from_file_data(data, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+    try:
+        os.write(fd, json.dumps(data).encode())
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    return ring
+
+
+def add_file_key(path: Path, key_id: str | None = None) -> str:
+    """Add a fresh key to the local key file as its primary; its id (default ``local-<date>[-n]``).
+
+    The older keys stay, so everything sealed with them still decrypts.
+    """
+
+    def edit(data: dict[str, object]) -> None:
+        keys = data.get("keys")
+        if not isinstance(keys, dict):
+            raise KeyRingError(f"key file {path} lacks 'keys'")
+        nonlocal key_id
+        if key_id is None:
+            base = f"local-{datetime.now(UTC):%Y%m%d}"
+            key_id = base
+            n = 1
+            while key_id in keys:
+                n += 1
+                key_id = f"{base}-{n}"
+        elif key_id in keys:
+            raise KeyRingError(f"key id {key_id!r} is already in the key file")
+        keys[key_id] = _b64encode(generate_key())
+        data["primary"] = key_id
+
+    _edit_key_file(path, edit)
+    assert key_id is not None
+    return key_id
+
+
+def promote_file_key(path: Path, key_id: str) -> None:
+    """Make a key already in the local key file its primary."""
+
+    def edit(data: dict[str, object]) -> None:
+        keys = data.get("keys")
+        if not isinstance(keys, dict) or key_id not in keys:
+            raise KeyRingError(f"key {key_id!r} is not in the key file {path}")
+        data["primary"] = key_id
+
+    _edit_key_file(path, edit)
+
+
+def remove_file_key(path: Path, key_id: str) -> None:
+    """Remove a non-primary key from the local key file (check first that nothing uses it)."""
+
+    def edit(data: dict[str, object]) -> None:
+        keys = data.get("keys")
+        if not isinstance(keys, dict) or key_id not in keys:
+            raise KeyRingError(f"key {key_id!r} is not in the key file {path}")
+        if data.get("primary") == key_id:
+            raise KeyRingError(f"key {key_id!r} is the primary; rotate to another key first")
+        del keys[key_id]
+
+    _edit_key_file(path, edit)
 
 
 def _failed(reason: DecryptReason, where: str, why: str) -> DecryptFailed:

@@ -2,7 +2,11 @@
 
 After connecting, refreshing (ok, transient, revoked, undecryptable) and reading everything back,
 no canary may appear in any table (other than inside its ciphertext), any log line at DEBUG, or
-any exception text.
+any exception text. The second test adds the passwords and the API key as canaries and walks
+every API answer and every rendered page of a full connect → refresh → debug refresh → token API
+→ failure run; the one answer that legitimately carries a secret, the token API's
+``GET /api/v1/accounts/{id}/access-token`` answer to its own caller, is left out of the haystack.
+The benchmarks' output is not scanned here: the smallest run takes > 20 s on the shared machine.
 """
 
 from __future__ import annotations
@@ -11,16 +15,20 @@ import contextlib
 import logging
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from ebay_connector import demo, models
+from ebay_connector.api import create_app
+from ebay_connector.api_keys import ApiKeys
 from ebay_connector.connect import connect_with_code
 from ebay_connector.crypto import TokenField
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectorError
 from ebay_connector.exchange import Trigger
 from ebay_connector.runtime import Runtime
+from ebay_connector.users import Role, Users
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -111,10 +119,146 @@ async def test_no_secret_in_database_logs_or_errors(
         "errors": "\n".join(errors),
         "exchanges": "\n".join(exchanges),
     }
-    for where, text in haystacks.items():
-        for canary in canaries:
-            assert canary not in text, f"a secret appears in clear in {where}"
-            for window in _windows(canary):
-                assert window not in text, f"part of a secret appears in {where}"
+    _assert_no_canary(haystacks, canaries)
     # The masked records still let two exchanges be compared.
     assert "fingerprint" in dump
+
+
+ADMIN_PASSWORD = "canary-admin-Pw-7c1f9e2a4b"
+VIEWER_PASSWORD = "canary-viewer-Pw-3d8e6b0f51"
+
+
+def _assert_no_canary(haystacks: dict[str, str], canaries: set[str]) -> None:
+    # pytest.fail, not assert: a failing assert would print the secret in the test report.
+    for where, text in haystacks.items():
+        for canary in canaries:
+            if canary in text:
+                pytest.fail(f"a secret appears in clear in {where}", pytrace=False)
+            if any(window in text for window in _windows(canary)):
+                pytest.fail(f"part of a secret appears in {where}", pytrace=False)
+
+
+async def test_no_secret_in_any_answer_page_dump_log_or_error(
+    runtime: Runtime,
+    emulator: tuple[Emulator, str],
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    emu, _ = emulator
+    organization = await runtime.store.create_organization("Canary shop")
+    people = Users(runtime.db)
+    await people.create(organization, "admin@canary.test", Role.ADMIN, ADMIN_PASSWORD)
+    await people.create(organization, "viewer@canary.test", Role.VIEWER, VIEWER_PASSWORD)
+    _, api_key = await ApiKeys(runtime.db).create(organization, "sync", can_read_tokens=True)
+    code = await demo.consent_code(runtime, "canary_shop_seller")
+    connection = await connect_with_code(
+        store=runtime.store,
+        journal=runtime.journal,
+        client=runtime.client,
+        keyring=runtime.keys.ring,
+        organization_id=organization,
+        environment=runtime.environment,
+        code=code,
+        scopes=runtime.settings.scope_list,
+        policy_config=runtime.settings.policy,
+        clock=clock,
+    )
+    account = connection.account_id
+    canaries: set[str] = {
+        code,
+        runtime.settings.app_client_secret,
+        ADMIN_PASSWORD,
+        VIEWER_PASSWORD,
+        api_key,
+        api_key.rsplit("_", 1)[-1],  # the secret part alone
+    }
+    canaries |= await _plaintexts(runtime)
+
+    answers: list[str] = []  # every answer body and header, except the token API's own answer
+    errors: list[str] = []
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://canary") as admin,
+        httpx.AsyncClient(transport=transport, base_url="http://canary") as program,
+        httpx.AsyncClient(transport=transport, base_url="http://canary") as stranger,
+    ):
+
+        def keep(answer: httpx.Response) -> httpx.Response:
+            answers.append(f"{answer.request.method} {answer.request.url} {answer.status_code}")
+            answers.append(repr(dict(answer.headers)))
+            answers.append(answer.text)
+            return answer
+
+        signed_in = keep(
+            await admin.post(
+                "/api/auth/login", json={"email": "admin@canary.test", "password": ADMIN_PASSWORD}
+            )
+        )
+        assert signed_in.status_code == 200
+        admin.headers["X-CSRF-Token"] = signed_in.json()["csrf_token"]
+        program.headers["Authorization"] = f"Bearer {api_key}"
+        ref = {"ebay_account_id": account}
+
+        clock.advance(hours=2)
+        assert keep(await admin.post("/api/admin/ebay/token/refresh", json=ref)).status_code == 200
+        clock.advance(hours=2)
+        debug = keep(await admin.post("/api/admin/ebay/token/refresh-debug", json=ref))
+        assert debug.status_code == 200 and debug.json()["outcome"] == "ok"
+        canaries |= await _plaintexts(runtime)
+        clock.advance(hours=2)
+        served = await program.get(f"/api/v1/accounts/{account}/access-token")
+        assert served.status_code == 200  # its job is to carry the token: not in the haystack
+        canaries.add(served.json()["access_token"])
+        canaries |= await _plaintexts(runtime)
+
+        # Failure paths: eBay failing, wrong credentials, a revoked grant.
+        emu.set_faults(Faults(error_rate=1.0), username="canary_shop_seller")
+        clock.advance(hours=2)
+        keep(await admin.post("/api/admin/ebay/token/refresh-debug", json=ref))
+        keep(await program.get(f"/api/v1/accounts/{account}/access-token"))
+        emu.clear_faults("canary_shop_seller")
+        wrong = {"email": "admin@canary.test", "password": ADMIN_PASSWORD + "x"}
+        assert keep(await stranger.post("/api/auth/login", json=wrong)).status_code == 401
+        bad_key = {"Authorization": f"Bearer {api_key}x"}
+        assert keep(await stranger.get("/api/v1/accounts", headers=bad_key)).status_code == 401
+        emu.revoke_user("canary_shop_seller")
+        clock.advance(hours=2)
+        keep(await admin.post("/api/admin/ebay/token/refresh", json=ref))
+        assert keep(await program.get(f"/api/v1/accounts/{account}/access-token")).status_code in (
+            409,
+            503,
+        )
+        try:
+            await runtime.refresher.get_access_token(account)
+        except ConnectorError as exc:
+            errors.append(f"{exc.code}: {exc}")
+
+        # Every reading route of the API and every page of the UI, after all of that.
+        for path in (
+            "/api/auth/me",
+            "/api/admin/ebay/accounts",
+            "/api/admin/ebay/tokens/terminal-logs",
+            f"/api/admin/ebay/tokens/terminal-logs?account={account}",
+            "/api/admin/workers",
+            "/readyz",
+            "/",
+            "/terminal",
+            "/ui/terminal/entries",
+            "/workers",
+        ):
+            assert keep(await admin.get(path)).status_code == 200, path
+        keep(await admin.post("/api/admin/workers/token-refresh/run-once"))
+        keep(await program.get("/api/v1/accounts"))
+        keep(await stranger.get("/login"))
+
+    assert len(answers) > 60
+    _assert_no_canary(
+        {
+            "database": await _dump(runtime),
+            "logs": caplog.text,
+            "answers and pages": "\n".join(answers),
+            "errors": "\n".join(errors),
+        },
+        canaries,
+    )

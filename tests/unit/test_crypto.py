@@ -277,3 +277,68 @@ def test_corrupt_key_file_is_refused_without_showing_it(tmp_path: Path) -> None:
     with pytest.raises(KeyRingError, match="key 'k1' is not valid base64url") as info:
         KeyRing.load_or_create_file(path)
     assert "c2VjcmV0" not in str(info.value)
+
+
+# Rotation of the local key file ------------------------------------------------------------------
+
+
+def test_with_primary_writes_with_a_ring_key_and_refuses_an_unknown_one() -> None:
+    ring = make_ring("old", "new")
+    text = ring.with_primary("new").encrypt(TOKEN, account_id=1, field=ACCESS)
+    assert ring.key_id_of(text) == "new"
+    assert ring.decrypt(text, account_id=1, field=ACCESS) == TOKEN
+    with pytest.raises(KeyRingError, match="'gone' is not in the key ring"):
+        ring.with_primary("gone")
+
+
+def test_token_context_is_what_encrypt_binds_to() -> None:
+    ring = make_ring()
+    text = ring.encrypt(TOKEN, account_id=9, field=REFRESH)
+    assert ring.open(text, context=crypto.token_context(9, REFRESH)) == TOKEN
+
+
+def test_key_file_add_promote_remove_keep_it_private_and_valid(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "keyring.json"
+    ring, _ = KeyRing.load_or_create_file(path)
+    first = ring.primary_id
+    added = crypto.add_file_key(path)
+    assert added.startswith(first) and added != first  # local-<date>-2
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    reread = KeyRing._read_file(path)
+    assert reread.primary_id == added and set(reread.key_ids) == {first, added}
+    assert reread.fingerprint(TOKEN) == ring.fingerprint(TOKEN)  # fingerprints survive
+    with pytest.raises(KeyRingError, match="is the primary"):
+        crypto.remove_file_key(path, added)
+    with pytest.raises(KeyRingError, match="already in the key file"):
+        crypto.add_file_key(path, first)
+    crypto.promote_file_key(path, first)
+    crypto.remove_file_key(path, added)
+    assert KeyRing._read_file(path).key_ids == (first,)
+    assert [p.name for p in path.parent.iterdir()] == ["keyring.json"]  # no temp file left
+
+
+def test_a_ring_from_the_key_file_follows_its_rotation_without_a_restart(tmp_path: Path) -> None:
+    """A running process must read rows re-encrypted under a key added after it started."""
+    path = tmp_path / "keyring.json"
+    running, _ = KeyRing.load_or_create_file(path)
+    old = running.primary_id
+    new = crypto.add_file_key(path)
+    rotated = KeyRing._read_file(path)
+    text = rotated.encrypt(TOKEN, account_id=4, field=REFRESH)
+    assert running.decrypt(text, account_id=4, field=REFRESH) == TOKEN
+    assert running.key_id_of(running.encrypt(TOKEN, account_id=4, field=ACCESS)) == new
+    crypto.promote_file_key(path, old)
+    assert running.key_id_of(running.encrypt(TOKEN, account_id=4, field=ACCESS)) == old
+
+
+def test_a_broken_key_file_edit_is_not_taken_by_a_running_ring(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    running, _ = KeyRing.load_or_create_file(path)
+    data = json.loads(path.read_text())
+    data["fingerprint_key"] = b64(secrets.token_bytes(32))  # would break every fingerprint
+    data["keys"]["k9"] = b64(crypto.generate_key())
+    data["primary"] = "k9"
+    path.write_text(json.dumps(data))
+    text = running.encrypt(TOKEN, account_id=1, field=ACCESS)
+    assert running.key_id_of(text) == running.primary_id != "k9"
+    assert running.decrypt(text, account_id=1, field=ACCESS) == TOKEN
