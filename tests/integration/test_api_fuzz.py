@@ -36,6 +36,13 @@ database, deadline or shrinking, with at most ``MAX_EXAMPLES`` generated cases p
 caller (~300 requests per test). SQLite only — the fuzzer targets the HTTP layer; the
 PostgreSQL store is covered by the other integration tests. About 10 s per test on the 2-core
 development machine.
+
+``test_stateful_sequences`` (at the end) adds seeded random *sequences* of calls checked against
+a model of the server's state, on SQLite and PostgreSQL; see the comment above it.
+
+The account-deletion verification token is configured (fixture ``runtime`` below): without it,
+that endpoint's documented answer is ``503 deletion_not_configured``, which says nothing about
+input handling.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,6 +68,7 @@ from hypothesis import strategies as st
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
+from schemathesis.core.transport import Response as Answer
 from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -77,10 +86,7 @@ from ebay_connector.users import Role, Users
 Operation = APIOperation[Any, Any, Any, Any]
 FuzzCase = Case[Operation]
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.parametrize("database", ["sqlite"], indirect=True),
-]
+pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery"
 ADMIN_EMAIL = "admin@fuzz.test"
@@ -165,6 +171,38 @@ class FuzzReport:
 
 
 # ---------------------------------------------------------------------- server and setup
+
+DELETION_TOKEN = "fuzz-account-deletion-verification-token-0123"
+
+
+@pytest.fixture
+async def runtime(
+    database: Any, emulator: tuple[Any, str], tmp_path: Any, clock: Any
+) -> AsyncIterator[Runtime]:
+    """As the shared fixture, with the account-deletion token configured: unconfigured, that
+    endpoint answers a (documented) 503 ``deletion_not_configured`` — a deployment problem, not
+    input handling — and the fuzzer should reach its real handler instead."""
+    import random
+
+    from ebay_connector.runtime import open_runtime
+    from tests.conftest import make_settings
+
+    emu, base_url = emulator
+    conf = make_settings(
+        database,
+        base_url,
+        tmp_path,
+        http_timeout_seconds=3,
+        deletion_verification_token=DELETION_TOKEN,
+    )
+    emu.register_app(
+        client_id=conf.app_client_id,
+        client_secret=conf.app_client_secret,
+        ru_name=conf.app_ru_name,
+        accept_url=conf.callback_url,
+    )
+    async with open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt:
+        yield rt
 
 
 @contextlib.asynccontextmanager
@@ -326,7 +364,7 @@ def _error_shape_problem(status: int, content: bytes) -> str | None:
 
 def _send_and_check(
     session: requests.Session, case: FuzzCase, caller: Caller, label: str, report: FuzzReport
-) -> None:
+) -> Answer:
     try:
         response = case.call(
             session=session,
@@ -347,6 +385,7 @@ def _send_and_check(
     if problem is not None:
         curl = case.as_curl_command(headers=dict(response.request.headers))
         report.add(label, "error shape", f"{problem}\nReproduce with:\n    {curl}")
+    return response
 
 
 def _fuzz_operation(
@@ -427,6 +466,7 @@ REACHED = {
 }
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("caller_name", ["anonymous", "admin", "program"])
 async def test_fuzz_every_operation(runtime: Runtime, caller_name: str) -> None:
     org_id = await runtime.store.create_organization("fuzz")
@@ -454,3 +494,343 @@ async def test_fuzz_every_operation(runtime: Runtime, caller_name: str) -> None:
         pytest.fail(report.failure_text(), pytrace=False)
     for operation, status in REACHED[caller_name]:
         assert report.statuses.get(operation, Counter())[status] > 0, report.summary()
+
+
+# ------------------------------------------------------------------ stateful sequences
+#
+# A seeded random walk of API calls, driven from the OpenAPI document, with a model of what the
+# server should hold. Each step picks an action — an operation of the document called by a
+# random caller with values drawn from the model (live ids, deleted ids, cursors seen, a random
+# id) and from the schema (enums, bounds, and a few hostile strings), or a macro the document
+# cannot express: connect a new seller through the real OAuth flow, reconnect one, revoke a
+# seller's grant at the emulator, move the clock. Every answer goes through the same checks as
+# above (no 5xx, documented status, content type, response schema, error shape); and the model
+# is checked against the answers:
+#
+# * listings (admin and program) show exactly the live accounts of the model;
+# * a disconnected account answers 404 everywhere, and is never listed again;
+# * an account whose grant was revoked reaches ``needs_reconnect`` on refresh (never ``ok``),
+#   answers 409 (or a still-valid 200) for its token, and is ``ok`` again after a reconnect;
+# * terminal pages walked with ``next_cursor`` go strictly back in time without repeats.
+
+STATEFUL_SEEDS = (11, 29)
+STATEFUL_STEPS = 120  # per seed; ~10 s on the 2-core development machine
+HOSTILE_TEXT = ("", "\x00", "' OR 1=1--", "../../etc/passwd", "😀", "A" * 300)
+
+
+@dataclass
+class Model:
+    live: dict[int, str] = field(default_factory=dict)  # account id → eBay username
+    deleted: set[int] = field(default_factory=set)
+    revoked: set[int] = field(default_factory=set)  # grant revoked at eBay, not reconnected
+    cursors: list[int] = field(default_factory=list)
+    sellers: int = 0
+
+
+@dataclass
+class Walk:
+    base: str
+    rng: Any
+    session: requests.Session
+    callers: dict[str, Caller]
+    operations: dict[str, Operation]
+    document: dict[str, Any]
+    model: Model
+    report: FuzzReport
+    emulator: Any
+    clock: Any
+    problems: list[str] = field(default_factory=list)
+    reused_ids: list[int] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+
+def _sync_connect(walk: Walk, username: str, account: int | None = None) -> requests.Response:
+    """The browser flow with blocking requests (the walk runs in a worker thread)."""
+    admin = walk.callers["admin"]
+    params = {} if account is None else {"account": account}
+    start = walk.session.get(
+        walk.base + "/api/ebay/connect",
+        params=params,
+        headers=admin.headers,
+        cookies=admin.cookies,
+        allow_redirects=False,
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    assert start.status_code == 302, start.text
+    consent = urlsplit(start.headers["location"])
+    query = {k: v[0] for k, v in parse_qs(consent.query).items()}
+    agreed = walk.session.post(
+        f"{consent.scheme}://{consent.netloc}{consent.path}",
+        data={**query, "username": username, "decision": "agree"},
+        allow_redirects=False,
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    assert agreed.status_code == 302, agreed.text
+    back = {k: v[0] for k, v in parse_qs(urlsplit(agreed.headers["location"]).query).items()}
+    answer = walk.session.get(
+        walk.base + "/api/ebay/callback",
+        params=back,
+        headers=admin.headers,
+        cookies=admin.cookies,
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    walk.session.cookies.clear()
+    return answer
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        resolved: dict[str, Any] = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        return resolved
+    return schema
+
+
+def _an_id(walk: Walk) -> int:
+    model, rng = walk.model, walk.rng
+    pools = [list(model.live), list(model.deleted), [rng.randint(1, 10_000)]]
+    pool = rng.choice([p for p in pools if p] or [[1]])
+    return int(rng.choice(pool))
+
+
+def _value(walk: Walk, name: str, schema: dict[str, Any], depth: int = 0) -> Any:
+    """A value for one field: mostly plausible, sometimes hostile."""
+    rng = walk.rng
+    schema = _resolve(walk.document, schema)
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        return _value(walk, name, rng.choice(branches), depth)
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type")
+    if rng.random() < 0.1:
+        return rng.choice(HOSTILE_TEXT)
+    if name in ("account", "account_id", "ebay_account_id"):
+        return _an_id(walk)
+    if name == "cursor" and walk.model.cursors:
+        return rng.choice(walk.model.cursors)
+    if kind == "integer":
+        low, high = schema.get("minimum", 0), schema.get("maximum", 1000)
+        return rng.choice([low, high, rng.randint(int(low), int(min(high, low + 100)))])
+    if kind == "number":
+        return rng.choice([0, 1.5, 100])
+    if kind == "boolean":
+        return rng.choice([True, False])
+    if kind == "null":
+        return None
+    if kind == "array":
+        return [_value(walk, name, schema.get("items", {}), depth + 1) for _ in range(2)]
+    if kind == "object" or "properties" in schema:
+        if depth > 2:
+            return {}
+        return {
+            key: _value(walk, key, sub, depth + 1)
+            for key, sub in schema.get("properties", {}).items()
+        }
+    if schema.get("format") == "date-time":
+        return (walk.clock() - timedelta(minutes=rng.randint(0, 600))).isoformat()
+    if "email" in name:
+        return rng.choice([ADMIN_EMAIL, VIEWER_EMAIL, "nobody@fuzz.test"])
+    if name == "password":
+        return rng.choice([PASSWORD, "wrong password"])
+    if "url" in name:
+        return rng.choice(["http://127.0.0.1:9/x", "https://127.0.0.1:9/y", "ftp://x"])  # no DNS
+    return rng.choice(["x", "fuzz", "ok", "declined"])
+
+
+def _call(walk: Walk, operation: Operation) -> Answer | None:
+    """Call one operation with values from the model; the shared checks record any failure."""
+    rng, definition = walk.rng, operation.definition.raw
+    path_parameters, query = {}, {}
+    for parameter in definition.get("parameters", []):
+        name, where = parameter["name"], parameter.get("in")
+        if where == "path":
+            path_parameters[name] = _value(walk, name, parameter.get("schema", {}))
+        elif where == "query" and (parameter.get("required") or rng.random() < 0.5):
+            query[name] = _value(walk, name, parameter.get("schema", {}))
+    body: Any = None
+    content = definition.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        body = _value(walk, "body", content["application/json"].get("schema", {}))
+    if operation.path.startswith("/api/v1/"):
+        caller = walk.callers[rng.choice(["program", "program", "program", "anonymous"])]
+    else:
+        caller = walk.callers[rng.choice(["admin", "admin", "admin", "viewer", "anonymous"])]
+    kwargs: dict[str, Any] = {"path_parameters": path_parameters, "query": query}
+    if body is not None:
+        kwargs.update(body=body, media_type="application/json")
+    case = operation.Case(**kwargs)
+    label = operation.label
+    before = sum(f.count for f in walk.report.findings.values())
+    response = _send(walk, case, caller, label)
+    if sum(f.count for f in walk.report.findings.values()) != before:
+        return None
+    _learn(walk, operation, case, caller, response)
+    return response
+
+
+def _send(walk: Walk, case: FuzzCase, caller: Caller, label: str) -> Answer:
+    return _send_and_check(walk.session, case, caller, label, walk.report)
+
+
+def _learn(
+    walk: Walk, operation: Operation, case: FuzzCase, caller: Caller, response: Answer
+) -> None:
+    """Check the answer against the model, then update the model from it."""
+    model, status, label = walk.model, response.status_code, operation.label
+    account = (case.path_parameters or {}).get("account_id")
+    if not isinstance(account, int) and isinstance(case.body, dict):
+        account = case.body.get("ebay_account_id")
+    own = caller.name in ("admin", "viewer", "program")
+    if isinstance(account, int) and account in model.deleted and own and status < 400:
+        walk.problem(f"{label}: deleted account {account} answered {status}")
+    if status != 200 or not own:
+        return
+    body: dict[str, Any] = response.json() if response.content else {}
+    if label in ("GET /api/admin/ebay/accounts", "GET /api/v1/accounts"):
+        listed = {a["id"] for a in body["accounts"]}
+        if listed != set(model.live):
+            walk.problem(f"{label}: lists {sorted(listed)}, the model has {sorted(model.live)}")
+    elif label == "DELETE /api/admin/ebay/accounts/{account_id}" and isinstance(account, int):
+        model.live.pop(account, None)
+        model.revoked.discard(account)
+        model.deleted.add(account)
+    elif label.startswith("POST /api/admin/ebay/token/refresh") and isinstance(account, int):
+        if account in model.revoked and body["outcome"] == "ok":
+            walk.problem(f"{label}: account {account} with a revoked grant refreshed ok")
+        if account not in model.revoked and body["state"] == "needs_reconnect":
+            walk.problem(f"{label}: healthy account {account} went to needs_reconnect")
+    elif label == "GET /api/admin/ebay/tokens/terminal-logs":
+        ids = [e["id"] for e in body["entries"]]
+        if ids != sorted(set(ids), reverse=True):
+            walk.problem(f"{label}: page not strictly newest first: {ids}")
+        cursor = (case.query or {}).get("cursor")
+        if isinstance(cursor, int) and any(i >= cursor for i in ids):
+            walk.problem(f"{label}: cursor {cursor} gave entries {ids}")
+        if body["next_cursor"] is not None:
+            model.cursors.append(body["next_cursor"])
+
+
+def _macro(walk: Walk) -> None:
+    """An action the document cannot express: connect, reconnect, revoke at eBay, time."""
+    rng, model = walk.rng, walk.model
+    choice = rng.choice(["connect", "reconnect", "revoke", "clock"])
+    if choice == "connect" or not model.live:
+        model.sellers += 1
+        username = f"walk_seller_{model.sellers}"
+        answer = _sync_connect(walk, username)
+        if answer.status_code != 200:
+            walk.problem(f"connect {username}: {answer.status_code} {answer.text[:200]}")
+            return
+        account = answer.json()["account_id"]
+        if account in model.deleted:
+            # A program still holding the old id would now read another seller's token.
+            walk.reused_ids.append(account)
+            model.deleted.discard(account)
+        model.live[account] = username
+    elif choice == "reconnect":
+        account = rng.choice(sorted(model.live))
+        answer = _sync_connect(walk, model.live[account], account=account)
+        if answer.status_code != 200 or answer.json()["account_id"] != account:
+            walk.problem(f"reconnect {account}: {answer.status_code} {answer.text[:200]}")
+            return
+        model.revoked.discard(account)
+    elif choice == "revoke":
+        account = rng.choice(sorted(model.live))
+        walk.emulator.revoke_user(model.live[account])
+        model.revoked.add(account)
+    else:
+        walk.clock.advance(minutes=rng.choice([1, 30, 125]))
+
+
+def _walk(walk: Walk) -> None:
+    labels = sorted(walk.operations)
+    for _ in range(STATEFUL_STEPS):
+        if walk.rng.random() < 0.15:
+            _macro(walk)
+        else:
+            _call(walk, walk.operations[walk.rng.choice(labels)])
+
+
+def _stateful(
+    base: str,
+    document: dict[str, Any],
+    callers: dict[str, Caller],
+    seed: int,
+    model: Model,
+    emulator: Any,
+    clock: Any,
+) -> Walk:
+    import random
+
+    config = schemathesis.Config()
+    config.projects.override.update(base_url=base)
+    schema = schemathesis.openapi.from_dict(document, config=config)
+    operations = {}
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operation = result.ok()
+        if not operation.path.startswith(EMULATOR_MOUNT):
+            operations[operation.label] = operation
+    with requests.Session() as session:
+        session.trust_env = False
+        walk = Walk(
+            base,
+            random.Random(seed),
+            session,
+            callers,
+            operations,
+            document,
+            model,
+            FuzzReport(f"stateful seed {seed}", sorted(operations)),
+            emulator,
+            clock,
+        )
+        _walk(walk)
+    return walk
+
+
+VIEWER_EMAIL = "viewer@fuzz.test"
+
+
+@pytest.mark.parametrize("seed", STATEFUL_SEEDS)
+async def test_stateful_sequences(
+    runtime: Runtime, database: Any, emulator: tuple[Any, str], clock: Any, seed: int
+) -> None:
+    """Seeded random sequences of calls checked against a model (see the section comment)."""
+    org_id = await runtime.store.create_organization("fuzz")
+    await Users(runtime.db).create(org_id, ADMIN_EMAIL, Role.ADMIN, PASSWORD)
+    await Users(runtime.db).create(org_id, VIEWER_EMAIL, Role.VIEWER, PASSWORD)
+    _, key = await ApiKeys(runtime.db).create(org_id, "fuzz", can_read_tokens=True)
+    async with serving(runtime) as base:
+        admin = await _sign_in(base, ADMIN_EMAIL)
+        viewer = await _sign_in(base, VIEWER_EMAIL)
+        model = Model()
+        for name in CONNECTED_SELLERS:
+            model.live[await _connect(base, admin, name)] = name
+        callers = {
+            "admin": admin,
+            "viewer": Caller("viewer", viewer.headers, viewer.cookies),
+            "program": Caller("program", headers={"Authorization": f"Bearer {key}"}),
+            "anonymous": Caller("anonymous"),
+        }
+        async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
+            document = (await client.get("/openapi.json")).json()
+        walk = await asyncio.wait_for(
+            asyncio.to_thread(_stateful, base, document, callers, seed, model, emulator[0], clock),
+            FUZZ_TIMEOUT_S,
+        )
+    report = walk.report
+    if report.findings:
+        pytest.fail(report.failure_text(), pytrace=False)
+    assert not walk.problems, "\n".join(walk.problems[:30])
+    assert report.cases >= STATEFUL_STEPS // 2
+    # The walk got past authentication and changed state on the way.
+    seen = report.statuses
+    assert seen.get("GET /api/admin/ebay/accounts", Counter())[200] > 0, report.summary()
+    assert model.sellers > 0 or model.deleted or model.revoked, model
+    # An id once disconnected never comes back for another seller (tests/integration/
+    # test_account_ids.py proves the store's side on both backends).
+    assert not walk.reused_ids, walk.reused_ids

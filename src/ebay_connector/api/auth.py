@@ -16,9 +16,11 @@ from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from ebay_connector import login_throttle
+from ebay_connector.api import schemas
 from ebay_connector.api_keys import ApiKeyRow
 from ebay_connector.errors import Forbidden, Unauthorized
-from ebay_connector.users import Role
+from ebay_connector.users import Role, UserRow
 
 SESSION_COOKIE = "ebc_session"
 SESSION_MAX_AGE = timedelta(hours=12)
@@ -82,6 +84,49 @@ class Sessions:
     @staticmethod
     def clear(response: Response) -> None:
         response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+def _throttle(request: Request) -> login_throttle.LoginThrottle:
+    """The app's login throttle, made on first use (its state is in the database)."""
+    state = request.app.state
+    throttle: login_throttle.LoginThrottle | None = getattr(state, "login_throttle", None)
+    if throttle is None:
+        runtime = state.runtime
+        throttle = login_throttle.LoginThrottle(
+            runtime.db,
+            runtime.keys.ring.derive_secret("login throttle"),
+            login_throttle.policy(runtime.settings),
+        )
+        state.login_throttle = throttle
+        state.trusted_proxies = login_throttle.parse_networks(runtime.settings.trusted_proxies)
+    return throttle
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address for throttling (X-Forwarded-For only from a trusted proxy)."""
+    peer = request.client.host if request.client is not None else None
+    trusted = getattr(request.app.state, "trusted_proxies", ())
+    return login_throttle.client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
+
+async def sign_in(request: Request, email: str, password: str) -> UserRow:
+    """Check a password behind the login throttle; the one sign-in path of the API and the UI.
+
+    ``TooManyAttempts`` (before any password hashing) or ``Unauthorized`` /
+    ``invalid_credentials`` — the same answers whether or not the e-mail belongs to a user.
+    """
+    throttle = _throttle(request)
+    client = client_address(request)
+    await throttle.charge(email, client)
+    # No user's address holds a control character; PostgreSQL cannot even compare a NUL.
+    known = schemas.printable(email)
+    user: UserRow | None = (
+        await request.app.state.users.authenticate(email, password) if known else None
+    )
+    if user is None:
+        raise Unauthorized("wrong e-mail or password", code="invalid_credentials")
+    await throttle.succeeded(email, client)
+    return user
 
 
 async def _session_principal(request: Request, cookie: str | None) -> Principal:

@@ -17,7 +17,15 @@ from fastapi.responses import RedirectResponse
 
 from ebay_connector import connect, quota, terminal
 from ebay_connector.api import schemas
-from ebay_connector.api.auth import Admin, Principal, Program, SignedIn, TokenReader, session_cookie
+from ebay_connector.api.auth import (
+    Admin,
+    Principal,
+    Program,
+    SignedIn,
+    TokenReader,
+    session_cookie,
+    sign_in,
+)
 from ebay_connector.api.errors import responses
 from ebay_connector.errors import AccountNotFound, InvalidState, Unauthorized
 from ebay_connector.exchange import Trigger
@@ -35,7 +43,9 @@ async def _runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
-AccountId = Annotated[int, Path(ge=1, le=MAX_ID, description="an account id")]
+
+
+AccountId = Annotated[int, Path(ge=1, le=MAX_ID, description="an account id"), schemas.DIGITS]
 
 
 async def _owned(runtime: Runtime, principal: Principal, account_id: int) -> AccountToken:
@@ -60,14 +70,14 @@ async def _accounts(runtime: Runtime, principal: Principal) -> dict[str, Any]:
 @router.post(
     "/api/auth/login",
     response_model=schemas.SessionInfo,
-    responses=responses(401, 422),
+    responses=responses(401, 422, 429),
     tags=["session"],
 )
 async def login(body: schemas.LoginRequest, request: Request, response: Response) -> Any:
-    """Sign in; sets the session cookie and returns the CSRF token for state-changing calls."""
-    user = await request.app.state.users.authenticate(body.email, body.password)
-    if user is None:
-        raise Unauthorized("wrong e-mail or password", code="invalid_credentials")
+    """Sign in; sets the session cookie and returns the CSRF token for state-changing calls.
+    429 `too_many_attempts` (with `Retry-After`) after repeated failures for the e-mail or the
+    client address; the password is then not checked at all."""
+    user = await sign_in(request, body.email, body.password)
     _, csrf = request.app.state.sessions.issue(response, user.id)
     return schemas.SessionInfo(
         user_id=user.id,
@@ -115,7 +125,7 @@ async def connect_start(
     principal: Admin,
     runtime: RuntimeDep,
     request: Request,
-    account: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    account: Annotated[int | None, Query(ge=1, le=2**31 - 1), schemas.DIGITS] = None,
 ) -> RedirectResponse:
     """Start connecting a seller (or reconnecting ``account``): redirects to eBay's consent."""
     if account is not None:
@@ -292,11 +302,11 @@ async def refresh_admin(body: schemas.AccountRef, principal: Admin, runtime: Run
 async def terminal_logs(
     principal: SignedIn,
     runtime: RuntimeDep,
-    account: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    account: Annotated[int | None, Query(ge=1, le=2**31 - 1), schemas.DIGITS] = None,
     trigger: Trigger | None = None,
-    outcome: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
     since: datetime | None = None,
-    cursor: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=2**62), schemas.DIGITS] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> Any:
     """The token refresh terminal: every exchange of this organization, newest first."""
@@ -310,7 +320,8 @@ async def terminal_logs(
         trigger=trigger.value if trigger else None,
         outcome=outcome,
         since=since,
-        before_id=cursor,
+        # A cursor above every possible id (ids are 32-bit) simply means "from the newest".
+        before_id=cursor if cursor is None or cursor <= MAX_ID else None,
         limit=limit,
     )
     return {

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def printable(text: str) -> bool:
+    """No control characters (NUL, ESC, CR/LF, …) and no lone surrogates (not encodable)."""
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
 class Strict(BaseModel):
@@ -15,6 +21,14 @@ class Strict(BaseModel):
 class LoginRequest(Strict):
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("email")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # A NUL or a lone surrogate cannot even be compared in PostgreSQL: refuse it here.
+        if not printable(value):
+            raise ValueError("contains control characters or invalid unicode")
+        return value
 
 
 class SessionInfo(BaseModel):
@@ -158,3 +172,15 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, str]
+
+
+def _digits(value: object) -> object:
+    """Ids in the path and query are plain ASCII digits: no sign, spaces, '_' or '1.0'.
+
+    (Pydantic's lax int would read ``%201`` as account 1 — surprising for a DELETE.)"""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a positive whole number written with digits 0-9")
+    return value
+
+
+DIGITS = BeforeValidator(_digits)  # put on every id taken from a path or query string
