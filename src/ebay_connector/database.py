@@ -7,6 +7,7 @@ heartbeats each own the statements of their concept and run them through :meth:`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,6 +48,10 @@ def sqlite_path(url: str) -> Path | None:
 
 DEFAULT_POOL_SIZE = 20
 POOL_TIMEOUT_S = 60
+# A server that vanished without a reset (a partition, a dead host) must not hold a caller for
+# asyncpg's default 60 s: the request fails as `store_unavailable` and the next one tries again.
+CONNECT_TIMEOUT_S = 5.0
+PING_TIMEOUT_S = 3.0  # /readyz answers "not ready" within this, never hangs
 
 
 def create_engine(
@@ -82,7 +87,7 @@ def create_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    connect_args: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S}
     if schema is not None:
         connect_args["server_settings"] = {"search_path": schema}
     # A fixed pool and no overflow: callers beyond it queue for a connection instead of
@@ -176,9 +181,15 @@ class Database:
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             raise translate(exc) from exc
 
-    async def ping(self) -> None:
-        async with self.read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+    async def ping(self, timeout_s: float = PING_TIMEOUT_S) -> None:
+        """One round trip; ``StoreUnavailable`` if the database does not answer in time."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.read() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+        except TimeoutError as exc:
+            message = f"database unavailable: no answer within {timeout_s:g} s"
+            raise StoreUnavailable(message) from exc
 
     async def create_schema(self) -> None:
         """Create all tables directly (tests); operators use ``db upgrade`` (Alembic)."""

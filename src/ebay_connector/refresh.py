@@ -45,6 +45,11 @@ from ebay_connector.token_state import TokenState
 logger = logging.getLogger(__name__)
 
 LEASE_POLL = timedelta(milliseconds=50)
+# invalid_client is about the application, not an account: said this way wherever it surfaces.
+APP_CREDENTIALS_REJECTED = (
+    "eBay rejected the application credentials (invalid_client): "
+    "check EBAY_CONNECTOR_CLIENT_ID/CLIENT_SECRET"
+)
 LAST_USED_THROTTLE = timedelta(seconds=60)
 
 # Told of every refresh result and how long it took (seconds). Observers are in-process and must
@@ -127,9 +132,17 @@ class Refresher:
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, int] = {}
         self.observers: list[RefreshObserver] = []
+        # (when, accepted): eBay's last word on the application credentials in this process,
+        # so /readyz can say "invalid_client" until a call succeeds again.
+        self.app_credentials: tuple[datetime, bool] | None = None
 
     def _observed(self, result: RefreshResult, started: float) -> RefreshResult:
         elapsed = time.perf_counter() - started
+        if result.called_ebay and not result.joined:
+            if result.outcome is Outcome.INVALID_CLIENT:
+                self.app_credentials = (self.clock(), False)
+            elif result.ok:
+                self.app_credentials = (self.clock(), True)
         for observer in self.observers:
             try:
                 observer(result, elapsed)
@@ -514,10 +527,20 @@ class Refresher:
                 and account.last_attempt_at > now - self.config.on_demand_cooldown
             )
             if cooling:
+                why = (
+                    APP_CREDENTIALS_REJECTED
+                    if account.last_error_code == Outcome.INVALID_CLIENT.value
+                    else f"last refresh failed ({account.last_error_code})"
+                )
                 raise RefreshFailed(
-                    f"account {account_id}: last refresh failed "
-                    f"({account.last_error_code}); retry after the cooldown",
+                    f"account {account_id}: {why}; retry after the cooldown",
                     code=account.last_error_code or "refresh_failed",
+                )
+            if self._app_rejected_since(now - self.config.on_demand_cooldown):
+                # Every account would get the same answer: one call per cooldown, not per account.
+                raise RefreshFailed(
+                    f"account {account_id}: {APP_CREDENTIALS_REJECTED}; retry after the cooldown",
+                    code=Outcome.INVALID_CLIENT.value,
                 )
             result = await self.refresh(account_id, Trigger.ON_DEMAND, actor=actor, seen=account)
             account = await self._snapshot(account_id)
@@ -525,10 +548,12 @@ class Refresher:
             if token is None:
                 if account.state is TokenState.NEEDS_RECONNECT:
                     raise _needs_reconnect(account)
-                raise RefreshFailed(
-                    f"account {account_id}: refresh failed ({result.outcome.value})",
-                    code=result.outcome.value,
+                why = (
+                    APP_CREDENTIALS_REJECTED
+                    if result.outcome is Outcome.INVALID_CLIENT
+                    else f"refresh failed ({result.outcome.value})"
                 )
+                raise RefreshFailed(f"account {account_id}: {why}", code=result.outcome.value)
         if account.last_used_at is None or account.last_used_at < now - LAST_USED_THROTTLE:
             await self.store.touch_last_used(account_id, now, now - LAST_USED_THROTTLE)
         moved = policy.after_use(
@@ -542,6 +567,10 @@ class Refresher:
             # An idle `auto` account is in use again: keep its token warm from now on.
             await self.store.reschedule(account_id, moved)
         return token
+
+    def _app_rejected_since(self, since: datetime) -> bool:
+        verdict = self.app_credentials
+        return verdict is not None and not verdict[1] and verdict[0] > since
 
     def _valid_token(self, account: AccountToken, now: datetime) -> AccessToken | None:
         if (

@@ -29,7 +29,7 @@ from ebay_connector.heartbeats import HeartbeatRow, Heartbeats
 from ebay_connector.journal import Journal
 from ebay_connector.outcome import Disposition, Outcome, disposition
 from ebay_connector.quota import WINDOW, QuotaConfig, QuotaState
-from ebay_connector.refresh import Refresher, RefreshResult
+from ebay_connector.refresh import APP_CREDENTIALS_REJECTED, Refresher, RefreshResult
 from ebay_connector.store import AccountToken, Store
 from ebay_connector.token_state import TokenState
 from ebay_connector.version import code_version
@@ -63,6 +63,7 @@ class CycleCounts:
     skipped: int = 0  # became needs_reconnect or was deleted before its turn
     deferred_quota: int = 0  # due, but left for later to keep the quota reserve
     deferred_pause: int = 0  # due, but eBay asked us to pause (429)
+    deferred_config: int = 0  # due, but eBay rejected the application credentials this cycle
     waiting_reconnect: int = 0  # accounts in needs_reconnect, not attempted (not failures)
     outcomes: dict[str, int] = field(default_factory=dict)
     chores: dict[str, dict[str, int]] = field(default_factory=dict)  # housekeeping, by chore
@@ -158,6 +159,9 @@ class Worker:
         self.started_at = clock()
         self.cycles = 0
         self.version = code_version()
+        # eBay said invalid_client: every account would get the same answer, so the next cycle
+        # sends one probe before it claims more (until a refresh succeeds again).
+        self.app_rejected = False
 
     async def run_once(self, stop: asyncio.Event | None = None) -> CycleReport:
         """One cycle: claim and refresh due accounts until none is left (or quota, pause, stop)."""
@@ -175,9 +179,11 @@ class Worker:
                 TokenState.NEEDS_RECONNECT.value, 0
             )
             error = await self._drive(stop, quota.proactive_budget(), counts, results)
-            if counts.deferred_quota or counts.deferred_pause:
+            if counts.deferred_quota or counts.deferred_pause or counts.deferred_config:
                 left = await self.store.due_count(self.clock())
-                if counts.deferred_quota:
+                if counts.deferred_config:
+                    counts.deferred_config = left
+                elif counts.deferred_quota:
                     counts.deferred_quota = left
                 else:
                     counts.deferred_pause = left
@@ -241,19 +247,24 @@ class Worker:
         counts: CycleCounts,
         results: list[RefreshResult],
     ) -> str | None:
-        """Keep up to ``concurrency`` refreshes in flight, claiming as slots free up."""
+        """Keep up to ``concurrency`` refreshes in flight, claiming as slots free up.
+
+        The first ``invalid_client`` ends the claiming for this cycle: the application's
+        credentials are wrong, so every further call would burn quota for the same answer.
+        """
         concurrency = self.config.concurrency
         refill_at = max(1, concurrency // 2)  # claim in batches, not one round trip per account
         in_flight: set[asyncio.Task[RefreshResult]] = set()
         error: str | None = None
         exhausted = False
+        probing = self.app_rejected  # one account at a time until eBay accepts us again
         try:
             while True:
-                if not exhausted and not stop.is_set():
+                if not exhausted and not stop.is_set() and not (probing and in_flight):
                     free = concurrency - len(in_flight)
                     if free >= refill_at or not in_flight:
                         now = self.clock()
-                        take = min(free, budget - counts.claimed)
+                        take = min(free, budget - counts.claimed, 1 if probing else free)
                         if self.refresher.pacer.paused(now):
                             counts.deferred_pause, exhausted = 1, True
                         elif take <= 0:
@@ -278,6 +289,26 @@ class Worker:
                     outcome = task.result()
                     results.append(outcome)
                     counts.add(outcome)
+                    if not outcome.called_ebay or outcome.joined:
+                        continue
+                    if outcome.outcome is Outcome.INVALID_CLIENT:
+                        if error is None:
+                            log.event(
+                                logger,
+                                "worker.app_rejected",
+                                logging.ERROR,
+                                instance=self.instance_id,
+                                error=APP_CREDENTIALS_REJECTED,
+                            )
+                        error = APP_CREDENTIALS_REJECTED
+                        self.app_rejected = exhausted = True
+                        counts.deferred_config = 1  # counted once the cycle ends
+                    else:
+                        # eBay got past our credentials (or failed for another reason): claim
+                        # widely again; only a success clears the probe for later cycles.
+                        probing = False
+                        if outcome.ok:
+                            self.app_rejected = False
         except ConnectorError as exc:
             error = f"{exc.code}: {exc.message}"
             return error
@@ -392,4 +423,8 @@ class Worker:
             await self.store.release_leases(self.instance_id)
         with contextlib.suppress(ConnectorError):
             await self.heartbeats.delete(self.instance_id)
+        for chore in self.chores:  # a chore's background task (webhook delivery) ends with us
+            close = getattr(chore, "close", None)
+            if close is not None:
+                await close()
         log.event(logger, "worker.stopped", instance=self.instance_id)
