@@ -27,4 +27,13 @@ def build(runtime: Runtime) -> list[Chore]:
     """The chores every worker of this runtime runs, in order."""
     chores: list[Chore] = []
     # Each concern registers its chore here, one line each.
+    from ebay_connector import retention
+
+    chores.append(retention.chore(runtime))
+    from ebay_connector import webhooks
+
+    chores.append(webhooks.chore(runtime))
+    from ebay_connector import app_token
+
+    chores.append(app_token.chore(runtime))  # application token, renewed only while in use
     return chores

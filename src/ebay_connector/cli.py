@@ -17,20 +17,25 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from ebay_connector import (
     api_keys,
     crypto,
+    log,
     masking,
+    metrics,
     migrate,
     policy,
     quota,
+    rotation,
     serve,
     terminal,
     users,
 )
 from ebay_connector import emulator as emulation
+from ebay_connector.database import Database
 from ebay_connector.errors import (
     ConfigError,
     ConnectorError,
@@ -42,7 +47,7 @@ from ebay_connector.errors import (
     UsageError,
 )
 from ebay_connector.exchange import Trigger
-from ebay_connector.runtime import Runtime, open_runtime
+from ebay_connector.runtime import Runtime, load_keyring, open_runtime
 from ebay_connector.settings import Settings, load
 from ebay_connector.worker import CycleStatus
 
@@ -108,18 +113,38 @@ def _exit(code: int) -> NoReturn:
 # Running -------------------------------------------------------------------------------------
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+# --log-format as given on this invocation (None: EBAY_CONNECTOR_LOG_FORMAT decides).
+_log_format_flag: log.LogFormat | None = None
+
+
+@app.callback()
+def _global_options(
+    log_format: Annotated[
+        log.LogFormat | None,
+        typer.Option(
+            "--log-format",
+            case_sensitive=False,
+            help="Log lines as text (readable, the default) or json (one object per line); "
+            "overrides EBAY_CONNECTOR_LOG_FORMAT.",
+        ),
+    ] = None,
+) -> None:
+    global _log_format_flag
+    _log_format_flag = log_format
+    if log_format is not None:
+        # Every command's warnings follow the flag; serve/demo/worker then log at INFO.
+        log.configure(log_format, logging.WARNING)
+
+
+def _configure_logging(settings: Settings) -> None:
+    log.configure(_log_format_flag or log.LogFormat(settings.log_format), logging.INFO)
 
 
 @app.command()
 def demo() -> None:
     """Start the product on its embedded defaults, with the emulator and eight demo accounts."""
     settings = _settings()
-    _configure_logging()
+    _configure_logging(settings)
     _run(serve.run(settings, with_demo=True, with_worker=True, say=out.print))
 
 
@@ -129,37 +154,54 @@ def serve_command(
 ) -> None:
     """Start the HTTP server (and, unless --no-worker, the worker in the same process)."""
     settings = _settings()
-    _configure_logging()
+    _configure_logging(settings)
     _run(serve.run(settings, with_demo=False, with_worker=not no_worker, say=out.print))
 
 
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit 0/1.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve this worker's metrics on http://127.0.0.1:PORT/metrics (default: off).",
+        ),
+    ] = None,
 ) -> None:
     """Refresh every due account; with --once, exit 1 unless the cycle was ok."""
-    _configure_logging()
 
     async def body(runtime: Runtime) -> CycleStatus:
-        w = runtime.worker()
-        if once:
-            report = await w.run_once()
-            out.print(
-                f"cycle {report.status.value}: due {report.counts.due}, refreshed "
-                f"{report.counts.refreshed}, failed {report.counts.failed}, needs reconnect "
-                f"{report.counts.needs_reconnect}, waiting for reconnect "
-                f"{report.counts.waiting_reconnect}"
-            )
-            return report.status
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await w.run(stop)
-        return CycleStatus.OK
+        _configure_logging(runtime.settings)
+        if metrics_port is None:
+            return await _work(runtime, once)
+        with metrics.serve_process_metrics(runtime.metrics, metrics_port) as url:
+            out.print(f"worker metrics on {url}")
+            return await _work(runtime, once)
 
     status = _with_runtime(body)
     _exit(EXIT_OK if status is CycleStatus.OK else EXIT_FAILED)
+
+
+async def _work(runtime: Runtime, once: bool) -> CycleStatus:
+    w = runtime.worker()
+    if once:
+        report = await w.run_once()
+        out.print(
+            f"cycle {report.status.value}: due {report.counts.due}, refreshed "
+            f"{report.counts.refreshed}, failed {report.counts.failed}, needs reconnect "
+            f"{report.counts.needs_reconnect}, waiting for reconnect "
+            f"{report.counts.waiting_reconnect}"
+        )
+        return report.status
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await w.run(stop)
+    return CycleStatus.OK
 
 
 @app.command()
@@ -230,6 +272,144 @@ def keys_generate(
     fingerprint = crypto.format_key("fp", crypto.generate_key()).split(":", 1)[1]
     sys.stdout.write(f"EBAY_CONNECTOR_TOKEN_KEYS={entry}\n")
     sys.stdout.write(f"EBAY_CONNECTOR_FINGERPRINT_KEY={fingerprint}\n")
+
+
+BatchOpt = Annotated[
+    int,
+    typer.Option("--batch-size", min=1, max=10_000, help="Rows per read and per transaction."),
+]
+
+
+def _with_sealed_database(body: Callable[[Database], Awaitable[T]]) -> T:
+    """The keys commands work on the database directly, not through a runtime: they must run
+    (to diagnose and repair) when the start-up key check refuses the ring."""
+    settings = _settings()
+
+    async def main() -> T:
+        db = Database.open(settings.database_url, pool_size=2)
+        try:
+            return await body(db)
+        finally:
+            await db.close()
+
+    return _run(main())
+
+
+def _row_label(row: dict[str, Any]) -> str:
+    return " ".join(f"{k.removesuffix('_id')} {v}" for k, v in row.items())
+
+
+def _failure_line(f: rotation.Failure) -> str:
+    key = f" (key {f.key_id!r})" if f.key_id else ""
+    return f"  {_row_label(dict(f.row))} · {f.field} · {f.reason}{key}"
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Key id to re-encrypt under; it must be in the key ring (default: the "
+            "primary). With the local key file and no --to, a new key is added as primary.",
+        ),
+    ] = None,
+    batch_size: BatchOpt = rotation.DEFAULT_BATCH_SIZE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-encrypt every stored secret under one key, online, in batches (resumable)."""
+    settings = _settings()
+    ring = load_keyring(settings).ring
+    if settings.token_keys is None:
+        # The local key file: this command adds and promotes the key itself; running processes
+        # follow the file (crypto.KeyRing follows its edits), so they need no restart.
+        if to is None:
+            to = crypto.add_file_key(settings.key_file)
+            err.print(f"added key {to} to {settings.key_file} as its primary", markup=False)
+        else:
+            crypto.promote_file_key(settings.key_file, to)
+        ring = load_keyring(settings).ring
+    target = to or ring.primary_id
+    if target not in ring.key_ids:
+        raise UsageError(
+            f"key {target!r} is not in EBAY_CONNECTOR_TOKEN_KEYS ({', '.join(ring.key_ids)}): "
+            "deploy it to every process first (see docs/security.md)"
+        )
+    if target != ring.primary_id:
+        err.print(
+            f"note: the configured primary is still {ring.primary_id!r}; processes keep sealing "
+            f"new tokens with it until {target!r} is their primary — then run this again",
+            markup=False,
+        )
+
+    async def body(db: Database) -> rotation.RotationReport:
+        total = await rotation.pending(db, target)
+        with Progress(console=err, disable=as_json) as progress:
+            task = progress.add_task(f"re-encrypting under {target}", total=total)
+            return await rotation.rotate(
+                db,
+                ring,
+                target=target,
+                batch_size=batch_size,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+
+    report = _with_sealed_database(body)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        out.print(
+            f"key {target}: {report.rewritten} re-encrypted, {report.changed_meanwhile} changed "
+            f"meanwhile by a refresh, {len(report.failures)} do not decrypt, "
+            f"{report.remaining} not yet under {target}",
+            markup=False,
+        )
+        for f in report.failures:
+            out.print(_failure_line(f), markup=False)
+        if report.remaining > len(report.failures):
+            out.print("run `keys rotate` again to re-encrypt the rest", markup=False)
+    _exit(EXIT_FAILED if report.failures else EXIT_OK)
+
+
+@keys_app.command("check")
+def keys_check(
+    batch_size: BatchOpt = rotation.DEFAULT_BATCH_SIZE, as_json: JsonOpt = False
+) -> None:
+    """Decrypt every stored secret: counts per key id and, by account, each one that fails."""
+    ring = load_keyring(_settings()).ring
+    report = _with_sealed_database(lambda db: rotation.check(db, ring, batch_size=batch_size))
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        keys = " · ".join(f"{k} {n}" for k, n in report.by_key.items()) or "-"
+        out.print(f"{report.total} ciphertexts · by key: {keys}", markup=False)
+        for f in report.failures:
+            out.print(_failure_line(f), markup=False)
+        out.print(
+            "ok: every ciphertext decrypts"
+            if report.ok
+            else f"{len(report.failures)} ciphertexts do not decrypt",
+            markup=False,
+        )
+    _exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@keys_app.command("remove")
+def keys_remove(key_id: Annotated[str, typer.Argument(help="The key id to remove.")]) -> None:
+    """Remove a key from the local key file once nothing is sealed with it."""
+    settings = _settings()
+    if settings.token_keys is not None:
+        raise UsageError(
+            f"the key ring comes from EBAY_CONNECTOR_TOKEN_KEYS: remove {key_id!r} there once "
+            "`keys check` shows nothing under it"
+        )
+    ring = load_keyring(settings).ring
+    report = _with_sealed_database(lambda db: rotation.check(db, ring))
+    in_use = report.by_key.get(key_id, 0)
+    if in_use:
+        raise UsageError(f"{in_use} stored secrets are still sealed with {key_id!r}: rotate first")
+    crypto.remove_file_key(settings.key_file, key_id)
+    out.print(f"key {key_id} removed from {settings.key_file}", markup=False)
 
 
 # Organizations, users, API keys ----------------------------------------------------------------
@@ -693,6 +873,70 @@ _USAGE_ERRORS = (ConfigError, KeyRingError, UsageError, NotFound, SchemaMissing)
 
 
 # -- commands of later concerns (webhooks, retention, keys rotate/check), one block each --
+
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints (docs/webhooks.md).")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    org: OrgOpt,
+    url: Annotated[str, typer.Argument(help="http:// or https:// URL that receives events.")],
+    description: Annotated[str, typer.Option("--description", help="What it is for.")] = "",
+) -> None:
+    """Add a webhook endpoint; its signing secret is printed once."""
+    from ebay_connector.api import webhooks as webhooks_api
+
+    async def body(runtime: Runtime) -> tuple[Any, str]:
+        organization_id = await users.organization_by_name(runtime.db, org)
+        return await webhooks_api.create_endpoint(runtime, organization_id, url, description)
+
+    row, secret = _with_runtime(body)
+    err.print(f"webhook #{row.id} {row.url} — its signing secret, shown this once:", markup=False)
+    sys.stdout.write(secret + "\n")
+
+
+@webhooks_app.command("list")
+def webhooks_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
+    """List an organization's webhook endpoints (never their secrets)."""
+    from ebay_connector import outbox
+
+    async def body(runtime: Runtime) -> list[outbox.EndpointRow]:
+        organization_id = await users.organization_by_name(runtime.db, org)
+        return await outbox.Outbox(runtime.db).endpoints(organization_id)
+
+    docs: list[dict[str, Any]] = [
+        {
+            "id": r.id,
+            "url": r.url,
+            "description": r.description,
+            "created_at": terminal.iso(r.created_at),
+        }
+        for r in _with_runtime(body)
+    ]
+    if as_json:
+        _print_json({"webhooks": docs})
+        return
+    table = Table("id", "url", "description", "created")
+    for d in docs:
+        table.add_row(str(d["id"]), d["url"], d["description"], d["created_at"] or "-")
+    out.print(table)
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(
+    org: OrgOpt, endpoint_id: Annotated[int, typer.Argument(help="The endpoint id (see list).")]
+) -> None:
+    """Remove a webhook endpoint and its delivery log."""
+    from ebay_connector import outbox
+
+    async def body(runtime: Runtime) -> bool:
+        organization_id = await users.organization_by_name(runtime.db, org)
+        return await outbox.Outbox(runtime.db).delete_endpoint(organization_id, endpoint_id)
+
+    if not _with_runtime(body):
+        raise NotFound(f"no webhook {endpoint_id} in {org!r}")
+    out.print(f"webhook #{endpoint_id} removed")
 
 
 def main(argv: list[str] | None = None) -> int:

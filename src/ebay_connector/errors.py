@@ -135,3 +135,36 @@ class Forbidden(AccessError):
 
 class InvalidState(AccessError):
     code = "invalid_state"
+
+
+# -- application token and account deletions (issue 7) --
+
+
+class AppTokenUnavailable(ConnectorError):
+    """eBay did not grant an application (client-credentials) token just now."""
+
+    code = "app_token_unavailable"
+
+
+class NotificationRejected(ConnectorError):
+    """An eBay notification whose X-EBAY-SIGNATURE is missing, malformed or does not verify."""
+
+    code = "signature_invalid"
+
+
+class NotificationInvalid(ConnectorError):
+    """A correctly signed notification whose payload is not one we can act on."""
+
+    code = "invalid_notification"
+
+
+class PublicKeyUnavailable(ConnectorError):
+    """eBay's notification public key could not be fetched just now (eBay should retry)."""
+
+    code = "public_key_unavailable"
+
+
+class DeletionNotConfigured(ConnectorError):
+    """Account-deletion notifications need EBAY_CONNECTOR_DELETION_VERIFICATION_TOKEN."""
+
+    code = "deletion_not_configured"

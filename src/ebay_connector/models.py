@@ -133,8 +133,9 @@ class RefreshAttempt(Base):
     error_message: Mapped[str | None] = mapped_column(sa.Text)
     old_expires_at: Mapped[datetime | None]
     new_expires_at: Mapped[datetime | None]
+    # Indexed: deleting an exchange (retention) looks up the attempts that point at it.
     exchange_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("ebay_exchanges.id", ondelete="SET NULL")
+        sa.ForeignKey("ebay_exchanges.id", ondelete="SET NULL"), index=True
     )
 
 
@@ -227,7 +228,156 @@ class ConnectState(Base):
 # --- webhooks and notices (issue 7) ----------------------------------------------------------
 
 
+class WebhookEndpoint(Base):
+    """Where an organization wants its notices: a URL and a signing secret (sealed)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    description: Mapped[str] = mapped_column(sa.String(200))
+    # ring.seal(secret, context=f"webhook/{id}"): bound to this row.
+    secret_ciphertext: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime]
+
+
+class NoticeMark(Base):
+    """Per account: what was last notified, so events fire on transitions, not on attempts."""
+
+    __tablename__ = "notice_marks"
+
+    account_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    condition: Mapped[str] = mapped_column(sa.String(32))  # ok / failing / needs_reconnect
+    reason: Mapped[str | None] = mapped_column(sa.String(64))
+    failing_since: Mapped[datetime | None]
+    expiry_for: Mapped[datetime | None]  # the refresh_expires_at the expiry notices were about
+    expiry_notified_days: Mapped[int | None]
+    # Compare-and-set guard: two replicas deciding on the same mark emit once.
+    version: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime]
+
+
+class NoticeEvent(Base):
+    """One notice (the outbox): its JSON payload is what every endpoint receives."""
+
+    __tablename__ = "notice_events"
+    __table_args__ = (sa.Index("ix_notice_events_org_created", "organization_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(36), unique=True)  # the idempotency id
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(sa.String(64))
+    account_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="SET NULL")
+    )
+    dedup_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: its attempts, outcome and next try (the delivery log)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("notice_events.id", ondelete="CASCADE"), index=True
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(sa.String(16))  # pending / delivered / failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_duration_ms: Mapped[float | None]
+    last_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
 # --- application token and account deletions (issue 7) ---------------------------------------
 
 
+class AppToken(Base):
+    """The application (client-credentials) token of one eBay environment, shared by every
+    process: eBay grants only 1,000 of these a day, so one is minted and reused until it ends."""
+
+    __tablename__ = "app_tokens"
+
+    environment: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    # sealed with context "app_token/<environment>"; None until the first grant
+    ciphertext: Mapped[str | None] = mapped_column(sa.Text)
+    expires_at: Mapped[datetime | None]
+    scopes: Mapped[str] = mapped_column(sa.Text)
+    # Who is minting a new one right now (the other processes wait for it instead of calling).
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_until: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class AccountDeletion(Base):
+    """One eBay Marketplace Account Deletion notification, as acted on (once per notification)."""
+
+    __tablename__ = "account_deletions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notification_id: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    environment: Mapped[str] = mapped_column(sa.String(16))
+    # A keyed fingerprint of the eBay user id, never the id itself (it is personal data).
+    ebay_user_fingerprint: Mapped[str] = mapped_column(sa.String(64), index=True)
+    account_ids: Mapped[list[int]] = mapped_column(sa.JSON)
+    organization_ids: Mapped[list[int]] = mapped_column(sa.JSON)
+    event_date: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+
+
 # --- login throttling (issue 6) ----------------------------------------------------------------
+
+
+class LoginThrottle(Base):
+    """One sign-in counter (an e-mail or a client address, stored as a keyed HMAC)."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # email / client
+    failures: Mapped[int]
+    window_started_at: Mapped[datetime]
+    lockouts: Mapped[int]
+    locked_until: Mapped[datetime | None]
+    # Compare-and-set guard: API processes charging the same key at once each count.
+    version: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# --- ids never reused (SQLite) -------------------------------------------------------------------
+
+
+class RetiredId(Base):
+    """The highest id ever deleted from a table, where the database itself would reuse it.
+
+    SQLite (without AUTOINCREMENT) gives a new row max(id)+1, so deleting the newest account and
+    connecting another would hand the new seller the old id — and a program still holding that
+    id another seller's token. A trigger records deleted ids here; the store allocates above.
+    """
+
+    __tablename__ = "retired_ids"
+
+    table_name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    last_id: Mapped[int]

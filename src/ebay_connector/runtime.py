@@ -18,6 +18,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from ebay_connector import chores as housekeeping
+from ebay_connector import rotation
 from ebay_connector.chores import Chore
 from ebay_connector.clock import Clock, utcnow
 from ebay_connector.crypto import KeyRing
@@ -26,6 +27,7 @@ from ebay_connector.ebay_client import AppCredentials, EbayClient
 from ebay_connector.errors import ConfigError, KeyRingError
 from ebay_connector.heartbeats import Heartbeats
 from ebay_connector.journal import Journal
+from ebay_connector.metrics import Metrics
 from ebay_connector.pacing import Pacer
 from ebay_connector.refresh import RefreshConfig, Refresher
 from ebay_connector.settings import EbayEnvironment, Settings
@@ -70,6 +72,11 @@ def load_keyring(settings: Settings) -> KeySource:
             f"EBAY_CONNECTOR_KEY_FILE: cannot use {path}: {exc.strerror or exc}"
         ) from exc
     return KeySource(ring, str(path.resolve()), created=created)
+
+
+def _ring_setting(settings: Settings) -> str:
+    """The setting an operator fixes when the key ring is wrong."""
+    return "EBAY_CONNECTOR_TOKEN_KEYS" if settings.token_keys else "EBAY_CONNECTOR_KEY_FILE"
 
 
 def _key_setting(message: str) -> str:
@@ -140,10 +147,11 @@ class Runtime:
     instance_id: str
     clock: Clock
     chores: list[Chore] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)  # this runtime's own registry
 
     def worker(self) -> Worker:
         """A worker wired to this runtime (its instance id is the refresher's lease owner)."""
-        return Worker(
+        worker = Worker(
             store=self.store,
             journal=self.journal,
             heartbeats=self.heartbeats,
@@ -152,6 +160,8 @@ class Runtime:
             clock=self.clock,
             chores=self.chores,
         )
+        worker.cycle_observers.append(self.metrics.observe_cycle)
+        return worker
 
     @property
     def environment(self) -> str:
@@ -198,6 +208,8 @@ async def open_runtime(
         rng=rng,
     )
     try:
+        # A wrong key fails here in one line, not as every account turning decrypt_failed.
+        await rotation.verify_keyring(db, keys.ring, setting=_ring_setting(settings))
         runtime = Runtime(
             settings=settings,
             db=db,
@@ -212,6 +224,7 @@ async def open_runtime(
             instance_id=instance_id,
             clock=clock,
         )
+        refresher.observers.append(runtime.metrics.observe_refresh)
         runtime.chores = housekeeping.build(runtime)
         yield runtime
     finally:

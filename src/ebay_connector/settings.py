@@ -7,6 +7,7 @@ server call :func:`load` once and pass the result down.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -133,14 +134,73 @@ class Settings(BaseSettings):
     emulator_url: str = "http://127.0.0.1:8000/emulator"
 
     # -- webhooks and notices (issue 7) --
+    refresh_failing_after_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    quota_low_share: float = Field(default=0.25, ge=0, le=1)  # remaining share that is "low"
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_concurrency: int = Field(default=8, ge=1, le=128)
 
     # -- application token and account deletions (issue 7) --
+    # eBay Marketplace Account Deletion: the verification token and the exact endpoint URL
+    # registered in eBay's developer portal (both go into the challenge response).
+    deletion_verification_token: SecretStr | None = None
+    deletion_endpoint_url: str | None = None
+
+    @field_validator("deletion_verification_token")
+    @classmethod
+    def _deletion_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # eBay's rule for verification tokens: 32-80 characters of [A-Za-z0-9_-].
+        token = None if value is None else value.get_secret_value()
+        if token is not None and not re.fullmatch(r"[A-Za-z0-9_-]{32,80}", token):
+            raise ValueError("must be 32 to 80 characters of letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("deletion_endpoint_url")
+    @classmethod
+    def _deletion_endpoint_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be the endpoint's full public URL (https://...)")
+        return value
 
     # -- metrics and logs (issue 7) --
+    # `text` (readable) or `json` (one object per line); `--log-format` overrides it.
+    log_format: str = "text"
+    # When set, GET /metrics needs `Authorization: Bearer <token>`; unset, it is open (the
+    # server binds to loopback by default; set it before exposing the port).
+    metrics_token: SecretStr | None = None
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("must be text (readable) or json (one object per line)")
+        return value
 
     # -- retention (issue 7) --
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    retention_per_account: int = Field(default=1000, ge=10, le=10_000_000)
 
     # -- security: keys, login throttling (issue 6) --
+    # Sign-in attempts per e-mail / per client address per window, then a doubling lockout.
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_client: int = Field(default=50, ge=0, le=1_000_000)  # 0: off
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1, le=86400)
+    login_lockout_seconds: int = Field(default=60, ge=1, le=86400)
+    login_lockout_max_seconds: int = Field(default=3600, ge=1, le=7 * 86400)
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in value.replace(",", " ").split():
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{part!r} is not an IP address or network") from exc
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -71,6 +71,20 @@ _ACCOUNT_TOKEN_BY_ID = (
 )
 
 
+def _never_reused_id(dialect: str) -> dict[str, Any]:
+    """On SQLite, an explicit id above every id that ever existed (see ``models.RetiredId``)."""
+    if dialect != "sqlite":
+        return {}  # a sequence: never reuses
+    highest = sa.select(sa.func.coalesce(sa.func.max(m.EbayAccount.id), 0)).scalar_subquery()
+    retired = (
+        sa.select(sa.func.coalesce(sa.func.max(m.RetiredId.last_id), 0))
+        .where(m.RetiredId.table_name == m.EbayAccount.__tablename__)
+        .scalar_subquery()
+    )
+    # SQLite's max() with two arguments is the scalar maximum.
+    return {"id": sa.func.max(highest, retired) + 1}
+
+
 def _account_token(row: Any) -> AccountToken:
     values = dict(row._mapping)
     values["scopes"] = tuple(str(values["scopes"]).split())
@@ -184,6 +198,7 @@ class Store:
                 result = await conn.execute(
                     sa.insert(m.EbayAccount)
                     .values(
+                        **_never_reused_id(conn.dialect.name),
                         organization_id=organization_id,
                         environment=environment,
                         ebay_user_id=ebay_user_id,

@@ -10,6 +10,9 @@ from starlette.types import ASGIApp
 
 from ebay_connector import __version__, ui
 from ebay_connector.api import errors
+from ebay_connector.api import metrics as metrics_api
+from ebay_connector.api import notifications as notifications_api
+from ebay_connector.api import webhooks as webhooks_api
 from ebay_connector.api.auth import Sessions
 from ebay_connector.api.guard import Guard
 from ebay_connector.api.routes import router
@@ -17,12 +20,35 @@ from ebay_connector.api.schemas import Health, Readiness
 from ebay_connector.api_keys import ApiKeys
 from ebay_connector.connect_states import ConnectStates
 from ebay_connector.errors import ConnectorError
+from ebay_connector.refresh import APP_CREDENTIALS_REJECTED
 from ebay_connector.runtime import Runtime
 from ebay_connector.users import Users
 from ebay_connector.version import code_version
 
 EMULATOR_MOUNT = "/emulator"
 MAX_BODY_BYTES = 64 * 1024  # no request of this API needs more
+
+
+async def _app_credentials_accepted(runtime: Runtime, *, database_up: bool) -> bool:
+    """eBay's newest word on the application credentials: this process's refreshes, or a live
+    worker's heartbeat (the worker may run elsewhere). An ``invalid_client`` counts until a
+    refresh succeeds again; no word at all is not a failure."""
+    verdicts = [runtime.refresher.app_credentials] if runtime.refresher.app_credentials else []
+    now = runtime.clock()
+    beats = []
+    if database_up:  # never wait on a database the database check already found down
+        try:
+            beats = await runtime.heartbeats.all()
+        except ConnectorError:
+            beats = []  # gone since the ping: the next probe's database check says so
+    for beat in beats:
+        if beat.stale(now):
+            continue
+        if beat.last_error == APP_CREDENTIALS_REJECTED:
+            verdicts.append((beat.updated_at, False))
+        elif beat.counts.get("refreshed"):
+            verdicts.append((beat.updated_at, True))
+    return not verdicts or max(verdicts)[1]  # on a tie, the success wins
 
 
 def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> FastAPI:
@@ -63,6 +89,9 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
             checks["database"] = exc.code
             ready = False
         checks["ebay"] = f"ok ({runtime.environment})"
+        if not await _app_credentials_accepted(runtime, database_up=ready):
+            checks["ebay"] = f"invalid_client: {APP_CREDENTIALS_REJECTED}"
+            ready = False
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,
@@ -70,6 +99,9 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
 
     app.include_router(router)
     # -- routers of later concerns (webhooks, notifications, metrics), one line each --
+    app.include_router(webhooks_api.router)
+    app.include_router(notifications_api.router)
+    metrics_api.install(app, runtime)  # GET /metrics + token API timing
     app.include_router(ui.router)
     app.mount("/ui/static", ui.static, name="static")
     if emulator_app is not None:

@@ -30,11 +30,13 @@ from ebay_connector.errors import (
     Unauthorized,
     UsageError,
 )
+from ebay_connector.login_throttle import TooManyAttempts
 
 logger = logging.getLogger(__name__)
 
 # By class, most specific first; anything else is a 500 `internal_error`.
 _STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
+    (TooManyAttempts, 429),
     (Unauthorized, 401),
     (Forbidden, 403),
     (InvalidState, 400),
@@ -47,6 +49,18 @@ _STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
     (UsageError, 400),
 )
 _STATUS_BY_CODE = {"decrypt_failed": 409, "invalid_stored_token": 409}
+_STATUS_BY_CODE["invalid_webhook_url"] = 422  # webhooks and notices (issue 7)
+# -- application token and account deletions (issue 7): 412 is what eBay's SDKs answer to a
+# notification whose signature fails; 503 asks eBay to deliver again later.
+_STATUS_BY_CODE.update(
+    {
+        "signature_invalid": 412,
+        "invalid_notification": 400,
+        "public_key_unavailable": 503,
+        "app_token_unavailable": 503,
+        "deletion_not_configured": 503,
+    }
+)
 
 
 def status_for(exc: ConnectorError) -> int:
@@ -110,6 +124,8 @@ def install(app: FastAPI) -> None:
             extra["reason"] = exc.reason
         if isinstance(exc, RefreshFailed | StoreError):
             headers = {"Retry-After": "30"}
+        if isinstance(exc, TooManyAttempts):
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
         if status >= 500:
             log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)
         return error_response(status, exc.code, exc.message, headers, **extra)

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ebay_connector import connect, quota, terminal
+from ebay_connector.api import schemas
 from ebay_connector.api.auth import Admin, SignedIn, session_cookie
 from ebay_connector.errors import AccountNotFound
 from ebay_connector.exchange import Trigger
@@ -105,7 +106,7 @@ def _back(path: str, notice: str) -> RedirectResponse:
 
 
 Cookie = Annotated[str | None, Depends(session_cookie)]
-AccountId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+AccountId = Annotated[int, PathParam(ge=1, le=MAX_ID), schemas.DIGITS]
 
 
 # Sign-in ------------------------------------------------------------------------------------
@@ -122,8 +123,21 @@ async def login(
     email: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
-    user = await request.app.state.users.authenticate(email, password)
-    if user is None:
+    # Imported here: this handler is the only part of the UI that signs in (issue 6).
+    from ebay_connector.api.auth import sign_in
+    from ebay_connector.errors import Unauthorized
+    from ebay_connector.login_throttle import TooManyAttempts
+
+    try:
+        user = await sign_in(request, email, password)
+    except TooManyAttempts as exc:
+        minutes = -(-exc.retry_after_seconds // 60)
+        error = f"Too many sign-in attempts. Try again in {minutes} minute(s)."
+        page = _page(request, "login.html", None, error=error)
+        page.status_code = 429
+        page.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return page
+    except Unauthorized:
         page = _page(request, "login.html", None, error="Wrong e-mail or password.")
         page.status_code = 401
         return page
@@ -443,3 +457,96 @@ async def run_once(request: Request, principal: Admin) -> Response:
         f"cycle {report.status.value}: claimed {c.claimed}, refreshed {c.refreshed}, "
         f"failed {c.failed}",
     )
+
+
+# Webhooks (issue 7) -------------------------------------------------------------------------
+
+from ebay_connector import outbox as webhook_outbox  # noqa: E402
+from ebay_connector.api import webhooks as webhooks_api  # noqa: E402
+from ebay_connector.errors import ConnectorError  # noqa: E402
+
+DELIVERY_KINDS = {"delivered": "ok", "pending": "warn", "failed": "bad"}
+
+
+async def _webhooks_page(
+    request: Request, me: Me, *, created: dict[str, str] | None = None, error: str | None = None
+) -> Response:
+    runtime = _runtime(request)
+    now = runtime.clock()
+    box = webhook_outbox.Outbox(runtime.db)
+    endpoints = [
+        {**e.__dict__, "created": terminal.relative(e.created_at, now)}
+        for e in await box.endpoints(me.organization_id)
+    ]
+    deliveries = [
+        {
+            **d.__dict__,
+            "created": terminal.relative(d.created_at, now),
+            "next": terminal.relative(d.next_attempt_at, now) if d.status == "pending" else "-",
+            "kind": DELIVERY_KINDS.get(d.status, "idle"),
+        }
+        for d in await box.deliveries(me.organization_id, limit=100)
+    ]
+    page = _page(
+        request,
+        "webhooks.html",
+        me,
+        endpoints=endpoints,
+        deliveries=deliveries,
+        created=created,
+        error=error,
+    )
+    page.headers["Cache-Control"] = "no-store"  # a new endpoint's secret is on this page once
+    return page
+
+
+@router.get("/webhooks")
+async def webhooks_page(request: Request, cookie: Cookie) -> Response:
+    me = await _me(request, cookie)
+    if me is None:
+        return RedirectResponse("/login", status_code=303)
+    return await _webhooks_page(request, me)
+
+
+@router.post("/ui/webhooks")
+async def webhook_add(
+    request: Request,
+    principal: Admin,
+    cookie: Cookie,
+    url: Annotated[str, Form(max_length=2048)],
+    description: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    me = await _me(request, cookie)
+    assert me is not None  # Admin above signed the caller in
+    try:
+        row, secret = await webhooks_api.create_endpoint(
+            _runtime(request), principal.organization_id, url, description
+        )
+    except ConnectorError as exc:
+        page = await _webhooks_page(request, me, error=exc.message)
+        page.status_code = 422
+        return page
+    # Rendered, not redirected: the secret must never travel in a URL.
+    return await _webhooks_page(request, me, created={"url": row.url, "secret": secret})
+
+
+WebhookId = Annotated[int, PathParam(ge=1, le=MAX_ID), schemas.DIGITS]
+
+
+@router.post("/ui/webhooks/{endpoint_id}/test")
+async def webhook_test(request: Request, endpoint_id: WebhookId, principal: Admin) -> Response:
+    runtime = _runtime(request)
+    endpoint = await webhooks_api.owned(runtime, principal.organization_id, endpoint_id)
+    row = await webhooks_api.send_test(runtime, endpoint, principal.actor)
+    if row is None:
+        return _back("/webhooks", "the test event could not be written")
+    answer = f"HTTP {row.last_status_code}" if row.last_status_code else (row.last_error or "")
+    return _back("/webhooks", f"test event to #{endpoint_id}: {row.status} ({answer})")
+
+
+@router.post("/ui/webhooks/{endpoint_id}/delete")
+async def webhook_delete(request: Request, endpoint_id: WebhookId, principal: Admin) -> Response:
+    runtime = _runtime(request)
+    endpoint = await webhooks_api.owned(runtime, principal.organization_id, endpoint_id)
+    await webhook_outbox.Outbox(runtime.db).delete_endpoint(principal.organization_id, endpoint.id)
+    return _back("/webhooks", f"webhook #{endpoint_id} removed")
