@@ -94,6 +94,55 @@ def _exchange_values(
     }
 
 
+_EXCHANGES: sa.Table = m.EbayExchange.__table__  # type: ignore[assignment]
+_ATTEMPTS: sa.Table = m.RefreshAttempt.__table__  # type: ignore[assignment]
+# Written on every refresh: Core statements built once, so a refresh pays for neither building
+# them nor the ORM's bulk-persistence layer (measured: ~1 ms of CPU per refresh).
+_INSERT_EXCHANGE = sa.insert(_EXCHANGES).returning(_EXCHANGES.c.id)
+_INSERT_ATTEMPT = sa.insert(_ATTEMPTS).returning(_ATTEMPTS.c.id)
+ATTEMPT_FIELDS = (
+    "account_id",
+    "organization_id",
+    "trigger",
+    "actor",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "error_code",
+    "error_message",
+    "old_expires_at",
+    "new_expires_at",
+)
+
+
+def _exchange_and_attempt_cte() -> sa.Insert:
+    """PostgreSQL: the exchange and its attempt in one statement (a data-modifying CTE)."""
+    exchange_fields = [c.name for c in _EXCHANGES.c if c.name != "id"]
+    new_exchange = (
+        sa.insert(_EXCHANGES)
+        .values(
+            {
+                name: sa.bindparam(f"x_{name}", type_=_EXCHANGES.c[name].type)
+                for name in exchange_fields
+            }
+        )
+        .returning(_EXCHANGES.c.id)
+        .cte("new_exchange")
+    )
+    selected = sa.select(
+        *(sa.bindparam(f"a_{name}", type_=_ATTEMPTS.c[name].type) for name in ATTEMPT_FIELDS),
+        new_exchange.c.id,
+    )
+    return (
+        sa.insert(_ATTEMPTS)
+        .from_select([*ATTEMPT_FIELDS, "exchange_id"], selected)
+        .returning(_ATTEMPTS.c.id, _ATTEMPTS.c.exchange_id)
+    )
+
+
+_INSERT_EXCHANGE_AND_ATTEMPT = _exchange_and_attempt_cte()
+
+
 async def insert_exchange(
     conn: AsyncConnection,
     record: ExchangeRecord,
@@ -105,9 +154,7 @@ async def insert_exchange(
     actor: str | None = None,
 ) -> int:
     values = _exchange_values(record, account_id, organization_id, environment, trigger, now, actor)
-    result = await conn.execute(
-        sa.insert(m.EbayExchange).values(**values).returning(m.EbayExchange.id)
-    )
+    result = await conn.execute(_INSERT_EXCHANGE, values)
     return int(result.scalar_one())
 
 
@@ -122,37 +169,20 @@ async def insert_exchange_and_attempt(
 ) -> tuple[int, int]:
     """Insert an exchange and the attempt pointing at it; returns (attempt id, exchange id).
 
-    On PostgreSQL one statement (a data-modifying CTE), so a worker refresh costs four round
-    trips: BEGIN, the token UPDATE, this, COMMIT. SQLite has no DML in CTEs: two statements,
-    in-process and cheap.
+    ``attempt`` holds exactly :data:`ATTEMPT_FIELDS`. On PostgreSQL one statement (a
+    data-modifying CTE), so a worker refresh costs four round trips: BEGIN, the token UPDATE,
+    this, COMMIT. SQLite has no DML in CTEs: two statements, in-process and cheap.
     """
     account_id, organization_id = attempt["account_id"], attempt["organization_id"]
     actor = attempt.get("actor")
     values = _exchange_values(record, account_id, organization_id, environment, trigger, now, actor)
     if conn.dialect.name != "postgresql":
-        exchange_id = await insert_exchange(
-            conn, record, account_id, organization_id, environment, trigger, now, actor
-        )
-        result = await conn.execute(
-            sa.insert(m.RefreshAttempt)
-            .values(**attempt, exchange_id=exchange_id)
-            .returning(m.RefreshAttempt.id)
-        )
+        exchange_id = int((await conn.execute(_INSERT_EXCHANGE, values)).scalar_one())
+        result = await conn.execute(_INSERT_ATTEMPT, {**attempt, "exchange_id": exchange_id})
         return int(result.scalar_one()), exchange_id
-    new_exchange = (
-        sa.insert(m.EbayExchange).values(**values).returning(m.EbayExchange.id).cte("new_exchange")
-    )
-    columns = m.RefreshAttempt.__table__.c
-    selected = sa.select(
-        *(sa.literal(value, type_=columns[name].type) for name, value in attempt.items()),
-        new_exchange.c.id,
-    )
-    result = await conn.execute(
-        sa.insert(m.RefreshAttempt)
-        .from_select([*attempt, "exchange_id"], selected)
-        .returning(m.RefreshAttempt.id, m.RefreshAttempt.exchange_id)
-    )
-    row: Any = result.one()
+    params = {f"x_{name}": value for name, value in values.items()}
+    params.update({f"a_{name}": attempt[name] for name in ATTEMPT_FIELDS})
+    row: Any = (await conn.execute(_INSERT_EXCHANGE_AND_ATTEMPT, params)).one()
     return int(row.id), int(row.exchange_id)
 
 

@@ -7,6 +7,7 @@ transaction of the refresh they record. Values cross the boundary as frozen data
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,6 +84,25 @@ def _never_reused_id(dialect: str) -> dict[str, Any]:
     )
     # SQLite's max() with two arguments is the scalar maximum.
     return {"id": sa.func.max(highest, retired) + 1}
+
+
+@functools.cache
+def _finish_statement(fields: frozenset[str]) -> sa.Update:
+    """The lease-guarded token UPDATE of a finished refresh, one per set of columns written.
+
+    A Core statement built once per shape (success, failure, rotation): the refresh path pays
+    neither for building it nor for the ORM's bulk-persistence layer.
+    """
+    tokens: sa.Table = m.EbayToken.__table__  # type: ignore[assignment]
+    columns = {name: sa.bindparam(name, type_=tokens.c[name].type) for name in sorted(fields)}
+    return (
+        sa.update(tokens)
+        .where(
+            tokens.c.account_id == sa.bindparam("b_account_id"),
+            tokens.c.lease_owner == sa.bindparam("b_lease_owner"),
+        )
+        .values({**columns, "version": tokens.c.version + 1})
+    )
 
 
 def _account_token(row: Any) -> AccountToken:
@@ -533,7 +553,6 @@ class Store:
                 "last_attempt_at": now,
                 "lease_owner": None,
                 "lease_until": None,
-                "version": m.EbayToken.version + 1,
                 "updated_at": now,
             }
             if transition.access_expires_at is not None:
@@ -545,12 +564,8 @@ class Store:
                 values["refresh_token_ciphertext"] = refresh_token_ciphertext
                 values["refresh_expires_at"] = refresh_expires_at
             updated = await conn.execute(
-                sa.update(m.EbayToken)
-                .where(
-                    m.EbayToken.account_id == account.account_id,
-                    m.EbayToken.lease_owner == lease_owner,
-                )
-                .values(**values)
+                _finish_statement(frozenset(values)),
+                {**values, "b_account_id": account.account_id, "b_lease_owner": lease_owner},
             )
             applied = updated.rowcount == 1
             if not applied:
