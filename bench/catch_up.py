@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
+from ebay_connector import loop as product_loop
 from ebay_connector.runtime import open_runtime
 
 TARGET_RPS = 400.0
@@ -170,6 +171,13 @@ async def _measure(
         rss_before = h.current_rss_mb()
         load_before = await asyncio.to_thread(h.wait_for_quiet, args.quiet_wait_s)
         worker = runtime.worker()
+        timings: list[tuple[float, float]] = []  # (whole refresh s, of which the eBay call ms)
+
+        def timed(result: Any, seconds: float) -> None:
+            ebay_ms = result.exchange.duration_ms if result.exchange is not None else None
+            timings.append((seconds, float(ebay_ms or 0.0)))
+
+        runtime.refresher.observers.append(timed)
         h.progress(f"{label}: refreshing with concurrency {concurrency} ...")
         profiler = Profiler(profiler_kind) if profile else None
         counter.reset()
@@ -190,6 +198,14 @@ async def _measure(
         if profiler:
             profiler.stop()
         usage = meter.stop()
+        if timings:
+            whole = sorted(t[0] * 1000 for t in timings)
+            ebay = sorted(t[1] for t in timings)
+            h.progress(
+                f"{label}: one refresh from claim to commit p50 {whole[len(whole) // 2]:.0f} ms,"
+                f" p90 {whole[len(whole) * 9 // 10]:.0f} ms; of which the eBay call p50"
+                f" {ebay[len(ebay) // 2]:.0f} ms, p90 {ebay[len(ebay) * 9 // 10]:.0f} ms"
+            )
         peak = h.peak_rss_mb()
         counts = counter.snapshot()
         with counter.paused():
@@ -294,7 +310,7 @@ def run_phase(
         h.running_emulator(args.latency_ms, workdir, deadline) as emulator,
         h.fresh_database(args.database_url, workdir) as database,
     ):
-        return asyncio.run(
+        return product_loop.run(
             _measure(
                 args,
                 label=label,

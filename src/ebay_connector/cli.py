@@ -24,6 +24,7 @@ from ebay_connector import (
     api_keys,
     crypto,
     log,
+    loop,
     masking,
     metrics,
     migrate,
@@ -103,7 +104,7 @@ def _with_runtime(body: Callable[[Runtime], Awaitable[T]]) -> T:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    return loop.run(coro)
 
 
 def _exit(code: int) -> NoReturn:

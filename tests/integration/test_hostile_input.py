@@ -153,6 +153,9 @@ def _documented(operation: dict[str, Any]) -> set[int]:
     return {int(status) for status in operation.get("responses", {}) if status.isdigit()}
 
 
+HTTP_PARSER_REFUSAL = "Invalid HTTP request received."
+
+
 def _problem(answer: httpx.Response, documented: set[int]) -> str | None:
     """Why an answer is not acceptable for hostile input (None when it is)."""
     status = answer.status_code
@@ -160,6 +163,10 @@ def _problem(answer: httpx.Response, documented: set[int]) -> str | None:
         return f"server error {status}: {answer.text[:300]}"
     if status < 400:
         return None if status in documented else f"undocumented {status}"
+    if status == 400 and answer.text == HTTP_PARSER_REFUSAL:
+        # Not HTTP at all (e.g. a control character in a header value, RFC 9110 §5.5): the
+        # server's HTTP parser refuses it before the application sees a byte.
+        return None
     try:
         error = answer.json()["error"]
     except (ValueError, KeyError, TypeError):

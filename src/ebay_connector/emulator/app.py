@@ -133,14 +133,22 @@ def render(answer: Answer) -> Response:
 _HUNG = Answer(504, "upstream request timed out", media_type="text/plain; charset=utf-8")
 
 
-async def _wait_faults(request: Request, faults: Faults, hangs: HangRelease) -> bool:
-    """Apply latency, then hang, then reset; True when no real answer is due (hung or reset)."""
+async def _wait_faults(
+    request: Request, faults: Faults, hangs: HangRelease, unanswered: Callable[[], None]
+) -> bool:
+    """Apply latency, then hang, then reset; True when no real answer is due (hung or reset).
+
+    ``unanswered`` logs the call: after a hang ends, and before a reset (the server may cancel
+    the handler as soon as the connection is gone).
+    """
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)
     if faults.hang:
         await hangs.hold(request, faults.hang_s)
+        unanswered()
         return True
     if faults.reset:
+        unanswered()
         await _reset_connection(request)
         return True
     return False
@@ -154,8 +162,10 @@ async def _reset_connection(request: Request) -> None:
     closest thing is an exception that reaches the client.
     """
     cycle = getattr(request.receive, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if not isinstance(transport, asyncio.Transport):
+    transport: Any = getattr(cycle, "transport", None)
+    # Duck-typed: uvloop's transports (uvicorn picks uvloop when installed) are not
+    # asyncio.Transport subclasses.
+    if not (hasattr(transport, "abort") and hasattr(transport, "get_extra_info")):
         raise ConnectionResetError("emulator reset fault")
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -170,8 +180,13 @@ def _routes(emulator: Emulator, hangs: HangRelease) -> list[Route]:
     async def token(request: Request) -> Response:
         form = await read_form(request)
         faults, owner = emulator.faults_for(form)
-        if await _wait_faults(request, faults, hangs):
-            emulator.note_unanswered(Endpoint.TOKEN, (form or {}).get("grant_type"), owner)
+        grant = (form or {}).get("grant_type")
+        if await _wait_faults(
+            request,
+            faults,
+            hangs,
+            lambda: emulator.note_unanswered(Endpoint.TOKEN, grant, owner),
+        ):
             return render(_HUNG)
         auth = request.headers.get("authorization")
         return render(emulator.token(form, auth, faults))
@@ -179,16 +194,18 @@ def _routes(emulator: Emulator, hangs: HangRelease) -> list[Route]:
     async def revoke(request: Request) -> Response:
         form = await read_form(request)
         faults, owner = emulator.faults_for(form)
-        if await _wait_faults(request, faults, hangs):
-            emulator.note_unanswered(Endpoint.REVOKE, None, owner)
+        if await _wait_faults(
+            request, faults, hangs, lambda: emulator.note_unanswered(Endpoint.REVOKE, None, owner)
+        ):
             return render(_HUNG)
         return render(emulator.revoke(form, request.headers.get("authorization"), faults))
 
     async def get_user(request: Request) -> Response:
         auth = request.headers.get("authorization")
         faults, owner = emulator.faults_for(None, auth)
-        if await _wait_faults(request, faults, hangs):
-            emulator.note_unanswered(Endpoint.USER, None, owner)
+        if await _wait_faults(
+            request, faults, hangs, lambda: emulator.note_unanswered(Endpoint.USER, None, owner)
+        ):
             return render(_HUNG)
         return render(emulator.get_user(auth, faults))
 
