@@ -426,7 +426,12 @@ def test_serve_answers_metrics_and_logs_json_with_its_in_process_worker(tmp_path
                 answer = None
             if answer is not None and answer.status_code == 200:
                 scrape = Scrape(answer.text)
-                if scrape.get(P + "worker_cycles_total", status="ok") >= 1:
+                # The database gauges are read before the process counters are rendered, so a
+                # scrape can land between a cycle's heartbeat and its count: wait for both.
+                if (
+                    scrape.get(P + "worker_cycles_total", status="ok") >= 1
+                    and scrape.get(P + "workers", status="ok") == 1
+                ):
                     break
             time.sleep(0.1)
         assert scrape is not None, "the server never answered /metrics"
