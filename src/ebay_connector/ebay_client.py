@@ -261,23 +261,31 @@ class EbayClient:
         base = self.endpoints.token_url.removesuffix(TOKEN_PATH)
         return f"{base}{PUBLIC_KEY_PATH}{quote(public_key_id, safe='')}"
 
-    async def get_public_key(self, public_key_id: str, app_token: str) -> PublicKeyAnswer:
-        """Notification API getPublicKey with an application token (the key is not secret).
-
-        Not journaled: the exchange journal's actions are token-endpoint and identity calls.
-        """
+    async def get_public_key(
+        self, public_key_id: str, app_token: str
+    ) -> tuple[PublicKeyAnswer, ExchangeRecord]:
+        """Notification API getPublicKey with an application token (the key is not secret)."""
         request = PreparedRequest(
-            Action.CLIENT_CREDENTIALS,  # unused: this request is never recorded
+            Action.GET_PUBLIC_KEY,
             "GET",
             self.public_key_url(public_key_id),
             {"Authorization": f"Bearer {app_token}", "Accept": "application/json"},
             None,
             app_token,
         )
-        response = await self._send(request)
-        if isinstance(response, str):
-            return PublicKeyAnswer(Outcome.TRANSIENT, response, None)
-        return classify_public_key_answer(response.status_code, response.content)
+
+        def classify(response: httpx.Response) -> Classified:
+            answer = classify_public_key_answer(response.status_code, response.content)
+            return Classified(answer.outcome, answer.message, body=answer.key)
+
+        call = await self._call(request, classify)
+        key = call.classified.body
+        answer = PublicKeyAnswer(
+            call.classified.outcome,
+            call.classified.message,
+            key if isinstance(key, Mapping) and call.classified.outcome is Outcome.OK else None,
+        )
+        return answer, call.exchange
 
     # Recording -------------------------------------------------------------------------------
 

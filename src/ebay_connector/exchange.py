@@ -30,6 +30,7 @@ class Action(enum.StrEnum):
     CLIENT_CREDENTIALS = "client_credentials"
     GET_USER = "get_user"
     REVOKE = "revoke"
+    GET_PUBLIC_KEY = "get_public_key"  # Notification API, to verify a deletion notification
 
 
 @dataclass(frozen=True)

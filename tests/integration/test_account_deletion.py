@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -162,6 +163,11 @@ async def test_challenge_without_a_verification_token_says_it_is_not_configured(
     assert answer.json()["error"]["code"] == "deletion_not_configured"
 
 
+async def conn_scalar(setup: Setup, statement: Any) -> Any:
+    async with setup.runtime.db.read() as conn:
+        return (await conn.execute(statement)).scalar_one_or_none()
+
+
 async def test_a_signed_deletion_removes_the_seller_in_every_organization(setup: Setup) -> None:
     gone_a = await setup.connect(setup.org_a, "seller_gone")
     gone_b = await setup.connect(setup.org_b, "seller_gone")
@@ -198,6 +204,17 @@ async def test_a_signed_deletion_removes_the_seller_in_every_organization(setup:
     state = await setup.emulator_state()
     assert state["public_key_fetches"] == 1
     assert setup.emulator.calls.count(endpoint="token", grant_type="client_credentials") == 1
+    # Every call to eBay is in the journal: the one getPublicKey too, its app token masked.
+    async with setup.runtime.db.read() as conn:
+        fetched = (
+            await conn.execute(
+                sa.select(m.EbayExchange).where(m.EbayExchange.action == "get_public_key")
+            )
+        ).all()
+    assert [(r.outcome, r.status, r.sent) for r in fetched] == [("ok", 200, True)]
+    app_tokens = (await conn_scalar(setup, sa.select(m.AppToken.ciphertext))) or ""
+    plain = setup.runtime.keys.ring.open(app_tokens, context="app_token/emulator")
+    assert plain not in json.dumps([fetched[0].request, fetched[0].response])
 
 
 async def test_a_replayed_notification_is_acknowledged_and_does_nothing_twice(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from ebay_connector.app_token import AppTokens
 from ebay_connector.clock import Clock
 from ebay_connector.ebay_client import EbayClient
 from ebay_connector.errors import DeletionNotConfigured, NotificationRejected, PublicKeyUnavailable
+from ebay_connector.exchange import ExchangeRecord, Trigger
 from ebay_connector.outcome import Outcome
 from ebay_connector.runtime import Runtime
 
@@ -49,10 +51,17 @@ class _CachedKey:
 class PublicKeys:
     """eBay's notification public keys by key id, cached in memory for :data:`PUBLIC_KEY_TTL`."""
 
-    def __init__(self, client: EbayClient, tokens: AppTokens, clock: Clock) -> None:
+    def __init__(
+        self,
+        client: EbayClient,
+        tokens: AppTokens,
+        clock: Clock,
+        record: Callable[[ExchangeRecord], Awaitable[object]],
+    ) -> None:
         self.client = client
         self.tokens = tokens
         self.clock = clock
+        self.record = record  # every call to eBay goes into the journal
         self._keys: dict[str, _CachedKey] = {}
         self._lock = asyncio.Lock()
 
@@ -63,7 +72,8 @@ class PublicKeys:
             cached = self._keys.get(kid)
             if cached is not None and self.clock() - cached.fetched_at < PUBLIC_KEY_TTL:
                 return cached.key
-            answer = await self.client.get_public_key(kid, await self.tokens.get())
+            answer, exchange = await self.client.get_public_key(kid, await self.tokens.get())
+            await self.record(exchange)
             if answer.outcome is Outcome.INVALID_REQUEST:
                 raise NotificationRejected("eBay knows no public key with the signature's kid")
             if answer.outcome is not Outcome.OK or answer.key is None:
@@ -87,7 +97,14 @@ def _public_keys(request: Request) -> PublicKeys:
     keys: PublicKeys | None = getattr(request.app.state, "ebay_public_keys", None)
     if keys is None:
         runtime = _runtime(request)
-        keys = PublicKeys(runtime.client, app_token.for_runtime(runtime), runtime.clock)
+        keys = PublicKeys(
+            runtime.client,
+            app_token.for_runtime(runtime),
+            runtime.clock,
+            lambda exchange: runtime.journal.record_exchange(
+                exchange, trigger=Trigger.ON_DEMAND.value, environment=runtime.environment
+            ),
+        )
         request.app.state.ebay_public_keys = keys
     return keys
 
