@@ -333,6 +333,25 @@ class Outbox:
             )
             return [dict(r._mapping) for r in rows]
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` events older than ``before`` (their deliveries go with them),
+        never one with a delivery still pending. Keeps the outbox bounded like the journal."""
+        pending = sa.select(m.WebhookDelivery.id).where(
+            m.WebhookDelivery.event_id == m.NoticeEvent.id,
+            m.WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        old = (
+            sa.select(m.NoticeEvent.id)
+            .where(m.NoticeEvent.created_at < before, ~sa.exists(pending))
+            .order_by(m.NoticeEvent.id)
+            .limit(limit)
+        )
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.delete(m.NoticeEvent).where(m.NoticeEvent.id.in_(old.scalar_subquery()))
+            )
+            return int(result.rowcount or 0)
+
     # Deliveries --------------------------------------------------------------------------------
 
     async def deliveries(

@@ -337,6 +337,9 @@ class Dispatcher:
 # The chore ---------------------------------------------------------------------------------
 
 
+PRUNE_BATCH = 1000  # old events deleted per worker cycle, at most
+
+
 class NoticeChore:
     """After each worker cycle: turn token-state transitions into events, then kick delivery."""
 
@@ -353,7 +356,9 @@ class NoticeChore:
         quota_config: quota.QuotaConfig = DEFAULT_QUOTA,
         quota_low_share: float = notices.QUOTA_LOW_SHARE,
         batch: int = CANDIDATE_BATCH,
+        keep: timedelta | None = None,
     ) -> None:
+        self.keep = keep  # events (and their deliveries) older than this are pruned
         self.outbox = box
         self.dispatcher = dispatcher
         self.heartbeats = heartbeats
@@ -380,7 +385,12 @@ class NoticeChore:
         events += await self._application_notices(now)
         if await self.outbox.due(now, 1):
             self.dispatcher.kick()  # sends in its own task: the cycle does not wait
-        return {"events": events} if events else {}
+        done = {"events": events} if events else {}
+        if self.keep is not None:
+            pruned = await self.outbox.prune(now - self.keep, PRUNE_BATCH)
+            if pruned:
+                done["pruned"] = pruned
+        return done
 
     async def close(self) -> None:
         """On worker stop: give in-flight deliveries a few seconds, then stop them."""
@@ -457,4 +467,5 @@ def chore(runtime: Runtime) -> NoticeChore:
         ),
         quota_config=s.quota,
         quota_low_share=s.quota_low_share,
+        keep=timedelta(days=s.retention_days),  # the journal's retention, for the outbox too
     )

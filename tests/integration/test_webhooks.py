@@ -287,6 +287,35 @@ async def test_deliveries_are_retried_on_500_and_stop_on_2xx(
     assert counted.labels(outcome="delivered")._value.get() == 1
 
 
+async def test_the_chore_prunes_old_events_but_never_one_still_being_delivered(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    box = outbox.Outbox(setup.runtime.db)
+    dispatcher = setup.chore.dispatcher
+    [delivered] = await box.emit(setup.organization_id, "webhook.test", {"n": "delivered"})
+    await dispatcher.drain()
+    receiver.statuses = [500] * 50
+    [retrying] = await box.emit(setup.organization_id, "webhook.test", {"n": "retrying"})
+    await dispatcher.drain()
+    clock.advance(days=29)
+    [recent] = await box.emit(setup.organization_id, "webhook.test", {"n": "recent"})
+    clock.advance(days=2)  # the first two are now 31 days old; retention is 30
+    assert setup.chore.keep == timedelta(days=30)
+
+    done = await setup.chore.run(clock.now)
+    await dispatcher.idle()
+
+    assert done.get("pruned") == 1  # the delivered one; the retrying one is still pending
+    assert await box.delivery(delivered) is None
+    kept = [await box.delivery(i) for i in (retrying, recent)]
+    assert all(row is not None for row in kept)
+    async with setup.runtime.db.read() as conn:
+        events = (
+            await conn.execute(sa.select(sa.func.count()).select_from(m.NoticeEvent))
+        ).scalar()
+    assert events == 2
+
+
 async def test_a_delivery_that_keeps_failing_gives_up_after_the_last_attempt(
     setup: Setup, receiver: Receiver, clock: FakeClock
 ) -> None:
