@@ -488,13 +488,21 @@ async def test_api_adds_lists_tests_logs_and_removes_endpoints_per_organization(
         assert (await admin.delete(f"/api/admin/webhooks/{hook}")).status_code == 404
 
 
-async def test_api_keys_may_manage_webhooks_and_viewers_may_only_read(
-    site: Site, receiver: Receiver
-) -> None:
+async def test_api_keys_and_viewers_may_only_read_webhooks(site: Site, receiver: Receiver) -> None:
+    async with site.session("admin@hooka.test") as admin:
+        created = await admin.post("/api/admin/webhooks", json={"url": receiver.url})
+        assert created.status_code == 201, created.text
+        endpoint_id = created.json()["id"]
     async with httpx.AsyncClient(base_url=site.base, timeout=10) as program:
         program.headers["Authorization"] = f"Bearer {site.key_a}"
-        created = await program.post("/api/admin/webhooks", json={"url": receiver.url})
-        assert created.status_code == 201
+        assert len((await program.get("/api/admin/webhooks")).json()["webhooks"]) == 1
+        for refused in (
+            await program.post("/api/admin/webhooks", json={"url": receiver.url}),
+            await program.post(f"/api/admin/webhooks/{endpoint_id}/test"),
+            await program.delete(f"/api/admin/webhooks/{endpoint_id}"),
+        ):
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["error"]["code"] == "forbidden"
     async with site.session("viewer@hooka.test") as viewer:
         assert len((await viewer.get("/api/admin/webhooks")).json()["webhooks"]) == 1
         refused = await viewer.post("/api/admin/webhooks", json={"url": receiver.url})

@@ -37,9 +37,14 @@ async def manager(
     cookie: Annotated[str | None, Depends(session_cookie)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """An API key of the organization, or a signed-in user (an admin to change anything)."""
+    """Reading: an API key of the organization or a signed-in user. Changing (add, remove, send
+    a test event): an admin only — least privilege: a program's key, even one that may read
+    tokens, cannot point the organization's account events at a new URL."""
     if credentials is not None:
-        return await program(request, credentials)
+        key_holder = await program(request, credentials)
+        if request.method not in SAFE_METHODS:
+            raise Forbidden("API keys may read webhooks; changing them needs an admin")
+        return key_holder
     principal = await signed_in(request, cookie)
     if request.method not in SAFE_METHODS and principal.role is not Role.ADMIN:
         raise Forbidden("this needs the admin role")
