@@ -4,13 +4,11 @@ deletes the seller in every organization (real SQLite / PostgreSQL)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import random
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from ebay_connector import deletion
 from ebay_connector import models as m
@@ -28,6 +25,7 @@ from ebay_connector.demo import consent_code
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.conftest import DatabaseTarget, FakeClock, make_settings
+from tests.helpers import serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -35,31 +33,9 @@ VERIFICATION_TOKEN = "Vt_0123456789-abcdefghijklmnopqrstuvwxyz"
 REGISTERED_ENDPOINT = "https://connector.example/api/ebay/notifications/account-deletion"
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@contextlib.asynccontextmanager
-async def serve(runtime: Runtime) -> AsyncIterator[str]:
+def serve(runtime: Runtime) -> contextlib.AbstractAsyncContextManager[str]:
     """The real API on a free loopback port; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    return serve_asgi(create_app(runtime))
 
 
 @dataclass

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -14,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 
 from ebay_connector.api import create_app
 from ebay_connector.api_keys import ApiKeys
@@ -22,16 +20,11 @@ from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.users import Role, Users
 from tests.conftest import FakeClock
+from tests.helpers import serve_asgi
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery"
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass
@@ -78,24 +71,9 @@ async def _org(runtime: Runtime, name: str) -> Org:
 @pytest.fixture
 async def api(runtime: Runtime, emulator: tuple[Emulator, str]) -> AsyncIterator[Api]:
     emu, _ = emulator
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = _Server(
-        uvicorn.Config(
-            create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    a, b = await _org(runtime, "orga"), await _org(runtime, "orgb")
-    try:
-        yield Api(f"http://127.0.0.1:{port}", runtime, emu, a, b)
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_asgi(create_app(runtime)) as base:
+        a, b = await _org(runtime, "orga"), await _org(runtime, "orgb")
+        yield Api(base, runtime, emu, a, b)
 
 
 async def connect(api: Api, session: httpx.AsyncClient, username: str, **params: Any) -> dict:

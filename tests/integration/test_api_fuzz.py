@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -62,7 +61,6 @@ import httpx
 import pytest
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 from schemathesis import APIOperation, Case, GenerationMode
@@ -82,6 +80,7 @@ from ebay_connector.api.auth import CSRF_HEADER, SESSION_COOKIE
 from ebay_connector.api_keys import ApiKeys
 from ebay_connector.runtime import Runtime
 from ebay_connector.users import Role, Users
+from tests.helpers import serve_asgi
 
 Operation = APIOperation[Any, Any, Any, Any]
 FuzzCase = Case[Operation]
@@ -110,12 +109,6 @@ EDGE_DATETIMES = (
     "2026-01-01T00:00:00",  # no offset: not an RFC 3339 date-time
 )
 NOT_UTF8_JSON = b'{"\xff": 1}'
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass(frozen=True)
@@ -205,28 +198,9 @@ async def runtime(
         yield rt
 
 
-@contextlib.asynccontextmanager
-async def serving(runtime: Runtime) -> AsyncIterator[str]:
+def serving(runtime: Runtime) -> contextlib.AbstractAsyncContextManager[str]:
     """The API on a fresh 127.0.0.1 port in this event loop; yields its base URL."""
-    # IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on accepted sockets whose proto is TCP.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            assert not task.done(), "the API server did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    return serve_asgi(create_app(runtime))
 
 
 async def _sign_in(base: str, email: str) -> Caller:

@@ -39,6 +39,7 @@ from ebay_connector.store import AccountToken
 from ebay_connector.token_state import TokenState
 from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
 from tests.conftest import DatabaseTarget, FakeClock, in_thread, make_settings
+from tests.helpers import seed_account
 
 pytestmark = pytest.mark.integration
 
@@ -180,24 +181,13 @@ async def connect(runtime: Runtime, emu: Emulator, username: str, *, due: bool) 
     if organization is None:
         organization = await runtime.store.create_organization("Faults org")
     now = runtime.clock()
-    ring = runtime.keys.ring
-    body = emu.issue_grant(
-        runtime.settings.app_client_id, username, list(runtime.settings.scope_list)
-    )
-    account_id, _ = await runtime.store.save_connection(
-        organization_id=organization,
-        environment=runtime.environment,
-        ebay_user_id=f"id-{username}",
-        ebay_username=username,
-        label=username,
-        scopes=runtime.settings.scope_list,
-        encrypt=lambda aid, f, text: ring.encrypt(text, account_id=aid, field=TokenField(f)),
-        access_token=str(body["access_token"]),
+    account_id, _ = await seed_account(
+        runtime,
+        emu,
+        organization,
+        username,
         access_expires_at=now - timedelta(minutes=1),
-        refresh_token=str(body["refresh_token"]),
-        refresh_expires_at=now + timedelta(days=500),
         next_attempt_at=now - timedelta(seconds=1) if due else now + timedelta(days=1),
-        exchanges=[],
     )
     return account_id
 

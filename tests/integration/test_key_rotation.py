@@ -28,6 +28,7 @@ from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.token_state import TokenState
 from ebay_connector.worker import CycleStatus
 from tests.conftest import DatabaseTarget, FakeClock, in_thread, make_settings
+from tests.helpers import seed_account
 
 pytestmark = pytest.mark.integration
 
@@ -77,29 +78,15 @@ async def connect_many(runtime: Runtime, emu: Emulator, count: int, *, due: bool
     """Accounts with tokens the emulator really issued, sealed with the runtime's primary."""
     organization = await runtime.store.create_organization("Rotation org")
     now = runtime.clock()
-    ring = runtime.keys.ring
     ids = []
     for i in range(count):
-        username = f"rot_{i:03d}"
-        body = emu.issue_grant(
-            runtime.settings.app_client_id, username, list(runtime.settings.scope_list)
-        )
-        account_id, _ = await runtime.store.save_connection(
-            organization_id=organization,
-            environment=runtime.environment,
-            ebay_user_id=f"id-{username}",
-            ebay_username=username,
-            label=username,
-            scopes=runtime.settings.scope_list,
-            encrypt=lambda aid, field, text: ring.encrypt(
-                text, account_id=aid, field=TokenField(field)
-            ),
-            access_token=str(body["access_token"]),
+        account_id, _ = await seed_account(
+            runtime,
+            emu,
+            organization,
+            f"rot_{i:03d}",
             access_expires_at=now - timedelta(minutes=1) if due else now + timedelta(hours=2),
-            refresh_token=str(body["refresh_token"]),
-            refresh_expires_at=now + timedelta(days=500),
             next_attempt_at=now - timedelta(seconds=1) if due else now + timedelta(hours=1),
-            exchanges=[],
         )
         ids.append(account_id)
     return ids

@@ -26,12 +26,12 @@ from httpx_aiohttp import AiohttpTransport
 
 from ebay_connector.api import create_app
 from ebay_connector.api_keys import ApiKeys
-from ebay_connector.crypto import TokenField
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.users import Role, Users
 from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
 from tests.conftest import DatabaseTarget, FakeClock, make_settings
+from tests.helpers import seed_account
 
 pytestmark = pytest.mark.integration
 
@@ -67,26 +67,15 @@ async def _account(
     runtime: Runtime, emu: Emulator, org_id: int, username: str, *, expired: bool
 ) -> tuple[int, str]:
     now = runtime.clock()
-    ring = runtime.keys.ring
-    body = emu.issue_grant(
-        runtime.settings.app_client_id, username, list(runtime.settings.scope_list)
-    )
-    account_id, _ = await runtime.store.save_connection(
-        organization_id=org_id,
-        environment=runtime.environment,
-        ebay_user_id=f"id-{username}",
-        ebay_username=username,
-        label=username,
-        scopes=runtime.settings.scope_list,
-        encrypt=lambda aid, f, text: ring.encrypt(text, account_id=aid, field=TokenField(f)),
-        access_token=str(body["access_token"]),
+    account_id, grant = await seed_account(
+        runtime,
+        emu,
+        org_id,
+        username,
         access_expires_at=now + (-timedelta(minutes=1) if expired else timedelta(hours=2)),
-        refresh_token=str(body["refresh_token"]),
-        refresh_expires_at=now + timedelta(days=500),
         next_attempt_at=now - timedelta(seconds=1) if expired else now + timedelta(hours=1),
-        exchanges=[],
     )
-    return account_id, str(body["access_token"])
+    return account_id, str(grant["access_token"])
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ is present from the first scrape and moves when its event happens. Also the stan
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -13,14 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -34,6 +31,7 @@ from ebay_connector.exchange import Trigger
 from ebay_connector.heartbeats import HeartbeatRow
 from ebay_connector.runtime import Runtime
 from tests.conftest import FakeClock, in_thread
+from tests.helpers import serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -76,12 +74,6 @@ class Scrape:
 
     def has(self, name: str, **labels: str) -> bool:
         return (name, frozenset(labels.items())) in self.samples
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass
@@ -130,23 +122,10 @@ async def served(
     runtime: Runtime, emulator: tuple[Emulator, str], clock: FakeClock
 ) -> AsyncIterator[Served]:
     emu, _ = emulator
-    port = free_port()
-    server = _Server(
-        uvicorn.Config(
-            create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    org = await runtime.store.create_organization("Metrics org")
-    _, key = await ApiKeys(runtime.db).create(org, "sync", can_read_tokens=True)
-    try:
-        yield Served(f"http://127.0.0.1:{port}", runtime, emu, clock, org, key)
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_asgi(create_app(runtime)) as base:
+        org = await runtime.store.create_organization("Metrics org")
+        _, key = await ApiKeys(runtime.db).create(org, "sync", can_read_tokens=True)
+        yield Served(base, runtime, emu, clock, org, key)
 
 
 async def test_every_metric_is_present_in_the_first_scrape(served: Served) -> None:

@@ -13,8 +13,7 @@ import hashlib
 import hmac
 import json
 import random
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from ebay_connector import cli, migrate, outbox, webhooks
@@ -40,36 +38,14 @@ from ebay_connector.quota import QuotaConfig
 from ebay_connector.runtime import Runtime
 from ebay_connector.users import Role, Users
 from tests.conftest import FakeClock, in_thread
+from tests.helpers import serve_asgi
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery"
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app on 127.0.0.1 in this event loop; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = _Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+serve = serve_asgi  # the real app on a loopback port (tests/helpers.py)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector.crypto import TokenField
 from ebay_connector.database import Database
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.heartbeats import Heartbeats
@@ -21,6 +20,7 @@ from ebay_connector.runtime import Runtime, refresh_config
 from ebay_connector.store import Store
 from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
 from tests.conftest import DatabaseTarget, FakeClock
+from tests.helpers import seed_account
 
 pytestmark = pytest.mark.integration
 
@@ -29,29 +29,15 @@ async def connect_many(runtime: Runtime, emu: Emulator, count: int, prefix: str)
     """Accounts whose tokens eBay (the emulator) really issued, all due now."""
     organization = await runtime.store.create_organization(f"{prefix} org")
     now = runtime.clock()
-    ring = runtime.keys.ring
     ids = []
     for i in range(count):
-        username = f"{prefix}_{i:04d}"
-        body = emu.issue_grant(
-            runtime.settings.app_client_id, username, list(runtime.settings.scope_list)
-        )
-        account_id, _ = await runtime.store.save_connection(
-            organization_id=organization,
-            environment=runtime.environment,
-            ebay_user_id=f"id-{username}",
-            ebay_username=username,
-            label=username,
-            scopes=runtime.settings.scope_list,
-            encrypt=lambda aid, field, text: ring.encrypt(
-                text, account_id=aid, field=TokenField(field)
-            ),
-            access_token=str(body["access_token"]),
+        account_id, _ = await seed_account(
+            runtime,
+            emu,
+            organization,
+            f"{prefix}_{i:04d}",
             access_expires_at=now - timedelta(minutes=1),
-            refresh_token=str(body["refresh_token"]),
-            refresh_expires_at=now + timedelta(days=500),
             next_attempt_at=now - timedelta(seconds=count - i),  # most urgent first
-            exchanges=[],
         )
         ids.append(account_id)
     return ids

@@ -1,0 +1,86 @@
+"""Helpers several test modules share: the real API on a loopback port, seeded accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import uvicorn
+
+from ebay_connector.crypto import TokenField
+from ebay_connector.emulator import Emulator
+from ebay_connector.runtime import Runtime
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn in the test's event loop, leaving the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on a fresh 127.0.0.1 port in this event loop; yields its base URL.
+
+    The socket is bound here and handed to uvicorn, so no other process can take the port
+    between choosing and listening.
+    """
+    # IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on accepted sockets whose proto is TCP.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = QuietServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            assert not task.done(), "the server did not start"
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def seed_account(
+    runtime: Runtime,
+    emu: Emulator,
+    organization_id: int,
+    username: str,
+    *,
+    access_expires_at: datetime,
+    next_attempt_at: datetime | None,
+) -> tuple[int, dict[str, Any]]:
+    """An account whose tokens eBay (the emulator) really issued, sealed with the runtime's
+    primary key; returns its id and the grant the emulator answered."""
+    ring = runtime.keys.ring
+    grant = emu.issue_grant(
+        runtime.settings.app_client_id, username, list(runtime.settings.scope_list)
+    )
+    account_id, _ = await runtime.store.save_connection(
+        organization_id=organization_id,
+        environment=runtime.environment,
+        ebay_user_id=f"id-{username}",
+        ebay_username=username,
+        label=username,
+        scopes=runtime.settings.scope_list,
+        encrypt=lambda aid, field, text: ring.encrypt(
+            text, account_id=aid, field=TokenField(field)
+        ),
+        access_token=str(grant["access_token"]),
+        access_expires_at=access_expires_at,
+        refresh_token=str(grant["refresh_token"]),
+        refresh_expires_at=runtime.clock() + timedelta(days=500),
+        next_attempt_at=next_attempt_at,
+        exchanges=[],
+    )
+    return account_id, grant
