@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ebay_connector import metrics
+from ebay_connector.api.state import runtime_of
 from ebay_connector.errors import Unauthorized
 from ebay_connector.runtime import Runtime
 
@@ -26,17 +27,12 @@ router = APIRouter()
 _bearer = HTTPBearer(auto_error=False, scheme_name="metrics_token")
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 def _authorized(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Open unless ``metrics_token`` is set; then the bearer token must match it."""
-    expected = _runtime(request).settings.metrics_token
+    expected = runtime_of(request).settings.metrics_token
     if expected is None:
         return
     given = credentials.credentials if credentials is not None else ""
@@ -48,7 +44,7 @@ def _authorized(
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(_authorized)])
 async def scrape(request: Request) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     snapshot = await metrics.read_database(
         store=runtime.store,
         journal=runtime.journal,

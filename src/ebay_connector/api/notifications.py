@@ -25,13 +25,13 @@ from fastapi.responses import JSONResponse
 from ebay_connector import app_token, deletion, log
 from ebay_connector.account_deletions import AccountDeletions
 from ebay_connector.api.errors import responses
+from ebay_connector.api.state import runtime_of
 from ebay_connector.app_token import AppTokens
 from ebay_connector.clock import Clock
 from ebay_connector.ebay_client import EbayClient
 from ebay_connector.errors import DeletionNotConfigured, NotificationRejected, PublicKeyUnavailable
 from ebay_connector.exchange import ExchangeRecord, Trigger
 from ebay_connector.outcome import Outcome
-from ebay_connector.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +88,10 @@ class PublicKeys:
             return key
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 def _public_keys(request: Request) -> PublicKeys:
     keys: PublicKeys | None = getattr(request.app.state, "ebay_public_keys", None)
     if keys is None:
-        runtime = _runtime(request)
+        runtime = runtime_of(request)
         keys = PublicKeys(
             runtime.client,
             app_token.for_runtime(runtime),
@@ -114,7 +109,7 @@ async def account_deletion_challenge(
     request: Request, challenge_code: Annotated[str, Query(min_length=1, max_length=512)]
 ) -> Any:
     """eBay's endpoint validation: ``{"challengeResponse": sha256(code + token + endpoint)}``."""
-    settings = _runtime(request).settings
+    settings = runtime_of(request).settings
     if settings.deletion_verification_token is None:
         raise DeletionNotConfigured(
             "set EBAY_CONNECTOR_DELETION_VERIFICATION_TOKEN to the token registered at eBay"
@@ -133,7 +128,7 @@ async def account_deletion_challenge(
 )
 async def account_deletion_notification(request: Request) -> Response:
     """A MARKETPLACE_ACCOUNT_DELETION notification: verify, delete everywhere, then 204."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     body = await request.body()
     signature = deletion.parse_signature_header(request.headers.get(deletion.SIGNATURE_HEADER))
     try:

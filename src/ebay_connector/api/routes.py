@@ -27,6 +27,7 @@ from ebay_connector.api.auth import (
     sign_in,
 )
 from ebay_connector.api.errors import responses
+from ebay_connector.api.state import RuntimeDep
 from ebay_connector.errors import AccountNotFound, InvalidState, Unauthorized
 from ebay_connector.exchange import Trigger
 from ebay_connector.runtime import Runtime
@@ -34,15 +35,6 @@ from ebay_connector.store import MAX_ID, AccountToken
 
 router = APIRouter()
 MAX_PAGE = 200
-
-
-async def _runtime(request: Request) -> Runtime:
-    # async: FastAPI would run a plain `def` dependency in a thread pool, a hop per request.
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 AccountId = Annotated[int, Path(ge=1, le=MAX_ID, description="an account id"), schemas.DIGITS]

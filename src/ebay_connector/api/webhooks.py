@@ -23,6 +23,7 @@ from ebay_connector.api.auth import (
 )
 from ebay_connector.api.errors import responses
 from ebay_connector.api.schemas import Strict
+from ebay_connector.api.state import RuntimeDep
 from ebay_connector.errors import Forbidden
 from ebay_connector.runtime import Runtime
 from ebay_connector.store import MAX_ID
@@ -96,14 +97,6 @@ class Delivery(BaseModel):
 
 class DeliveryList(BaseModel):
     deliveries: list[Delivery]
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 def _box(runtime: Runtime) -> outbox.Outbox:

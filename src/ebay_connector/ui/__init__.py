@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from ebay_connector import connect, quota, terminal
 from ebay_connector.api import schemas
 from ebay_connector.api.auth import Admin, SignedIn, session_cookie
+from ebay_connector.api.state import runtime_of
 from ebay_connector.errors import AccountNotFound
 from ebay_connector.exchange import Trigger
 from ebay_connector.outcome import Outcome
@@ -69,11 +70,6 @@ def badge(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> tup
     return text, kind
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 async def _me(request: Request, cookie: str | None) -> Me | None:
     state = request.app.state
     data = state.sessions.read(cookie)
@@ -82,7 +78,7 @@ async def _me(request: Request, cookie: str | None) -> Me | None:
     user = await state.users.get(data["uid"])
     if user is None:
         return None
-    organization = await _runtime(request).store.organization_name(user.organization_id)
+    organization = await runtime_of(request).store.organization_name(user.organization_id)
     return Me(
         user.id,
         user.email,
@@ -163,7 +159,7 @@ async def accounts_page(
     me = await _me(request, cookie)
     if me is None:
         return RedirectResponse("/login", status_code=303)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     now = runtime.clock()
     rows = await runtime.store.accounts(me.organization_id)
     if sort in SORTS:
@@ -212,7 +208,7 @@ async def _owned(runtime: Runtime, organization_id: int, account_id: int) -> Acc
 
 @router.post("/ui/accounts/{account_id}/refresh")
 async def refresh(request: Request, account_id: AccountId, principal: Admin) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
     result = await runtime.refresher.refresh(account_id, Trigger.ADMIN, actor=principal.actor)
     return _back("/", f"{account.label}: {result.outcome.value} — {result.meaning}")
@@ -222,7 +218,7 @@ async def refresh(request: Request, account_id: AccountId, principal: Admin) -> 
 async def debug(
     request: Request, account_id: AccountId, principal: Admin, cookie: Cookie
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
     result = await runtime.refresher.refresh(account_id, Trigger.DEBUG, actor=principal.actor)
     exchange = await runtime.refresher.masked_exchange(result)
@@ -261,7 +257,7 @@ def account_view(account: AccountToken) -> dict[str, Any]:
 
 @router.post("/ui/accounts/{account_id}/disconnect")
 async def disconnect(request: Request, account_id: AccountId, principal: Admin) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
     done = await connect.disconnect(
         store=runtime.store,
@@ -299,7 +295,7 @@ async def terminal_page(
     me = await _me(request, cookie)
     if me is None:
         return RedirectResponse("/login", status_code=303)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     filters = _terminal_filters(account, trigger, outcome)
     rows = await runtime.journal.exchanges(
         organization_id=me.organization_id, limit=TERMINAL_PAGE, **filters
@@ -336,7 +332,7 @@ async def terminal_entries(
     me = await _me(request, cookie)
     if me is None:
         return Response(status_code=401)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     rows = await runtime.journal.exchanges(
         organization_id=me.organization_id,
         after_id=max(after, 0),
@@ -385,7 +381,7 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
     me = await _me(request, cookie)
     if me is None:
         return RedirectResponse("/login", status_code=303)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     now = runtime.clock()
     beats = await runtime.heartbeats.all()
     versions = sorted({b.version for b in beats})
@@ -450,7 +446,7 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
 
 @router.post("/ui/workers/run-once")
 async def run_once(request: Request, principal: Admin) -> Response:
-    report = await _runtime(request).worker().run_once()
+    report = await runtime_of(request).worker().run_once()
     c = report.counts
     return _back(
         "/workers",
@@ -471,7 +467,7 @@ DELIVERY_KINDS = {"delivered": "ok", "pending": "warn", "failed": "bad"}
 async def _webhooks_page(
     request: Request, me: Me, *, created: dict[str, str] | None = None, error: str | None = None
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     now = runtime.clock()
     box = webhook_outbox.Outbox(runtime.db)
     endpoints = [
@@ -520,7 +516,7 @@ async def webhook_add(
     assert me is not None  # Admin above signed the caller in
     try:
         row, secret = await webhooks_api.create_endpoint(
-            _runtime(request), principal.organization_id, url, description
+            runtime_of(request), principal.organization_id, url, description
         )
     except ConnectorError as exc:
         page = await _webhooks_page(request, me, error=exc.message)
@@ -535,7 +531,7 @@ WebhookId = Annotated[int, PathParam(ge=1, le=MAX_ID), schemas.DIGITS]
 
 @router.post("/ui/webhooks/{endpoint_id}/test")
 async def webhook_test(request: Request, endpoint_id: WebhookId, principal: Admin) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     endpoint = await webhooks_api.owned(runtime, principal.organization_id, endpoint_id)
     row = await webhooks_api.send_test(runtime, endpoint, principal.actor)
     if row is None:
@@ -546,7 +542,7 @@ async def webhook_test(request: Request, endpoint_id: WebhookId, principal: Admi
 
 @router.post("/ui/webhooks/{endpoint_id}/delete")
 async def webhook_delete(request: Request, endpoint_id: WebhookId, principal: Admin) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     endpoint = await webhooks_api.owned(runtime, principal.organization_id, endpoint_id)
     await webhook_outbox.Outbox(runtime.db).delete_endpoint(principal.organization_id, endpoint.id)
     return _back("/webhooks", f"webhook #{endpoint_id} removed")
