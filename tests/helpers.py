@@ -11,7 +11,9 @@ from typing import Any
 
 import uvicorn
 
+from ebay_connector.connect import connect_with_code
 from ebay_connector.crypto import TokenField
+from ebay_connector.demo import consent_code
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 
@@ -84,3 +86,23 @@ async def seed_account(
         exchanges=[],
     )
     return account_id, grant
+
+
+async def connect_seller(
+    runtime: Runtime, organization_id: int, username: str, *, code: str | None = None
+) -> int:
+    """Connect ``username`` as a seller does: the emulator's consent page, then the product's
+    one code exchange (``connect_with_code``); the new account's id."""
+    connection = await connect_with_code(
+        store=runtime.store,
+        journal=runtime.journal,
+        client=runtime.client,
+        keyring=runtime.keys.ring,
+        organization_id=organization_id,
+        environment=runtime.environment,
+        code=code or await consent_code(runtime, username),
+        scopes=runtime.settings.scope_list,
+        policy_config=runtime.settings.policy,
+        clock=runtime.clock,
+    )
+    return connection.account_id

@@ -20,12 +20,10 @@ import sqlalchemy as sa
 from ebay_connector import deletion
 from ebay_connector import models as m
 from ebay_connector.api import create_app
-from ebay_connector.connect import connect_with_code
-from ebay_connector.demo import consent_code
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.conftest import DatabaseTarget, FakeClock, make_settings
-from tests.helpers import serve_asgi
+from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -48,20 +46,7 @@ class Setup:
     org_b: int
 
     async def connect(self, organization_id: int, username: str) -> int:
-        rt = self.runtime
-        connection = await connect_with_code(
-            store=rt.store,
-            journal=rt.journal,
-            client=rt.client,
-            keyring=rt.keys.ring,
-            organization_id=organization_id,
-            environment=rt.environment,
-            code=await consent_code(rt, username),
-            scopes=rt.settings.scope_list,
-            policy_config=rt.settings.policy,
-            clock=rt.clock,
-        )
-        return connection.account_id
+        return await connect_seller(self.runtime, organization_id, username)
 
     async def send(self, **fields: str) -> dict:
         """Ask the emulator to send a notification to our endpoint; its account of the send."""

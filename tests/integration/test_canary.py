@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from ebay_connector import demo, models
 from ebay_connector.api import create_app
 from ebay_connector.api_keys import ApiKeys
-from ebay_connector.connect import connect_with_code
 from ebay_connector.crypto import TokenField
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectorError
@@ -30,6 +29,7 @@ from ebay_connector.exchange import Trigger
 from ebay_connector.runtime import Runtime
 from ebay_connector.users import Role, Users
 from tests.conftest import FakeClock
+from tests.helpers import connect_seller
 
 pytestmark = pytest.mark.integration
 
@@ -75,19 +75,7 @@ async def test_no_secret_in_database_logs_or_errors(
     emu, _ = emulator
     organization = await runtime.store.create_organization("Canary org")
     code = await demo.consent_code(runtime, "canary_seller")
-    connection = await connect_with_code(
-        store=runtime.store,
-        journal=runtime.journal,
-        client=runtime.client,
-        keyring=runtime.keys.ring,
-        organization_id=organization,
-        environment=runtime.environment,
-        code=code,
-        scopes=runtime.settings.scope_list,
-        policy_config=runtime.settings.policy,
-        clock=clock,
-    )
-    account_id = connection.account_id
+    account_id = await connect_seller(runtime, organization, "canary_seller", code=code)
     canaries: set[str] = {code, runtime.settings.app_client_secret}
     canaries |= await _plaintexts(runtime)
 
@@ -152,19 +140,7 @@ async def test_no_secret_in_any_answer_page_dump_log_or_error(
     await people.create(organization, "viewer@canary.test", Role.VIEWER, VIEWER_PASSWORD)
     _, api_key = await ApiKeys(runtime.db).create(organization, "sync", can_read_tokens=True)
     code = await demo.consent_code(runtime, "canary_shop_seller")
-    connection = await connect_with_code(
-        store=runtime.store,
-        journal=runtime.journal,
-        client=runtime.client,
-        keyring=runtime.keys.ring,
-        organization_id=organization,
-        environment=runtime.environment,
-        code=code,
-        scopes=runtime.settings.scope_list,
-        policy_config=runtime.settings.policy,
-        clock=clock,
-    )
-    account = connection.account_id
+    account = await connect_seller(runtime, organization, "canary_shop_seller", code=code)
     canaries: set[str] = {
         code,
         runtime.settings.app_client_secret,

@@ -24,14 +24,12 @@ from pydantic import SecretStr
 from ebay_connector import metrics, migrate
 from ebay_connector.api import create_app
 from ebay_connector.api_keys import ApiKeys
-from ebay_connector.connect import connect_with_code
-from ebay_connector.demo import consent_code
 from ebay_connector.emulator import Emulator
 from ebay_connector.exchange import Trigger
 from ebay_connector.heartbeats import HeartbeatRow
 from ebay_connector.runtime import Runtime
 from tests.conftest import FakeClock, in_thread
-from tests.helpers import serve_asgi
+from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -94,20 +92,7 @@ class Served:
         return Scrape(answer.text)
 
     async def connect(self, username: str) -> int:
-        code = await consent_code(self.runtime, username)
-        connection = await connect_with_code(
-            store=self.runtime.store,
-            journal=self.runtime.journal,
-            client=self.runtime.client,
-            keyring=self.runtime.keys.ring,
-            organization_id=self.organization_id,
-            environment=self.runtime.environment,
-            code=code,
-            scopes=self.runtime.settings.scope_list,
-            policy_config=self.runtime.settings.policy,
-            clock=self.runtime.clock,
-        )
-        return connection.account_id
+        return await connect_seller(self.runtime, self.organization_id, username)
 
 
 def free_port() -> int:

@@ -17,9 +17,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ebay_connector import models as m
-from ebay_connector.connect import connect_with_code
 from ebay_connector.crypto import TokenField, associated_data
-from ebay_connector.demo import consent_code
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import NeedsReconnect, RefreshFailed
 from ebay_connector.exchange import Trigger
@@ -28,6 +26,7 @@ from ebay_connector.refresh import Refresher
 from ebay_connector.runtime import Runtime, refresh_config
 from ebay_connector.token_state import TokenState
 from tests.conftest import FakeClock
+from tests.helpers import connect_seller
 
 pytestmark = pytest.mark.integration
 
@@ -40,20 +39,7 @@ def connect(runtime: Runtime) -> Connect:
         organization = await runtime.store.organization_id("Test org")
         if organization is None:
             organization = await runtime.store.create_organization("Test org")
-        code = await consent_code(runtime, username)
-        connection = await connect_with_code(
-            store=runtime.store,
-            journal=runtime.journal,
-            client=runtime.client,
-            keyring=runtime.keys.ring,
-            organization_id=organization,
-            environment=runtime.environment,
-            code=code,
-            scopes=runtime.settings.scope_list,
-            policy_config=runtime.settings.policy,
-            clock=runtime.clock,
-        )
-        return connection.account_id
+        return await connect_seller(runtime, organization, username)
 
     return run
 

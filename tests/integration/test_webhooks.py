@@ -29,8 +29,6 @@ from ebay_connector import models as m
 from ebay_connector.api import create_app
 from ebay_connector.api import webhooks as webhooks_api
 from ebay_connector.api_keys import ApiKeys
-from ebay_connector.connect import connect_with_code
-from ebay_connector.demo import consent_code
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.exchange import Trigger
 from ebay_connector.heartbeats import HeartbeatRow
@@ -38,7 +36,7 @@ from ebay_connector.quota import QuotaConfig
 from ebay_connector.runtime import Runtime
 from ebay_connector.users import Role, Users
 from tests.conftest import FakeClock, in_thread
-from tests.helpers import serve_asgi
+from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -121,20 +119,7 @@ class Setup:
     chore: webhooks.NoticeChore
 
     async def connect(self, username: str) -> int:
-        code = await consent_code(self.runtime, username)
-        done = await connect_with_code(
-            store=self.runtime.store,
-            journal=self.runtime.journal,
-            client=self.runtime.client,
-            keyring=self.runtime.keys.ring,
-            organization_id=self.organization_id,
-            environment=self.runtime.environment,
-            code=code,
-            scopes=self.runtime.settings.scope_list,
-            policy_config=self.runtime.settings.policy,
-            clock=self.runtime.clock,
-        )
-        return done.account_id
+        return await connect_seller(self.runtime, self.organization_id, username)
 
     async def notice(self) -> None:
         """One run of the worker's notice chore, then wait for its delivery task."""
