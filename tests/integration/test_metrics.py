@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -325,6 +325,26 @@ def test_log_format_setting_makes_every_stderr_line_json(tmp_path: Path) -> None
     assert isinstance(fields, dict) and fields["status"] == "ok" and fields["due"] == 0
 
 
+def poll_scrape(
+    process: subprocess.Popen[str], port: int, ready: Callable[[Scrape], bool]
+) -> Scrape | None:
+    """Scrape a real process's /metrics until ``ready`` (bounded); the last scrape, if any."""
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    scrape = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        except httpx.TransportError:
+            answer = None
+        if answer is not None and answer.status_code == 200:
+            scrape = Scrape(answer.text)
+            if ready(scrape):
+                break
+        time.sleep(0.1)
+    return scrape
+
+
 def test_worker_metrics_port_serves_its_cycles_and_logs_json(tmp_path: Path) -> None:
     env = _env(tmp_path, EBAY_CONNECTOR_WORKER_INTERVAL_SECONDS="1")
     in_thread(migrate.upgrade, env["EBAY_CONNECTOR_DATABASE_URL"])
@@ -338,19 +358,9 @@ def test_worker_metrics_port_serves_its_cycles_and_logs_json(tmp_path: Path) -> 
         text=True,
     )
     try:
-        deadline = time.monotonic() + PROCESS_TIMEOUT_S
-        scrape = None
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-            except httpx.TransportError:
-                answer = None
-            if answer is not None and answer.status_code == 200:
-                scrape = Scrape(answer.text)
-                if scrape.get(P + "worker_cycle_duration_seconds_count") >= 2:
-                    break
-            time.sleep(0.1)
+        scrape = poll_scrape(
+            process, port, lambda got: got.get(P + "worker_cycle_duration_seconds_count") >= 2
+        )
         assert scrape is not None, "the worker's metrics port never answered"
         assert scrape.get(P + "worker_cycle_duration_seconds_count") >= 2
         assert scrape.get(P + "worker_cycles_total", status="ok") >= 2
@@ -380,24 +390,16 @@ def test_serve_answers_metrics_and_logs_json_with_its_in_process_worker(tmp_path
         text=True,
     )
     try:
-        deadline = time.monotonic() + PROCESS_TIMEOUT_S
-        scrape = None
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-            except httpx.TransportError:
-                answer = None
-            if answer is not None and answer.status_code == 200:
-                scrape = Scrape(answer.text)
-                # The database gauges are read before the process counters are rendered, so a
-                # scrape can land between a cycle's heartbeat and its count: wait for both.
-                if (
-                    scrape.get(P + "worker_cycles_total", status="ok") >= 1
-                    and scrape.get(P + "workers", status="ok") == 1
-                ):
-                    break
-            time.sleep(0.1)
+        # The database gauges are read before the process counters are rendered, so a scrape
+        # can land between a cycle's heartbeat and its count: wait for both.
+        scrape = poll_scrape(
+            process,
+            port,
+            lambda got: (
+                got.get(P + "worker_cycles_total", status="ok") >= 1
+                and got.get(P + "workers", status="ok") == 1
+            ),
+        )
         assert scrape is not None, "the server never answered /metrics"
         for name, kind in EXPECTED_FAMILIES.items():
             assert scrape.types.get(name) == kind, name
