@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+
 from ebay_connector.connect import connect_with_code
 from ebay_connector.crypto import KeyRing, TokenField, generate_key
 from ebay_connector.emulator import Emulator, Faults
@@ -74,21 +76,23 @@ async def consent_code(runtime: Runtime, username: str) -> str:
     """Answer the emulator's consent page the way a seller would (one GET, one POST)."""
     state = secrets.token_urlsafe(16)
     url = runtime.client.consent_url(runtime.settings.scope_list, state)
-    page = await runtime.http.get(url)
-    if page.status_code != 200:
-        raise ConnectFailed(f"consent page answered {page.status_code}", code="consent_failed")
-    answer = await runtime.http.post(
-        runtime.client.endpoints.authorize_url,
-        data={
-            "client_id": runtime.client.app.client_id,
-            "redirect_uri": runtime.client.app.ru_name,
-            "response_type": "code",
-            "scope": " ".join(runtime.settings.scope_list),
-            "state": state,
-            "username": username,
-            "decision": "agree",
-        },
-    )
+    # The emulator's consent page, not eBay: a plain client, not the refresh path's session.
+    async with httpx.AsyncClient(timeout=runtime.settings.http_timeout_seconds) as browser:
+        page = await browser.get(url)
+        if page.status_code != 200:
+            raise ConnectFailed(f"consent page answered {page.status_code}", code="consent_failed")
+        answer = await browser.post(
+            runtime.client.endpoints.authorize_url,
+            data={
+                "client_id": runtime.client.app.client_id,
+                "redirect_uri": runtime.client.app.ru_name,
+                "response_type": "code",
+                "scope": " ".join(runtime.settings.scope_list),
+                "state": state,
+                "username": username,
+                "decision": "agree",
+            },
+        )
     query = parse_qs(urlsplit(answer.headers.get("location", "")).query)
     if answer.status_code != 302 or query.get("state") != [state] or "code" not in query:
         raise ConnectFailed("the consent page did not redirect with a code", code="consent_failed")

@@ -14,12 +14,14 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ebay_connector import journal
 from ebay_connector import models as m
 from ebay_connector.database import Database
-from ebay_connector.errors import AccountNotFound, UsageError
+from ebay_connector.errors import AccountNotFound, StoreUnavailable, UsageError
 from ebay_connector.exchange import ExchangeRecord
+from ebay_connector.group_commit import GroupCommit
 from ebay_connector.token_state import TokenState, Transition
 
 
@@ -105,6 +107,164 @@ def _finish_statement(fields: frozenset[str]) -> sa.Update:
     )
 
 
+def _token_values(write: RefreshWrite, now: datetime) -> dict[str, Any]:
+    """The columns a finished refresh writes to its token row (what is None is left alone)."""
+    transition = write.transition
+    values: dict[str, Any] = {
+        "state": transition.state.value,
+        "state_reason": transition.reason,
+        "last_error_code": transition.last_error_code,
+        "last_error_message": transition.last_error_message,
+        "failures_in_row": transition.failures_in_row,
+        "next_attempt_at": transition.next_attempt_at,
+        "last_attempt_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    if transition.access_expires_at is not None:
+        values["access_expires_at"] = transition.access_expires_at
+        values["last_success_at"] = now
+    if write.access_token_ciphertext is not None:
+        values["access_token_ciphertext"] = write.access_token_ciphertext
+    if write.refresh_token_ciphertext is not None:
+        values["refresh_token_ciphertext"] = write.refresh_token_ciphertext
+        values["refresh_expires_at"] = write.refresh_expires_at
+    return values
+
+
+# PostgreSQL: a whole batch's token rows in ONE statement, the same text for every batch size
+# (one array parameter per column). It writes exactly what _finish_statement writes per row:
+# a ciphertext or expiry that is NULL here leaves the stored one alone.
+_FINISH_TOKENS = sa.text(
+    """
+UPDATE ebay_tokens AS t SET
+    state = v.state,
+    state_reason = v.state_reason,
+    last_error_code = v.last_error_code,
+    last_error_message = v.last_error_message,
+    failures_in_row = v.failures_in_row,
+    next_attempt_at = v.next_attempt_at,
+    last_attempt_at = CAST(:now AS timestamptz),
+    lease_owner = NULL,
+    lease_until = NULL,
+    updated_at = CAST(:now AS timestamptz),
+    version = t.version + 1,
+    access_expires_at = COALESCE(v.access_expires_at, t.access_expires_at),
+    last_success_at = CASE WHEN v.access_expires_at IS NULL
+                           THEN t.last_success_at ELSE CAST(:now AS timestamptz) END,
+    access_token_ciphertext = COALESCE(v.access_ct, t.access_token_ciphertext),
+    refresh_token_ciphertext = COALESCE(v.refresh_ct, t.refresh_token_ciphertext),
+    refresh_expires_at = CASE WHEN v.refresh_ct IS NULL
+                              THEN t.refresh_expires_at ELSE v.refresh_expires_at END
+FROM unnest(
+    CAST(:account_id AS integer[]), CAST(:lease_owner AS text[]), CAST(:state AS text[]),
+    CAST(:state_reason AS text[]), CAST(:last_error_code AS text[]),
+    CAST(:last_error_message AS text[]), CAST(:failures_in_row AS integer[]),
+    CAST(:next_attempt_at AS timestamptz[]), CAST(:access_expires_at AS timestamptz[]),
+    CAST(:access_ct AS text[]), CAST(:refresh_ct AS text[]),
+    CAST(:refresh_expires_at AS timestamptz[])
+) AS v(
+    account_id, lease_owner, state, state_reason, last_error_code, last_error_message,
+    failures_in_row, next_attempt_at, access_expires_at, access_ct, refresh_ct,
+    refresh_expires_at
+)
+WHERE t.account_id = v.account_id AND t.lease_owner = v.lease_owner
+RETURNING t.account_id
+"""
+)
+
+
+async def _update_tokens(
+    conn: AsyncConnection, writes: Sequence[RefreshWrite], now: datetime
+) -> set[int]:
+    """Apply each write whose lease still holds; returns the ids of the accounts updated."""
+    if conn.dialect.name != "postgresql":
+        applied: set[int] = set()
+        for write in writes:
+            values = _token_values(write, now)
+            updated = await conn.execute(
+                _finish_statement(frozenset(values)),
+                {
+                    **values,
+                    "b_account_id": write.account.account_id,
+                    "b_lease_owner": write.lease_owner,
+                },
+            )
+            if updated.rowcount == 1:
+                applied.add(write.account.account_id)
+        return applied
+    # Sorted, so rows are locked in one order by every replica.
+    ordered = sorted(writes, key=lambda write: write.account.account_id)
+    params: dict[str, Any] = {
+        "now": now,
+        "account_id": [w.account.account_id for w in ordered],
+        "lease_owner": [w.lease_owner for w in ordered],
+        "state": [w.transition.state.value for w in ordered],
+        "state_reason": [w.transition.reason for w in ordered],
+        "last_error_code": [w.transition.last_error_code for w in ordered],
+        "last_error_message": [w.transition.last_error_message for w in ordered],
+        "failures_in_row": [w.transition.failures_in_row for w in ordered],
+        "next_attempt_at": [w.transition.next_attempt_at for w in ordered],
+        "access_expires_at": [w.transition.access_expires_at for w in ordered],
+        "access_ct": [w.access_token_ciphertext for w in ordered],
+        "refresh_ct": [w.refresh_token_ciphertext for w in ordered],
+        "refresh_expires_at": [w.refresh_expires_at for w in ordered],
+    }
+    # The statement bypasses UTCDateTime; it must get only what that type would have accepted.
+    stamps = [now, *params["next_attempt_at"], *params["access_expires_at"]]
+    stamps += params["refresh_expires_at"]
+    if any(stamp is not None and stamp.tzinfo is None for stamp in stamps):
+        raise ValueError("naive datetime given to a UTC column")
+    result = await conn.execute(_FINISH_TOKENS, params)
+    return {int(row.account_id) for row in result}
+
+
+async def _journal_entry(
+    conn: AsyncConnection, write: RefreshWrite, applied: set[int], now: datetime
+) -> journal.JournalEntry:
+    """What to record for a write: its exchange and attempt, or the exchange alone if the
+    account was deleted meanwhile (an HTTP call that happened is never unlogged)."""
+    account = write.account
+    error_message = write.error_message
+    if account.account_id not in applied:
+        exists = await conn.execute(
+            sa.select(m.EbayAccount.id).where(m.EbayAccount.id == account.account_id)
+        )
+        if exists.first() is None:
+            organization = await conn.execute(
+                sa.select(m.Organization.id).where(m.Organization.id == account.organization_id)
+            )
+            return journal.JournalEntry(
+                exchange=write.exchange,
+                account_id=None,
+                organization_id=account.organization_id if organization.first() else None,
+                environment=account.environment,
+                trigger=write.trigger,
+                actor=write.actor,
+                attempt=None,
+            )
+        error_message = (error_message or "") + " (lease lost: token not updated)"
+    applied_here = account.account_id in applied
+    return journal.JournalEntry(
+        exchange=write.exchange,
+        account_id=account.account_id,
+        organization_id=account.organization_id,
+        environment=account.environment,
+        trigger=write.trigger,
+        actor=write.actor,
+        attempt={
+            "started_at": write.started_at,
+            "finished_at": now,
+            "outcome": write.outcome,
+            "error_code": None if write.outcome == "ok" else write.outcome,
+            "error_message": error_message.strip() if error_message else None,
+            "old_expires_at": account.access_expires_at,
+            "new_expires_at": write.transition.access_expires_at if applied_here else None,
+        },
+    )
+
+
 def _account_token(row: Any) -> AccountToken:
     values = dict(row._mapping)
     values["scopes"] = tuple(str(values["scopes"]).split())
@@ -128,6 +288,24 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
 
 
 @dataclass(frozen=True)
+class RefreshWrite:
+    """Everything one finished refresh writes (see :meth:`Store.finish_refresh`)."""
+
+    account: AccountToken
+    lease_owner: str
+    trigger: str
+    actor: str | None
+    started_at: datetime
+    outcome: str
+    error_message: str | None
+    exchange: ExchangeRecord
+    transition: Transition
+    access_token_ciphertext: str | None
+    refresh_token_ciphertext: str | None
+    refresh_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class FinishedRefresh:
     """What :meth:`Store.finish_refresh` wrote."""
 
@@ -142,6 +320,12 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._finishes: GroupCommit[RefreshWrite, FinishedRefresh] = GroupCommit(
+            self._write_finished,
+            key=lambda write: write.account.account_id,
+            # Unavailable is everyone's problem: retrying each write alone would only wait longer.
+            isolate=lambda exc: not isinstance(exc, StoreUnavailable),
+        )
 
     # Organizations ---------------------------------------------------------------------------
 
@@ -401,6 +585,18 @@ class Store:
                 .values(lease_owner=None, lease_until=None)
             )
 
+    async def release_claims(self, account_ids: Sequence[int], owner: str) -> None:
+        """Give back leases ``owner`` took but will not use (a worker stopping mid-claim)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sa.update(m.EbayToken)
+                .where(
+                    m.EbayToken.account_id.in_(list(account_ids)),
+                    m.EbayToken.lease_owner == owner,
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
+
     async def due_accounts(self, now: datetime, limit: int) -> list[int]:
         """Active accounts whose next attempt is due and whose lease is free, most urgent first."""
         async with self.db.read() as conn:
@@ -540,77 +736,46 @@ class Store:
         exchange is kept (an HTTP call that happened is never unlogged) and nothing is written to
         the account. If the lease was lost (the call outlived it), the records are kept but the
         token is left to the new holder.
+
+        Refreshes finishing at the same time share one transaction (:mod:`group_commit`); each
+        one's rows are still all there or all absent, and this returns after their commit.
         """
+        return await self._finishes.submit(
+            RefreshWrite(
+                account=account,
+                lease_owner=lease_owner,
+                trigger=trigger,
+                actor=actor,
+                started_at=started_at,
+                outcome=outcome,
+                error_message=error_message,
+                exchange=exchange,
+                transition=transition,
+                access_token_ciphertext=access_token_ciphertext,
+                refresh_token_ciphertext=refresh_token_ciphertext,
+                refresh_expires_at=refresh_expires_at,
+            )
+        )
+
+    async def flush(self) -> None:
+        """Wait for every queued refresh write (before the database is closed)."""
+        await self._finishes.flush()
+
+    async def _write_finished(self, writes: Sequence[RefreshWrite]) -> list[FinishedRefresh]:
+        """One transaction for a batch; each account at most once (the group commit's key)."""
         now = self.db.clock()
         async with self.db.transaction() as conn:
-            values: dict[str, Any] = {
-                "state": transition.state.value,
-                "state_reason": transition.reason,
-                "last_error_code": transition.last_error_code,
-                "last_error_message": transition.last_error_message,
-                "failures_in_row": transition.failures_in_row,
-                "next_attempt_at": transition.next_attempt_at,
-                "last_attempt_at": now,
-                "lease_owner": None,
-                "lease_until": None,
-                "updated_at": now,
-            }
-            if transition.access_expires_at is not None:
-                values["access_expires_at"] = transition.access_expires_at
-                values["last_success_at"] = now
-            if access_token_ciphertext is not None:
-                values["access_token_ciphertext"] = access_token_ciphertext
-            if refresh_token_ciphertext is not None:
-                values["refresh_token_ciphertext"] = refresh_token_ciphertext
-                values["refresh_expires_at"] = refresh_expires_at
-            updated = await conn.execute(
-                _finish_statement(frozenset(values)),
-                {**values, "b_account_id": account.account_id, "b_lease_owner": lease_owner},
+            applied = await _update_tokens(conn, writes, now)
+            entries = [await _journal_entry(conn, write, applied, now) for write in writes]
+            ids = await journal.insert_entries(conn, entries, now)
+        return [
+            FinishedRefresh(
+                attempt_id,
+                exchange_id,
+                applied=write.account.account_id in applied,
+                deleted=entry.attempt is None,
             )
-            applied = updated.rowcount == 1
-            if not applied:
-                exists = await conn.execute(
-                    sa.select(m.EbayAccount.id).where(m.EbayAccount.id == account.account_id)
-                )
-                if exists.first() is None:
-                    organization = await conn.execute(
-                        sa.select(m.Organization.id).where(
-                            m.Organization.id == account.organization_id
-                        )
-                    )
-                    exchange_id = await journal.insert_exchange(
-                        conn,
-                        exchange,
-                        None,
-                        account.organization_id if organization.first() else None,
-                        account.environment,
-                        trigger,
-                        now,
-                        actor,
-                    )
-                    return FinishedRefresh(None, exchange_id, applied=False, deleted=True)
-            if not applied:
-                error_message = (error_message or "") + " (lease lost: token not updated)"
-            attempt_id, exchange_id = await journal.insert_exchange_and_attempt(
-                conn,
-                exchange,
-                {
-                    "account_id": account.account_id,
-                    "organization_id": account.organization_id,
-                    "trigger": trigger,
-                    "actor": actor,
-                    "started_at": started_at,
-                    "finished_at": now,
-                    "outcome": outcome,
-                    "error_code": None if outcome == "ok" else outcome,
-                    "error_message": error_message.strip() if error_message else None,
-                    "old_expires_at": account.access_expires_at,
-                    "new_expires_at": transition.access_expires_at if applied else None,
-                },
-                environment=account.environment,
-                trigger=trigger,
-                now=now,
-            )
-            return FinishedRefresh(attempt_id, exchange_id, applied, deleted=False)
+            for write, entry, (attempt_id, exchange_id) in zip(writes, entries, ids, strict=True)
+        ]
 
     # Exchanges and attempts ------------------------------------------------------------------

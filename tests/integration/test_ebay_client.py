@@ -1,7 +1,7 @@
 """The eBay client against the real emulator (and, for broken HTTP, a real raw socket server).
 
 Every answer and every transport failure must come back classified, with a masked exchange
-record; nothing from httpx may escape the client.
+record; nothing from aiohttp may escape the client.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
-import httpx
+import aiohttp
 import pytest
 
 from ebay_connector import settings as settings_module
@@ -27,7 +27,7 @@ from ebay_connector.emulator import Emulator, EmulatorServer, Faults
 from ebay_connector.errors import DecryptFailed, InvalidStoredToken
 from ebay_connector.exchange import Action
 from ebay_connector.outcome import Outcome
-from ebay_connector.runtime import make_http_client
+from ebay_connector.runtime import make_http_session
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def ring() -> KeyRing:
 
 
 def make_client(
-    http: httpx.AsyncClient, base_url: str, ring: KeyRing, app: AppCredentials = APP
+    http: aiohttp.ClientSession, base_url: str, ring: KeyRing, app: AppCredentials = APP
 ) -> EbayClient:
     return EbayClient(
         http,
@@ -64,9 +64,9 @@ def make_client(
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
     conf = settings_module.load(_env_file=None, http_timeout_seconds=2)
-    async with make_http_client(conf) as client:
+    async with make_http_session(conf) as client:
         yield client
 
 
@@ -86,7 +86,7 @@ async def refresh(client: EbayClient, refresh_token: str, ring: KeyRing) -> Call
 
 
 async def test_refresh_ok_is_recorded_masked(
-    served: tuple[Emulator, str], http: httpx.AsyncClient, ring: KeyRing
+    served: tuple[Emulator, str], http: aiohttp.ClientSession, ring: KeyRing
 ) -> None:
     emu, base = served
     token = str(grant(emu)["refresh_token"])
@@ -104,7 +104,7 @@ async def test_refresh_ok_is_recorded_masked(
 
 
 async def test_wrong_client_secret_is_invalid_client(
-    served: tuple[Emulator, str], http: httpx.AsyncClient, ring: KeyRing
+    served: tuple[Emulator, str], http: aiohttp.ClientSession, ring: KeyRing
 ) -> None:
     emu, base = served
     token = str(grant(emu)["refresh_token"])
@@ -116,7 +116,7 @@ async def test_wrong_client_secret_is_invalid_client(
 
 
 async def test_rate_limit_carries_retry_after(
-    served: tuple[Emulator, str], http: httpx.AsyncClient, ring: KeyRing
+    served: tuple[Emulator, str], http: aiohttp.ClientSession, ring: KeyRing
 ) -> None:
     emu, base = served
     token = str(grant(emu)["refresh_token"])
@@ -137,7 +137,7 @@ async def test_rate_limit_carries_retry_after(
 )
 async def test_broken_answers_are_classified(
     served: tuple[Emulator, str],
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     ring: KeyRing,
     malformed: str,
     expected: Outcome,
@@ -151,7 +151,7 @@ async def test_broken_answers_are_classified(
 
 
 async def test_hanging_server_times_out_as_transient(
-    served: tuple[Emulator, str], http: httpx.AsyncClient, ring: KeyRing
+    served: tuple[Emulator, str], http: aiohttp.ClientSession, ring: KeyRing
 ) -> None:
     emu, base = served
     token = str(grant(emu)["refresh_token"])
@@ -162,7 +162,7 @@ async def test_hanging_server_times_out_as_transient(
     assert (call.exchange.error or "").startswith("timeout")
 
 
-async def test_refused_connection_is_transient(http: httpx.AsyncClient, ring: KeyRing) -> None:
+async def test_refused_connection_is_transient(http: aiohttp.ClientSession, ring: KeyRing) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
@@ -174,9 +174,9 @@ async def test_refused_connection_is_transient(http: httpx.AsyncClient, ring: Ke
 
 
 async def test_undecodable_body_does_not_escape_the_client(
-    http: httpx.AsyncClient, ring: KeyRing
+    http: aiohttp.ClientSession, ring: KeyRing
 ) -> None:
-    """A body that is not what its Content-Encoding says (httpx.DecodingError) is transient."""
+    """A body that is not what its Content-Encoding says (a payload error) is transient."""
 
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -199,7 +199,7 @@ async def test_undecodable_body_does_not_escape_the_client(
 
 
 async def test_application_token(
-    served: tuple[Emulator, str], http: httpx.AsyncClient, ring: KeyRing
+    served: tuple[Emulator, str], http: aiohttp.ClientSession, ring: KeyRing
 ) -> None:
     _, base = served
     client = make_client(http, base, ring)
@@ -211,7 +211,7 @@ async def test_application_token(
 
 
 async def test_get_user_ok_and_refusals(
-    served: tuple[Emulator, str], http: httpx.AsyncClient, ring: KeyRing
+    served: tuple[Emulator, str], http: aiohttp.ClientSession, ring: KeyRing
 ) -> None:
     emu, base = served
     client = make_client(http, base, ring)
