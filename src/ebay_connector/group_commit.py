@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,8 +79,16 @@ class GroupCommit(Generic[T, R]):
             # No await between the emptiness check and clearing _task (finally): a submit cannot
             # slip in between and find a task that is about to end.
             while self._pending:
-                batch = self._next_batch()
-                await self._write(batch)
+                batch = []
+                try:
+                    batch = self._next_batch()
+                    await self._write(batch)
+                except Exception as exc:  # a bug in write_batch, key or isolate
+                    # Its callers learn of it instead of waiting forever; the drain goes on.
+                    for _, future in batch or self._pending:
+                        _fail(future, exc)
+                    if not batch:
+                        self._pending.clear()
                 batch = []
         except asyncio.CancelledError:
             # The loop is shutting down: nobody will write these, so nobody may wait for them.
@@ -115,17 +123,17 @@ class GroupCommit(Generic[T, R]):
                     await self._write([entry])
                 return
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+                _fail(future, exc)
             return
         if len(results) != len(batch):  # a bug in write_batch, not a database failure
-            error = RuntimeError(f"write_batch returned {len(results)} results for {len(batch)}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
+            raise RuntimeError(f"write_batch returned {len(results)} results for {len(batch)}")
         self.batches += 1
         self.items += len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -264,6 +264,7 @@ class Worker:
         in_flight: set[asyncio.Task[RefreshResult]] = set()
         ready: collections.deque[AccountToken] = collections.deque()
         claiming: asyncio.Task[list[AccountToken]] | None = None
+        stopping: asyncio.Future[Any] | None = None
         asked = 0  # how many the running claim asked for
         error: str | None = None
         exhausted = False
@@ -300,14 +301,22 @@ class Worker:
                 if not in_flight and claiming is None:
                     return error
                 timeout = self.config.drain.total_seconds() if stop.is_set() else None
-                waiting: set[asyncio.Task[Any]] = {*in_flight}
+                waiting: set[asyncio.Future[Any]] = {*in_flight}
                 if claiming is not None:
                     waiting.add(claiming)
+                if ready and not stop.is_set():
+                    # A stop gives back the claimed-ahead accounts now, not after the next
+                    # in-flight refresh (which may take up to the HTTP timeout).
+                    if stopping is None:
+                        stopping = asyncio.ensure_future(stop.wait())
+                    waiting.add(stopping)
                 done, _ = await asyncio.wait(
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:  # draining, and the in-flight calls outlived the drain timeout
                     return "stopped before in-flight refreshes finished"
+                if stopping is not None and stopping in done:
+                    done.discard(stopping)
                 if claiming is not None and claiming in done:
                     done.discard(claiming)
                     batch, claiming = claiming.result(), None
@@ -343,9 +352,15 @@ class Worker:
             error = f"{exc.code}: {exc.message}"
             return error
         finally:
+            if stopping is not None:
+                stopping.cancel()
             if claiming is not None:
-                claiming.cancel()
-                await asyncio.gather(claiming, return_exceptions=True)
+                # Not cancelled: a claim cancelled after its commit would strand its leases
+                # until they expire. Whatever it took is given back with the rest of `ready`.
+                with contextlib.suppress(ConnectorError):
+                    taken = await claiming
+                    counts.claimed += len(taken)
+                    ready.extend(taken)
             for task in in_flight:
                 task.cancel()  # their refresh releases the lease on the way out
             if in_flight:
