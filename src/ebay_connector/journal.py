@@ -102,6 +102,12 @@ _ATTEMPTS: sa.Table = m.RefreshAttempt.__table__  # type: ignore[assignment]
 # them nor the ORM's bulk-persistence layer (measured: ~1 ms of CPU per refresh).
 _INSERT_EXCHANGE = sa.insert(_EXCHANGES).returning(_EXCHANGES.c.id)
 _INSERT_ATTEMPT = sa.insert(_ATTEMPTS).returning(_ATTEMPTS.c.id)
+_INSERT_EXCHANGE_ROWS = sa.insert(_EXCHANGES)  # with explicit ids, executemany (SQLite)
+_INSERT_ATTEMPT_ROWS = sa.insert(_ATTEMPTS)
+_LAST_IDS = sa.select(
+    sa.select(sa.func.max(_EXCHANGES.c.id)).scalar_subquery(),
+    sa.select(sa.func.max(_ATTEMPTS.c.id)).scalar_subquery(),
+)
 
 
 async def insert_exchange(
@@ -250,7 +256,8 @@ async def insert_entries(
     """Insert exchanges and their attempts; returns (attempt id or None, exchange id) in order.
 
     On PostgreSQL one statement for the whole batch (see :data:`_INSERT_ENTRIES`), so a group of
-    refreshes costs the same round trips as one. SQLite runs in-process: a statement each.
+    refreshes costs the same round trips as one; on SQLite three (the last ids, then one
+    executemany per table).
     """
     if not entries:
         return []
@@ -261,6 +268,13 @@ async def insert_entries(
             (None if row.attempt_id is None else int(row.attempt_id), int(row.exchange_id))
             for row in rows
         ]
+    # SQLite: two executemany calls (one hop each to the database thread, not one per row).
+    # Ids are handed out here, as SQLite itself would (max + 1): the caller's transaction holds
+    # SQLite's write lock (BEGIN IMMEDIATE), so nobody else can insert meanwhile.
+    last = (await conn.execute(_LAST_IDS)).one()
+    next_exchange, next_attempt = int(last[0] or 0) + 1, int(last[1] or 0) + 1
+    exchanges: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
     ids: list[tuple[int | None, int]] = []
     for entry in entries:
         values = _exchange_values(
@@ -272,13 +286,21 @@ async def insert_entries(
             now,
             entry.actor,
         )
-        exchange_id = int((await conn.execute(_INSERT_EXCHANGE, values)).scalar_one())
+        exchange_id = next_exchange
+        next_exchange += 1
+        exchanges.append({"id": exchange_id, **values})
         attempt_id = None
         if entry.attempt is not None:
+            attempt_id = next_attempt
+            next_attempt += 1
             shared = {name: values[name] for name in _SHARED_FIELDS}
-            attempt_values = {**shared, **entry.attempt, "exchange_id": exchange_id}
-            attempt_id = int((await conn.execute(_INSERT_ATTEMPT, attempt_values)).scalar_one())
+            attempts.append(
+                {"id": attempt_id, **shared, **entry.attempt, "exchange_id": exchange_id}
+            )
         ids.append((attempt_id, exchange_id))
+    await conn.execute(_INSERT_EXCHANGE_ROWS, exchanges)
+    if attempts:
+        await conn.execute(_INSERT_ATTEMPT_ROWS, attempts)
     return ids
 
 

@@ -7,7 +7,6 @@ transaction of the refresh they record. Values cross the boundary as frozen data
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -88,54 +87,10 @@ def _never_reused_id(dialect: str) -> dict[str, Any]:
     return {"id": sa.func.max(highest, retired) + 1}
 
 
-@functools.cache
-def _finish_statement(fields: frozenset[str]) -> sa.Update:
-    """The lease-guarded token UPDATE of a finished refresh, one per set of columns written.
-
-    A Core statement built once per shape (success, failure, rotation): the refresh path pays
-    neither for building it nor for the ORM's bulk-persistence layer.
-    """
-    tokens: sa.Table = m.EbayToken.__table__  # type: ignore[assignment]
-    columns = {name: sa.bindparam(name, type_=tokens.c[name].type) for name in sorted(fields)}
-    return (
-        sa.update(tokens)
-        .where(
-            tokens.c.account_id == sa.bindparam("b_account_id"),
-            tokens.c.lease_owner == sa.bindparam("b_lease_owner"),
-        )
-        .values({**columns, "version": tokens.c.version + 1})
-    )
-
-
-def _token_values(write: RefreshWrite, now: datetime) -> dict[str, Any]:
-    """The columns a finished refresh writes to its token row (what is None is left alone)."""
-    transition = write.transition
-    values: dict[str, Any] = {
-        "state": transition.state.value,
-        "state_reason": transition.reason,
-        "last_error_code": transition.last_error_code,
-        "last_error_message": transition.last_error_message,
-        "failures_in_row": transition.failures_in_row,
-        "next_attempt_at": transition.next_attempt_at,
-        "last_attempt_at": now,
-        "lease_owner": None,
-        "lease_until": None,
-        "updated_at": now,
-    }
-    if transition.access_expires_at is not None:
-        values["access_expires_at"] = transition.access_expires_at
-        values["last_success_at"] = now
-    if write.access_token_ciphertext is not None:
-        values["access_token_ciphertext"] = write.access_token_ciphertext
-    if write.refresh_token_ciphertext is not None:
-        values["refresh_token_ciphertext"] = write.refresh_token_ciphertext
-        values["refresh_expires_at"] = write.refresh_expires_at
-    return values
-
-
 # PostgreSQL: a whole batch's token rows in ONE statement, the same text for every batch size
-# (one array parameter per column). It writes exactly what _finish_statement writes per row:
-# a ciphertext or expiry that is NULL here leaves the stored one alone.
+# (one array parameter per column). The rules are _FINISH_ANY's: state, error, schedule and
+# lease always; a new access token's expiry (and last_success_at) only on success; a
+# ciphertext or refresh expiry that is NULL here leaves the stored one alone.
 _FINISH_TOKENS = sa.text(
     """
 UPDATE ebay_tokens AS t SET
@@ -175,25 +130,101 @@ RETURNING t.account_id
 )
 
 
+def _finish_any_statement() -> sa.Update:
+    """One UPDATE for every shape of finished refresh (success, failure, a rotated refresh
+    token), so SQLite's executemany can take a whole batch. Guarded by the lease; a NULL
+    ciphertext or expiry leaves the stored one alone. PostgreSQL: the same in _FINISH_TOKENS.
+    """
+    tokens: sa.Table = m.EbayToken.__table__  # type: ignore[assignment]
+
+    def value(name: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(f"v_{name}", type_=tokens.c[name].type)
+
+    now = sa.bindparam("v_now", type_=m.UTCDateTime())
+    granted, new_refresh = value("access_expires_at"), value("refresh_token_ciphertext")
+    return (
+        sa.update(tokens)
+        .where(
+            tokens.c.account_id == sa.bindparam("b_account_id"),
+            tokens.c.lease_owner == sa.bindparam("b_lease_owner"),
+        )
+        .values(
+            {
+                **{
+                    name: value(name)
+                    for name in (
+                        "state",
+                        "state_reason",
+                        "last_error_code",
+                        "last_error_message",
+                        "failures_in_row",
+                        "next_attempt_at",
+                    )
+                },
+                "last_attempt_at": now,
+                "lease_owner": None,
+                "lease_until": None,
+                "updated_at": now,
+                "version": tokens.c.version + 1,
+                "access_expires_at": sa.func.coalesce(granted, tokens.c.access_expires_at),
+                "last_success_at": sa.case(
+                    (granted.is_(None), tokens.c.last_success_at), else_=now
+                ),
+                "access_token_ciphertext": sa.func.coalesce(
+                    value("access_token_ciphertext"), tokens.c.access_token_ciphertext
+                ),
+                "refresh_token_ciphertext": sa.func.coalesce(
+                    new_refresh, tokens.c.refresh_token_ciphertext
+                ),
+                "refresh_expires_at": sa.case(
+                    (new_refresh.is_(None), tokens.c.refresh_expires_at),
+                    else_=value("refresh_expires_at"),
+                ),
+            }
+        )
+    )
+
+
+_FINISH_ANY = _finish_any_statement()
+_LEASE_OWNERS = sa.select(m.EbayToken.account_id, m.EbayToken.lease_owner).where(
+    m.EbayToken.account_id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
+def _finish_any_params(write: RefreshWrite, now: datetime) -> dict[str, Any]:
+    transition = write.transition
+    return {
+        "b_account_id": write.account.account_id,
+        "b_lease_owner": write.lease_owner,
+        "v_now": now,
+        "v_state": transition.state.value,
+        "v_state_reason": transition.reason,
+        "v_last_error_code": transition.last_error_code,
+        "v_last_error_message": transition.last_error_message,
+        "v_failures_in_row": transition.failures_in_row,
+        "v_next_attempt_at": transition.next_attempt_at,
+        "v_access_expires_at": transition.access_expires_at,
+        "v_access_token_ciphertext": write.access_token_ciphertext,
+        "v_refresh_token_ciphertext": write.refresh_token_ciphertext,
+        "v_refresh_expires_at": write.refresh_expires_at,
+    }
+
+
 async def _update_tokens(
     conn: AsyncConnection, writes: Sequence[RefreshWrite], now: datetime
 ) -> set[int]:
     """Apply each write whose lease still holds; returns the ids of the accounts updated."""
     if conn.dialect.name != "postgresql":
-        applied: set[int] = set()
-        for write in writes:
-            values = _token_values(write, now)
-            updated = await conn.execute(
-                _finish_statement(frozenset(values)),
-                {
-                    **values,
-                    "b_account_id": write.account.account_id,
-                    "b_lease_owner": write.lease_owner,
-                },
-            )
-            if updated.rowcount == 1:
-                applied.add(write.account.account_id)
-        return applied
+        # SQLite: the transaction holds the write lock (BEGIN IMMEDIATE), so the leases read
+        # here cannot change before the UPDATE; then one executemany for all applied rows.
+        owners = await conn.execute(
+            _LEASE_OWNERS, {"ids": [write.account.account_id for write in writes]}
+        )
+        holder = {int(row.account_id): row.lease_owner for row in owners}
+        mine = [w for w in writes if holder.get(w.account.account_id) == w.lease_owner]
+        if mine:
+            await conn.execute(_FINISH_ANY, [_finish_any_params(w, now) for w in mine])
+        return {write.account.account_id for write in mine}
     # Sorted, so rows are locked in one order by every replica.
     ordered = sorted(writes, key=lambda write: write.account.account_id)
     params: dict[str, Any] = {
