@@ -161,8 +161,9 @@ class ReplicaRun:
         if per_process >= SATURATED_CORE_PCT:
             return f"the worker processes' own CPU ({shares})"
         return (
-            f"no resource saturated ({shares}): the worker waits on its database — round trips "
-            "and new connections (bench/catch_up.py counts both per refresh)"
+            f"no resource saturated ({shares}): each refresh holds its slot longer than the eBay "
+            "latency — event-loop turns of a busy process and the wait for its group commit "
+            "(bench/catch_up.py prints the claim-to-commit split)"
         )
 
     def to_dict(self) -> dict[str, Any]:
