@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import logging
@@ -327,8 +326,10 @@ class KeyRing:
 
     def fingerprint(self, secret: str) -> str:
         """A short keyed hash of ``secret``: equal secrets compare equal, nothing is revealed."""
-        digest = hmac.new(self._fingerprint_key, secret.encode("utf-8"), hashlib.sha256)
-        return digest.hexdigest()[:FINGERPRINT_HEX_CHARS]
+        # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac.new object
+        # (every refresh fingerprints its refresh token, the credentials and the new token).
+        digest = hmac.digest(self._fingerprint_key, secret.encode("utf-8"), "sha256")
+        return digest.hex()[:FINGERPRINT_HEX_CHARS]
 
     def derive_secret(self, purpose: str) -> bytes:
         """A 32-byte secret for ``purpose`` (e.g. signing session cookies), stable for this ring.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -342,3 +344,13 @@ def test_a_broken_key_file_edit_is_not_taken_by_a_running_ring(tmp_path: Path) -
     text = running.encrypt(TOKEN, account_id=1, field=ACCESS)
     assert running.key_id_of(text) == running.primary_id != "k9"
     assert running.decrypt(text, account_id=1, field=ACCESS) == TOKEN
+
+
+def test_a_fingerprint_is_the_keyed_sha256_older_records_hold() -> None:
+    # Records written by earlier versions must stay comparable: the fingerprint is the first
+    # FINGERPRINT_HEX_CHARS hex digits of HMAC-SHA256(fingerprint key, UTF-8 secret).
+    key = bytes(range(32))
+    ring = make_ring("k1", fingerprint_key=key)
+    expected = hmac.new(key, TOKEN.encode("utf-8"), hashlib.sha256).hexdigest()
+    assert ring.fingerprint(TOKEN) == expected[: crypto.FINGERPRINT_HEX_CHARS]
+    assert len(ring.fingerprint(TOKEN)) == crypto.FINGERPRINT_HEX_CHARS
