@@ -88,6 +88,25 @@ async def seed_account(
     return account_id, grant
 
 
+async def seed_due_accounts(runtime: Runtime, emu: Emulator, count: int, prefix: str) -> list[int]:
+    """``count`` accounts whose tokens eBay (the emulator) really issued, all expired and due
+    now, most urgent first (in the order of the returned ids)."""
+    organization = await runtime.store.create_organization(f"{prefix} org")
+    now = runtime.clock()
+    ids = []
+    for i in range(count):
+        account_id, _ = await seed_account(
+            runtime,
+            emu,
+            organization,
+            f"{prefix}_{i:04d}",
+            access_expires_at=now - timedelta(minutes=1),
+            next_attempt_at=now - timedelta(seconds=count - i),
+        )
+        ids.append(account_id)
+    return ids
+
+
 async def connect_seller(
     runtime: Runtime, organization_id: int, username: str, *, code: str | None = None
 ) -> int:

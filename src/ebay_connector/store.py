@@ -646,15 +646,11 @@ class Store:
             return result.rowcount == 1
 
     async def release_lease(self, account_id: int, owner: str) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                sa.update(m.EbayToken)
-                .where(m.EbayToken.account_id == account_id, m.EbayToken.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None)
-            )
+        await self.release_claims([account_id], owner)
 
     async def release_claims(self, account_ids: Sequence[int], owner: str) -> None:
-        """Give back leases ``owner`` took but will not use (a worker stopping mid-claim)."""
+        """Give back leases ``owner`` holds on these accounts (a refresh that ended without its
+        write, or claimed-ahead accounts a stopping worker will not start)."""
         async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(m.EbayToken)

@@ -34,7 +34,7 @@ from tests.acceptance.test_crash import (
     poll,
     server_env,
 )
-from tests.integration.test_worker_scale import connect_many
+from tests.helpers import seed_due_accounts
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.postgres]
@@ -110,7 +110,7 @@ async def test_database_outage_under_load_is_survived_and_work_resumes(
     server = ServerProcess(env, tmp_path / "serve.log", worker=True)
     loader: asyncio.Task[None] | None = None
     async with open_runtime(conf) as runtime:  # straight to PostgreSQL, not through the proxy
-        ids = await connect_many(runtime, emu, ACCOUNTS, "outage")
+        ids = await seed_due_accounts(runtime, emu, ACCOUNTS, "outage")
         org_id = await runtime.store.organization_id("outage org")
         assert org_id is not None
         _, key = await ApiKeys(runtime.db).create(org_id, "load", can_read_tokens=True)

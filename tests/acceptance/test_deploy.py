@@ -30,7 +30,7 @@ from ebay_connector.emulator import Emulator, EmulatorServer
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.acceptance.test_demo_cli import free_port
 from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, in_thread, postgres_unavailable_reason
-from tests.integration.test_worker_scale import connect_many
+from tests.helpers import seed_due_accounts
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.postgres]
 
@@ -243,7 +243,9 @@ async def check_site(site: Site, seed: Runtime, accounts: list[int], processes: 
     while True:
         processes.alive()
         beats = await seed.heartbeats.all()
-        done = [a for a in await seed.store.accounts() if a.last_success_at is not None]
+        # A connected account already has a last success (its connect); what proves the
+        # workers ran is a refresh of their own: one attempt per account, written by a worker.
+        done = [a for a in await seed.store.accounts() if a.last_attempt_at is not None]
         if len(beats) == WORKERS and len(done) == len(accounts):
             break
         assert time.monotonic() < deadline, (beats, processes.log("worker.1"))
@@ -271,7 +273,7 @@ async def test_procfile_runs_release_web_and_workers_on_postgresql(
     processes = Processes(site, tmp_path)
     try:
         async with open_runtime(site.conf) as seed:
-            accounts = await connect_many(seed, site.emulator, ACCOUNTS, "deploy")
+            accounts = await seed_due_accounts(seed, site.emulator, ACCOUNTS, "deploy")
             processes.start("web", ["bash", "-c", types["web"]])
             for n in range(1, WORKERS + 1):
                 processes.start(f"worker.{n}", ["bash", "-c", types["worker"]])
@@ -289,7 +291,7 @@ async def test_systemd_units_run_migrations_web_and_worker_replicas_on_postgresq
     processes = Processes(site, tmp_path)
     try:
         async with open_runtime(site.conf) as seed:
-            accounts = await connect_many(seed, site.emulator, ACCOUNTS, "deploy")
+            accounts = await seed_due_accounts(seed, site.emulator, ACCOUNTS, "deploy")
             processes.start("web", exec_start("ebay-connector-web.service"))
             for n in range(1, WORKERS + 1):
                 processes.start(f"worker.{n}", exec_start("ebay-connector-worker@.service"))

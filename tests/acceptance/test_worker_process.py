@@ -29,7 +29,7 @@ from tests.conftest import (
     in_thread,
     postgres_unavailable_reason,
 )
-from tests.integration.test_worker_scale import connect_many
+from tests.helpers import seed_due_accounts
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.postgres]
 
@@ -105,7 +105,7 @@ async def seeded(
         _env_file=None, database_url=fresh_database, emulator_url=base, key_file=key_file
     )
     async with open_runtime(conf) as runtime:
-        await connect_many(runtime, emu, ACCOUNTS, "proc")
+        await seed_due_accounts(runtime, emu, ACCOUNTS, "proc")
         emu.set_faults(Faults(latency_ms=LATENCY_MS))
         yield runtime, emu, worker_env(fresh_database, base, key_file)
 

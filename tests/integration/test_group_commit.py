@@ -34,7 +34,7 @@ from ebay_connector.runtime import Runtime
 from ebay_connector.store import AccountToken, FinishedRefresh
 from ebay_connector.worker import CycleCounts, CycleStatus, Worker, WorkerConfig
 from tests.conftest import DatabaseTarget, FakeClock
-from tests.helpers import seed_account
+from tests.helpers import seed_due_accounts
 
 pytestmark = pytest.mark.integration
 
@@ -80,24 +80,6 @@ REVOKED = Shape(
     actor="cli",
 )
 SHAPES = (OK, ROTATED, TRANSIENT, REVOKED)
-
-
-async def seed_due(runtime: Runtime, emu: Emulator, count: int, prefix: str) -> list[int]:
-    """Accounts with emulator-issued tokens, all due now."""
-    organization = await runtime.store.create_organization(f"{prefix} org")
-    now = runtime.clock()
-    ids = []
-    for i in range(count):
-        account_id, _ = await seed_account(
-            runtime,
-            emu,
-            organization,
-            f"{prefix}_{i:02d}",
-            access_expires_at=now - timedelta(minutes=1),
-            next_attempt_at=now - timedelta(seconds=count - i),
-        )
-        ids.append(account_id)
-    return ids
 
 
 async def claim(runtime: Runtime, ids: list[int]) -> dict[int, AccountToken]:
@@ -374,7 +356,7 @@ async def test_concurrent_finishes_share_a_transaction_and_write_what_a_solo_wri
 ) -> None:
     emu, _ = emulator
     per_shape = 5
-    ids = await seed_due(runtime, emu, len(SHAPES) * (per_shape + 1), "group")
+    ids = await seed_due_accounts(runtime, emu, len(SHAPES) * (per_shape + 1), "group")
     # Later than the seed, so a column the write leaves alone is told from one it sets to now.
     clock.advance(minutes=30)
     accounts = await claim(runtime, ids)
@@ -433,7 +415,7 @@ async def test_one_batch_mixing_applied_lease_lost_and_deleted_writes(
     runtime: Runtime, emulator: tuple[Emulator, str], clock: FakeClock
 ) -> None:
     emu, _ = emulator
-    ids = await seed_due(runtime, emu, 3, "mixed")
+    ids = await seed_due_accounts(runtime, emu, 3, "mixed")
     applied_id, lost_id, gone_id = ids
     clock.advance(minutes=30)
     accounts = await claim(runtime, ids)
@@ -501,7 +483,7 @@ async def test_a_success_whose_lease_was_lost_applies_no_token_and_no_expiry(
 ) -> None:
     """eBay granted (and rotated) a token, but another worker holds the lease now."""
     emu, _ = emulator
-    (account_id,) = await seed_due(runtime, emu, 1, "lost_ok")
+    (account_id,) = await seed_due_accounts(runtime, emu, 1, "lost_ok")
     clock.advance(minutes=30)
     account = (await claim(runtime, [account_id]))[account_id]
     args = finish_args(runtime, account, ROTATED, await call_ebay(runtime, emu, account, ROTATED))
@@ -535,7 +517,7 @@ async def one_bad_write_among_good_ones(
     """Three writes queued together, the middle one spoiled. The neighbours must be written as
     if alone, only the spoiled one's caller fails, and nothing of it is left half-written.
     Returns the spoiled one's error."""
-    ids = await seed_due(runtime, emu, 3, "spoiled")
+    ids = await seed_due_accounts(runtime, emu, 3, "spoiled")
     clock.advance(minutes=30)
     accounts = await claim(runtime, ids)
     call = await call_ebay(runtime, emu, accounts[ids[0]], OK)
@@ -663,7 +645,7 @@ async def test_a_worker_stopped_mid_cycle_gives_back_what_it_claimed_ahead(
 ) -> None:
     emu, _ = emulator
     concurrency = 4
-    ids = await seed_due(runtime, emu, 40, "stop")
+    ids = await seed_due_accounts(runtime, emu, 40, "stop")
     # Long enough that the stop surely lands while the first calls are out (it is set within
     # a few polls of the claim); the cycle then lasts about this long.
     emu.set_faults(Faults(latency_ms=600))
@@ -708,7 +690,7 @@ async def test_a_worker_told_to_back_off_gives_back_what_it_claimed_ahead(
     account waiting in the claim-ahead buffer is not started, and not kept leased."""
     emu, _ = emulator
     concurrency = 4
-    ids = await seed_due(runtime, emu, 20, refusal)
+    ids = await seed_due_accounts(runtime, emu, 20, refusal)
     if refusal == "rate_limited":
         emu.set_faults(Faults(latency_ms=200, rate_limited=True, retry_after_s=120))
     else:

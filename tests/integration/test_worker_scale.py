@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -20,27 +19,9 @@ from ebay_connector.runtime import Runtime, refresh_config
 from ebay_connector.store import Store
 from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
 from tests.conftest import DatabaseTarget, FakeClock
-from tests.helpers import seed_account
+from tests.helpers import seed_due_accounts
 
 pytestmark = pytest.mark.integration
-
-
-async def connect_many(runtime: Runtime, emu: Emulator, count: int, prefix: str) -> list[int]:
-    """Accounts whose tokens eBay (the emulator) really issued, all due now."""
-    organization = await runtime.store.create_organization(f"{prefix} org")
-    now = runtime.clock()
-    ids = []
-    for i in range(count):
-        account_id, _ = await seed_account(
-            runtime,
-            emu,
-            organization,
-            f"{prefix}_{i:04d}",
-            access_expires_at=now - timedelta(minutes=1),
-            next_attempt_at=now - timedelta(seconds=count - i),  # most urgent first
-        )
-        ids.append(account_id)
-    return ids
 
 
 def replica(
@@ -79,7 +60,7 @@ async def test_replicas_never_refresh_an_account_twice_and_miss_none(
     replicas: int,
 ) -> None:
     emu, _ = emulator
-    ids = await connect_many(runtime, emu, 120, "replica")
+    ids = await seed_due_accounts(runtime, emu, 120, "replica")
     emu.set_faults(Faults(latency_ms=20))
     workers = [
         replica(runtime, database, clock, f"replica-{n}", concurrency=8) for n in range(replicas)
@@ -105,7 +86,7 @@ async def test_quota_guard_stops_proactive_work_at_the_reserve(
     runtime: Runtime, emulator: tuple[Emulator, str], database: DatabaseTarget, clock: FakeClock
 ) -> None:
     emu, _ = emulator
-    ids = await connect_many(runtime, emu, 20, "quota")
+    ids = await seed_due_accounts(runtime, emu, 20, "quota")
     quota = dataclasses.replace(
         runtime.settings.quota, limits={"refresh_token": 10}, reserve_share=0.2
     )
@@ -132,7 +113,7 @@ async def test_a_429_pauses_the_whole_process(
     runtime: Runtime, emulator: tuple[Emulator, str], database: DatabaseTarget, clock: FakeClock
 ) -> None:
     emu, _ = emulator
-    await connect_many(runtime, emu, 10, "paused")
+    await seed_due_accounts(runtime, emu, 10, "paused")
     emu.set_faults(Faults(rate_limited=True, retry_after_s=120))
     worker, db = replica(runtime, database, clock, "pause-worker", concurrency=1)
     try:
@@ -158,7 +139,7 @@ async def test_worker_survives_a_lost_database_connection(
 ) -> None:
     """Server-side connection kills (a PostgreSQL feature) are survived via pool pre-ping."""
     emu, _ = emulator
-    await connect_many(runtime, emu, 5, "lost")
+    await seed_due_accounts(runtime, emu, 5, "lost")
     worker, db = replica(runtime, database, clock, "lost-worker", concurrency=2)
     try:
         assert (await worker.run_once()).counts.refreshed == 5
