@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -100,11 +102,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         in_thread(migrate.upgrade, db.url)
         yield db
         return
-    reason = postgres_unavailable_reason()
-    if reason is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_postgres()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     _pg_execute(f'CREATE SCHEMA "{schema}"')
     db = DatabaseTarget(POSTGRES_URL, schema, "postgresql")
@@ -113,6 +111,30 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         yield db
     finally:
         _pg_execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def require_postgres() -> None:
+    """Skip the test when PostgreSQL is unreachable — or fail it where CI requires PostgreSQL."""
+    reason = postgres_unavailable_reason()
+    if reason is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str, *, migrated: bool) -> Iterator[str]:
+    """A new PostgreSQL database (a process cannot be handed a schema), dropped afterwards."""
+    require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _pg_execute(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        if migrated:
+            in_thread(migrate.upgrade, url)
+        yield url
+    finally:
+        _pg_execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def _pg_execute(sql: str) -> None:
@@ -145,6 +167,35 @@ def make_settings(database: DatabaseTarget, emulator_url: str, tmp_path: Path, *
     )
 
 
+def register_app(emu: Emulator, conf: Any) -> None:
+    """Register the product's application (its settings' keyset and callback) at the emulator."""
+    emu.register_app(
+        client_id=conf.app_client_id,
+        client_secret=conf.app_client_secret,
+        ru_name=conf.app_ru_name,
+        accept_url=conf.callback_url,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_test_runtime(
+    database: DatabaseTarget,
+    emulator: tuple[Emulator, str],
+    tmp_path: Path,
+    clock: FakeClock,
+    *,
+    rng_seed: int = 7,
+    **extra: Any,
+) -> AsyncIterator[Runtime]:
+    """A runtime on ``database`` whose application the emulator knows; ``extra`` are settings."""
+    emu, base_url = emulator
+    conf = make_settings(database, base_url, tmp_path, **extra)
+    register_app(emu, conf)
+    rng = random.Random(rng_seed)
+    async with open_runtime(conf, clock=clock, rng=rng, schema=database.schema) as rt:
+        yield rt
+
+
 @pytest.fixture
 async def runtime(
     database: DatabaseTarget,
@@ -152,15 +203,5 @@ async def runtime(
     tmp_path: Path,
     clock: FakeClock,
 ) -> AsyncIterator[Runtime]:
-    import random
-
-    emu, base_url = emulator
-    conf = make_settings(database, base_url, tmp_path, http_timeout_seconds=3)
-    emu.register_app(
-        client_id=conf.app_client_id,
-        client_secret=conf.app_client_secret,
-        ru_name=conf.app_ru_name,
-        accept_url=conf.callback_url,
-    )
-    async with open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt:
+    async with open_test_runtime(database, emulator, tmp_path, clock, http_timeout_seconds=3) as rt:
         yield rt

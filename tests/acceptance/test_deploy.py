@@ -16,12 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -29,7 +27,7 @@ from ebay_connector import crypto, settings
 from ebay_connector.emulator import Emulator, EmulatorServer
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.acceptance.test_demo_cli import free_port
-from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, in_thread, postgres_unavailable_reason
+from tests.conftest import postgres_database
 from tests.helpers import seed_due_accounts
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.postgres]
@@ -99,25 +97,8 @@ def test_deployment_files_agree_with_the_product() -> None:
 @pytest.fixture
 def empty_database() -> Iterator[str]:
     """A new PostgreSQL database without a schema (the release step creates it)."""
-    reason = postgres_unavailable_reason()
-    if reason is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"ebc_deploy_{uuid.uuid4().hex[:10]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql://", "postgres://"))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    in_thread(asyncio.run, run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        in_thread(asyncio.run, run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    with postgres_database("ebc_deploy", migrated=False) as url:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,18 @@ import random
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from ebay_connector import migrate, settings
+from ebay_connector import settings
 from ebay_connector.clock import utcnow
 from ebay_connector.emulator import Emulator, EmulatorServer, Faults
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.acceptance.test_demo_cli import CLI
-from tests.conftest import (
-    POSTGRES_URL,
-    REQUIRE_POSTGRES,
-    FakeClock,
-    in_thread,
-    postgres_unavailable_reason,
-)
+from tests.conftest import FakeClock, postgres_database
 from tests.helpers import seed_due_accounts
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.postgres]
@@ -38,34 +30,11 @@ LATENCY_MS = 1500
 CONCURRENCY = 4
 
 
-def _admin_url() -> str:
-    return POSTGRES_URL.replace("postgresql://", "postgres://")
-
-
 @pytest.fixture
 def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database (a process cannot be handed a schema), dropped afterwards."""
-    reason = postgres_unavailable_reason()
-    if reason is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"ebc_{uuid.uuid4().hex[:10]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(_admin_url())
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    in_thread(asyncio.run, run(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    in_thread(migrate.upgrade, url)
-    try:
+    """A new, migrated PostgreSQL database (a process cannot be handed a schema)."""
+    with postgres_database("ebc", migrated=True) as url:
         yield url
-    finally:
-        in_thread(asyncio.run, run(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

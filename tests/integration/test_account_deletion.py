@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from ebay_connector import deletion
 from ebay_connector import models as m
 from ebay_connector.api import create_app
 from ebay_connector.emulator import Emulator
-from ebay_connector.runtime import Runtime, open_runtime
-from tests.conftest import DatabaseTarget, FakeClock, make_settings
+from ebay_connector.runtime import Runtime
+from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
@@ -77,22 +76,16 @@ async def setup(
     database: DatabaseTarget, emulator: tuple[Emulator, str], tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Setup]:
     emu, base_url = emulator
-    conf = make_settings(
-        database,
-        base_url,
-        tmp_path,
-        http_timeout_seconds=5,
-        deletion_verification_token=VERIFICATION_TOKEN,
-        deletion_endpoint_url=REGISTERED_ENDPOINT,
-    )
-    emu.register_app(
-        client_id=conf.app_client_id,
-        client_secret=conf.app_client_secret,
-        ru_name=conf.app_ru_name,
-        accept_url=conf.callback_url,
-    )
     async with (
-        open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt,
+        open_test_runtime(
+            database,
+            emulator,
+            tmp_path,
+            clock,
+            http_timeout_seconds=5,
+            deletion_verification_token=VERIFICATION_TOKEN,
+            deletion_endpoint_url=REGISTERED_ENDPOINT,
+        ) as rt,
         serve(rt) as api_url,
     ):
         org_a = await rt.store.create_organization("Shop A")

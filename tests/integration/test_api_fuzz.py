@@ -175,26 +175,16 @@ async def runtime(
     """As the shared fixture, with the account-deletion token configured: unconfigured, that
     endpoint answers a (documented) 503 ``deletion_not_configured`` — a deployment problem, not
     input handling — and the fuzzer should reach its real handler instead."""
-    import random
+    from tests.conftest import open_test_runtime
 
-    from ebay_connector.runtime import open_runtime
-    from tests.conftest import make_settings
-
-    emu, base_url = emulator
-    conf = make_settings(
+    async with open_test_runtime(
         database,
-        base_url,
+        emulator,
         tmp_path,
+        clock,
         http_timeout_seconds=3,
         deletion_verification_token=DELETION_TOKEN,
-    )
-    emu.register_app(
-        client_id=conf.app_client_id,
-        client_secret=conf.app_client_secret,
-        ru_name=conf.app_ru_name,
-        accept_url=conf.callback_url,
-    )
-    async with open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt:
+    ) as rt:
         yield rt
 
 

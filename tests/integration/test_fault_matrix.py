@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -34,11 +33,11 @@ from ebay_connector.emulator import Emulator, EmulatorServer, Faults
 from ebay_connector.errors import NeedsReconnect, RefreshFailed
 from ebay_connector.outcome import Outcome
 from ebay_connector.refresh import APP_CREDENTIALS_REJECTED
-from ebay_connector.runtime import Runtime, open_runtime
+from ebay_connector.runtime import Runtime
 from ebay_connector.store import AccountToken
 from ebay_connector.token_state import TokenState
 from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
-from tests.conftest import DatabaseTarget, FakeClock, in_thread, make_settings
+from tests.conftest import DatabaseTarget, FakeClock, in_thread, open_test_runtime
 from tests.helpers import seed_account
 
 pytestmark = pytest.mark.integration
@@ -157,15 +156,9 @@ def emulator(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[tuple
 async def runtime(
     database: DatabaseTarget, emulator: tuple[Emulator, str], tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Runtime]:
-    emu, base_url = emulator
-    conf = make_settings(database, base_url, tmp_path, http_timeout_seconds=HTTP_TIMEOUT_S)
-    emu.register_app(
-        client_id=conf.app_client_id,
-        client_secret=conf.app_client_secret,
-        ru_name=conf.app_ru_name,
-        accept_url=conf.callback_url,
-    )
-    async with open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt:
+    async with open_test_runtime(
+        database, emulator, tmp_path, clock, http_timeout_seconds=HTTP_TIMEOUT_S
+    ) as rt:
         yield rt
 
 

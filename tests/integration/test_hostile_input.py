@@ -24,7 +24,6 @@ shape``; schemathesis's generated cases in ``test_api_fuzz.py``.
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,9 +40,9 @@ from ebay_connector.api.app import EMULATOR_MOUNT, MAX_BODY_BYTES
 from ebay_connector.api.auth import CSRF_HEADER
 from ebay_connector.api_keys import ApiKeys
 from ebay_connector.emulator import Emulator
-from ebay_connector.runtime import Runtime, open_runtime
+from ebay_connector.runtime import Runtime
 from ebay_connector.users import Role, Users
-from tests.conftest import DatabaseTarget, FakeClock, make_settings
+from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.integration.test_api_fuzz import serving
 
 pytestmark = pytest.mark.integration
@@ -237,24 +236,17 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     """As the shared fixture, but with the per-client login limit off: hundreds of hostile
     sign-ins come from 127.0.0.1 and must each reach the users table, not a 429."""
-    emu, base_url = emulator
-    conf = make_settings(
+    async with open_test_runtime(
         database,
-        base_url,
+        emulator,
         tmp_path,
+        clock,
         http_timeout_seconds=3,
         login_max_failures_per_client=0,
         login_max_failures=1000,
         # Configured, so the walk reaches the account-deletion challenge's real handler.
         deletion_verification_token="hostile-input-verification-token-0123456789",
-    )
-    emu.register_app(
-        client_id=conf.app_client_id,
-        client_secret=conf.app_client_secret,
-        ru_name=conf.app_ru_name,
-        accept_url=conf.callback_url,
-    )
-    async with open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt:
+    ) as rt:
         yield rt
 
 

@@ -27,7 +27,7 @@ from ebay_connector.exchange import Trigger
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.token_state import TokenState
 from ebay_connector.worker import CycleStatus
-from tests.conftest import DatabaseTarget, FakeClock, in_thread, make_settings
+from tests.conftest import DatabaseTarget, FakeClock, in_thread, make_settings, register_app
 from tests.helpers import seed_account
 
 pytestmark = pytest.mark.integration
@@ -65,12 +65,7 @@ async def env_runtime(
 def registered(emulator: tuple[Emulator, str], tmp_path: Path) -> tuple[Emulator, str]:
     emu, base_url = emulator
     conf = make_settings(DatabaseTarget("sqlite:///unused.db", None, "sqlite"), base_url, tmp_path)
-    emu.register_app(
-        client_id=conf.app_client_id,
-        client_secret=conf.app_client_secret,
-        ru_name=conf.app_ru_name,
-        accept_url=conf.callback_url,
-    )
+    register_app(emu, conf)
     return emulator
 
 

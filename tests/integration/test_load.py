@@ -27,10 +27,10 @@ from httpx_aiohttp import AiohttpTransport
 from ebay_connector.api import create_app
 from ebay_connector.api_keys import ApiKeys
 from ebay_connector.emulator import Emulator, Faults
-from ebay_connector.runtime import Runtime, open_runtime
+from ebay_connector.runtime import Runtime
 from ebay_connector.users import Role, Users
 from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
-from tests.conftest import DatabaseTarget, FakeClock, make_settings
+from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.helpers import seed_account
 
 pytestmark = pytest.mark.integration
@@ -85,15 +85,9 @@ async def runtime(
     """The conftest's runtime with the product's default HTTP timeout: 500 requests on one
     event loop may delay reading eBay's answer by seconds on a busy machine, and that is not
     the eBay failure this test is about."""
-    emu, base_url = emulator
-    conf = make_settings(database, base_url, tmp_path, http_timeout_seconds=HTTP_TIMEOUT_S)
-    emu.register_app(
-        client_id=conf.app_client_id,
-        client_secret=conf.app_client_secret,
-        ru_name=conf.app_ru_name,
-        accept_url=conf.callback_url,
-    )
-    async with open_runtime(conf, clock=clock, rng=random.Random(7), schema=database.schema) as rt:
+    async with open_test_runtime(
+        database, emulator, tmp_path, clock, http_timeout_seconds=HTTP_TIMEOUT_S
+    ) as rt:
         yield rt
 
 
