@@ -98,11 +98,10 @@ def _exchange_values(
 
 _EXCHANGES: sa.Table = m.EbayExchange.__table__  # type: ignore[assignment]
 _ATTEMPTS: sa.Table = m.RefreshAttempt.__table__  # type: ignore[assignment]
-# Written on every refresh: Core statements built once, so a refresh pays for neither building
-# them nor the ORM's bulk-persistence layer (measured: ~1 ms of CPU per refresh).
-_INSERT_EXCHANGE = sa.insert(_EXCHANGES).returning(_EXCHANGES.c.id)
-_INSERT_ATTEMPT = sa.insert(_ATTEMPTS).returning(_ATTEMPTS.c.id)
-_INSERT_EXCHANGE_ROWS = sa.insert(_EXCHANGES)  # with explicit ids, executemany (SQLite)
+# Core statements built once: a refresh pays for neither building them nor the ORM's
+# bulk-persistence layer (measured: ~1 ms of CPU per refresh).
+_INSERT_EXCHANGE = sa.insert(_EXCHANGES).returning(_EXCHANGES.c.id)  # one exchange, no refresh
+_INSERT_EXCHANGE_ROWS = sa.insert(_EXCHANGES)  # a refresh batch on SQLite: explicit ids
 _INSERT_ATTEMPT_ROWS = sa.insert(_ATTEMPTS)
 _LAST_IDS = sa.select(
     sa.select(sa.func.max(_EXCHANGES.c.id)).scalar_subquery(),
@@ -135,20 +134,12 @@ class JournalEntry:
     environment: str
     trigger: str
     actor: str | None
-    attempt: dict[str, Any] | None  # exactly ATTEMPT_OWN_FIELDS; None: the exchange alone
+    # What an attempt holds beyond what it shares with its exchange (account, organization,
+    # trigger, actor): started_at, finished_at, outcome, error_code, error_message,
+    # old_expires_at, new_expires_at. None: the exchange alone.
+    attempt: dict[str, Any] | None
 
 
-# What an attempt holds beyond what it shares with its exchange (account, organization,
-# trigger, actor).
-ATTEMPT_OWN_FIELDS = (
-    "started_at",
-    "finished_at",
-    "outcome",
-    "error_code",
-    "error_message",
-    "old_expires_at",
-    "new_expires_at",
-)
 _SHARED_FIELDS = ("account_id", "organization_id", "trigger", "actor")
 
 # PostgreSQL: any number of entries in ONE statement. Each column travels as one array
