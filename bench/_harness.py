@@ -65,11 +65,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ebay_connector import migrate
-from ebay_connector import models as m
-from ebay_connector.crypto import TokenField
-from ebay_connector.exchange import Trigger
-from ebay_connector.outcome import Outcome
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.outcome import Outcome
+from ebay_connector.core.token_state import TokenState
+from ebay_connector.db import migrate
+from ebay_connector.db import models as m
+from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime
 from ebay_connector.settings import (
     EMULATOR_CLIENT_ID,
@@ -79,7 +80,6 @@ from ebay_connector.settings import (
     Settings,
     load,
 )
-from ebay_connector.token_state import TokenState
 
 BENCH_DIR = Path(__file__).resolve().parent
 # The CLI next to the interpreter running the benchmark (.venv/bin/ebay-connector).

@@ -56,12 +56,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ebay_connector import policy, token_state
-from ebay_connector.exchange import Action
-from ebay_connector.outcome import Classified, Outcome, TokenGrant
-from ebay_connector.policy import PolicyConfig, Reason, RefreshPolicy
-from ebay_connector.quota import WINDOW, QuotaConfig, QuotaState
-from ebay_connector.refresh import LAST_USED_THROTTLE, RefreshConfig
+from ebay_connector.core import policy, token_state
+from ebay_connector.core.exchange import Action
+from ebay_connector.core.outcome import Classified, Outcome, TokenGrant
+from ebay_connector.core.policy import PolicyConfig, Reason, RefreshPolicy
+from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState
+from ebay_connector.service.refresh import LAST_USED_THROTTLE, RefreshConfig
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, 00:00 UTC
 TOKEN_LIFETIME_S = 7200

@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
-from ebay_connector.database import DEFAULT_POOL_SIZE, Database
+from ebay_connector.db.database import DEFAULT_POOL_SIZE, Database
+from ebay_connector.db.store import Store
 from ebay_connector.runtime import open_runtime
 from ebay_connector.settings import Settings
-from ebay_connector.store import Store
 
 MAX_ROUNDS = 5
 POOL_SIZE = DEFAULT_POOL_SIZE  # database.create_engine: a fixed pool, no overflow

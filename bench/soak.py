@@ -59,8 +59,8 @@ from tests.integration.test_worker_scale import connect_many  # noqa: E402
 from tests.tcp_proxy import TcpProxy  # noqa: E402
 
 from ebay_connector import settings as product_settings  # noqa: E402
-from ebay_connector.api_keys import ApiKeys  # noqa: E402
-from ebay_connector.clock import utcnow  # noqa: E402
+from ebay_connector.core.clock import utcnow  # noqa: E402
+from ebay_connector.db.api_keys import ApiKeys  # noqa: E402
 from ebay_connector.emulator import Emulator, EmulatorServer, Faults  # noqa: E402
 from ebay_connector.runtime import Runtime, open_runtime  # noqa: E402
 

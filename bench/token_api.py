@@ -6,7 +6,7 @@ Set-up, all on 127.0.0.1:
 
 * a fresh database — a SQLite file in a temp dir, or with ``--database-url postgresql://…`` a new
   database ``bench_<random>`` on that server (created, migrated to head with
-  ``ebay_connector.migrate.upgrade``, dropped ``WITH (FORCE)`` at the end, also after a failure);
+  ``ebay_connector.db.migrate.upgrade``, dropped ``WITH (FORCE)`` at the end, also after a failure);
 * the emulator in this process (``EmulatorServer``, a thread; idle while measuring);
 * an organization, an admin and an API key that may read tokens, created through the product's
   ``Users`` / ``ApiKeys``;
@@ -64,11 +64,11 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 import _harness as h
-from ebay_connector.api_keys import ApiKeys
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, EmulatorServer
 from ebay_connector.runtime import open_runtime
 from ebay_connector.settings import ENV_PREFIX, Settings, load
-from ebay_connector.users import Role, Users
 
 TARGET_P99_MS = 5.0
 BLOCK = 250  # requests per interleaved block (healthz block, token block, …)

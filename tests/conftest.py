@@ -23,7 +23,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ebay_connector import migrate, settings
+from ebay_connector import settings
+from ebay_connector.db import migrate
 from ebay_connector.emulator import Emulator, EmulatorServer
 from ebay_connector.runtime import Runtime, open_runtime
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import uvicorn
 
-from ebay_connector.connect import connect_with_code
-from ebay_connector.crypto import TokenField
 from ebay_connector.demo import consent_code
 from ebay_connector.emulator import Emulator
+from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime
+from ebay_connector.service.connect import connect_with_code
 
 
 class QuietServer(uvicorn.Server):

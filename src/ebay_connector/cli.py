@@ -20,23 +20,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ebay_connector import (
-    api_keys,
-    crypto,
-    log,
-    loop,
-    masking,
-    metrics,
-    migrate,
-    policy,
-    quota,
-    rotation,
-    serve,
-    terminal,
-    users,
-)
 from ebay_connector import emulator as emulation
-from ebay_connector.database import Database
+from ebay_connector import log, loop, serve
+from ebay_connector.core import masking, policy, quota
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.db import api_keys, migrate, users
+from ebay_connector.db.database import Database
 from ebay_connector.errors import (
     ConfigError,
     ConnectorError,
@@ -47,10 +36,12 @@ from ebay_connector.errors import (
     SchemaMissing,
     UsageError,
 )
-from ebay_connector.exchange import Trigger
+from ebay_connector.keys import crypto, rotation
 from ebay_connector.runtime import Runtime, load_keyring, open_runtime
+from ebay_connector.service import metrics
+from ebay_connector.service.worker import CycleStatus
 from ebay_connector.settings import Settings, load
-from ebay_connector.worker import CycleStatus
+from ebay_connector.web import views
 
 T = TypeVar("T")
 
@@ -492,9 +483,9 @@ def api_keys_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
             "key_id": r.key_id,
             "name": r.name,
             "can_read_tokens": r.can_read_tokens,
-            "created_at": terminal.iso(r.created_at),
-            "last_used_at": terminal.iso(r.last_used_at),
-            "revoked_at": terminal.iso(r.revoked_at),
+            "created_at": views.iso(r.created_at),
+            "last_used_at": views.iso(r.last_used_at),
+            "revoked_at": views.iso(r.revoked_at),
         }
         for r in rows
     ]
@@ -539,7 +530,7 @@ def accounts(as_json: JsonOpt = False) -> None:
     async def body(runtime: Runtime) -> list[dict[str, Any]]:
         now = runtime.clock()
         ahead = runtime.settings.refresh_ahead
-        return [terminal.account_dict(a, now, ahead) for a in await runtime.store.accounts()]
+        return [views.account_dict(a, now, ahead) for a in await runtime.store.accounts()]
 
     rows = _with_runtime(body)
     if as_json:
@@ -564,8 +555,8 @@ def accounts(as_json: JsonOpt = False) -> None:
             r["label"],
             r["ebay_username"],
             r["display_state"],
-            terminal.relative(datetime.fromisoformat(access), now) if access else "-",
-            terminal.relative(datetime.fromisoformat(refresh), now) if refresh else "-",
+            views.relative(datetime.fromisoformat(access), now) if access else "-",
+            views.relative(datetime.fromisoformat(refresh), now) if refresh else "-",
             str(r["failures_in_row"]),
             r["last_error_code"] or "",
         )
@@ -584,8 +575,8 @@ def refresh(
     async def body(runtime: Runtime) -> dict[str, Any]:
         account_id = await runtime.store.resolve_account(account)
         result = await runtime.refresher.refresh(account_id, trigger, actor="cli")
-        exchange = await runtime.refresher.masked_exchange(result)
-        return terminal.refresh_result_dict(result, exchange)
+        exchange = views.exchange_dict(await runtime.refresher.exchange_of(result))
+        return views.refresh_result_dict(result, exchange)
 
     doc = _with_runtime(body)
     if as_json:
@@ -602,7 +593,7 @@ def refresh(
         exchange = doc.get("exchange")
         if debug and exchange:
             out.print(f"token fingerprint: {exchange.get('token_fingerprint') or '-'}")
-            for line in terminal.exchange_lines(
+            for line in views.exchange_lines(
                 exchange["request"], exchange["response"], exchange["error"]
             ):
                 out.print(line, markup=False)
@@ -631,7 +622,7 @@ def logs(
         }
         rows = await runtime.journal.exchanges(limit=limit, **filters)
         if as_json and not follow:
-            _print_json({"entries": [terminal.exchange_row_dict(r) for r in rows]})
+            _print_json({"entries": [views.exchange_row_dict(r) for r in rows]})
             return
         _emit(rows, as_json, full)
         last_id = rows[0].id if rows else 0
@@ -648,11 +639,11 @@ def logs(
 def _emit(rows: list[Any], as_json: bool, full: bool) -> None:
     for row in rows:
         if as_json:
-            sys.stdout.write(json.dumps(terminal.exchange_row_dict(row), ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(views.exchange_row_dict(row), ensure_ascii=False) + "\n")
             continue
-        out.print(terminal.exchange_head(row), markup=False)
+        out.print(views.exchange_head(row), markup=False)
         if full or not row.sent:
-            for line in terminal.exchange_lines(row.request, row.response, row.error):
+            for line in views.exchange_lines(row.request, row.response, row.error):
                 out.print("    " + line, markup=False)
     sys.stdout.flush()
 
@@ -736,13 +727,13 @@ def inspect_runtime(
                     "version": h.version,
                     "status": h.status_at(now),
                     "reported_status": h.status,
-                    "started_at": terminal.iso(h.started_at),
-                    "last_cycle_started_at": terminal.iso(h.last_cycle_started_at),
-                    "last_cycle_finished_at": terminal.iso(h.last_cycle_finished_at),
+                    "started_at": views.iso(h.started_at),
+                    "last_cycle_started_at": views.iso(h.last_cycle_started_at),
+                    "last_cycle_finished_at": views.iso(h.last_cycle_finished_at),
                     "cycles": h.cycles,
                     "counts": h.counts,
                     "last_error": h.last_error,
-                    "updated_at": terminal.iso(h.updated_at),
+                    "updated_at": views.iso(h.updated_at),
                 }
             )
         per_account = []
@@ -758,13 +749,13 @@ def inspect_runtime(
                             "id": t.id,
                             "trigger": t.trigger,
                             "actor": t.actor,
-                            "started_at": terminal.iso(t.started_at),
-                            "finished_at": terminal.iso(t.finished_at),
+                            "started_at": views.iso(t.started_at),
+                            "finished_at": views.iso(t.finished_at),
                             "outcome": t.outcome,
                             "error_code": t.error_code,
                             "error_message": t.error_message,
-                            "old_expires_at": terminal.iso(t.old_expires_at),
-                            "new_expires_at": terminal.iso(t.new_expires_at),
+                            "old_expires_at": views.iso(t.old_expires_at),
+                            "new_expires_at": views.iso(t.new_expires_at),
                         }
                         for t in await runtime.journal.attempts(a.account_id, attempts)
                     ],
@@ -838,7 +829,7 @@ def policy_command(
             config=config,
         )
         await runtime.store.set_policy(account_id, chosen, due.next_attempt_at)
-        when = terminal.iso(due.next_attempt_at) or "only on demand"
+        when = views.iso(due.next_attempt_at) or "only on demand"
         return f"account #{account_id}: policy {value}; next background refresh {when}"
 
     out.print(_with_runtime(body))
@@ -857,7 +848,7 @@ def token(
         return {
             "account_id": t.account_id,
             "access_token": t.access_token,
-            "expires_at": terminal.iso(t.expires_at),
+            "expires_at": views.iso(t.expires_at),
             "token_type": t.token_type,
         }
 
@@ -886,7 +877,7 @@ def webhooks_add(
     description: Annotated[str, typer.Option("--description", help="What it is for.")] = "",
 ) -> None:
     """Add a webhook endpoint; its signing secret is printed once."""
-    from ebay_connector.api import webhooks as webhooks_api
+    from ebay_connector.web.api import webhooks as webhooks_api
 
     async def body(runtime: Runtime) -> tuple[Any, str]:
         organization_id = await users.organization_by_name(runtime.db, org)
@@ -900,7 +891,7 @@ def webhooks_add(
 @webhooks_app.command("list")
 def webhooks_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
     """List an organization's webhook endpoints (never their secrets)."""
-    from ebay_connector import outbox
+    from ebay_connector.db import outbox
 
     async def body(runtime: Runtime) -> list[outbox.EndpointRow]:
         organization_id = await users.organization_by_name(runtime.db, org)
@@ -911,7 +902,7 @@ def webhooks_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
             "id": r.id,
             "url": r.url,
             "description": r.description,
-            "created_at": terminal.iso(r.created_at),
+            "created_at": views.iso(r.created_at),
         }
         for r in _with_runtime(body)
     ]
@@ -929,7 +920,7 @@ def webhooks_remove(
     org: OrgOpt, endpoint_id: Annotated[int, typer.Argument(help="The endpoint id (see list).")]
 ) -> None:
     """Remove a webhook endpoint and its delivery log."""
-    from ebay_connector import outbox
+    from ebay_connector.db import outbox
 
     async def body(runtime: Runtime) -> bool:
         organization_id = await users.organization_by_name(runtime.db, org)

@@ -15,12 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from ebay_connector.connect import connect_with_code
-from ebay_connector.crypto import KeyRing, TokenField, generate_key
+from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectFailed
+from ebay_connector.keys.crypto import KeyRing, TokenField, generate_key
 from ebay_connector.runtime import Runtime
-from ebay_connector.users import Role, Users
+from ebay_connector.service.connect import connect_with_code
 
 DEMO_ORGANIZATION = "Demo Shop"
 

@@ -1,11 +1,12 @@
 """Structured log lines: a stable event name plus fields, never a secret.
 
     log.event(logger, "refresh.finished", account_id=3, outcome="ok")
-    -> text: "2026-11-28 12:00:03,104 INFO ebay_connector.refresh refresh.finished account_id=3 …"
+    -> text: "2026-11-28 12:00:03,104 INFO ebay_connector.service.refresh refresh.finished …"
     -> json: {"ts": "2026-11-28T12:00:03.104Z", "level": "info", "event": "refresh.finished",
-              "fields": {"account_id": 3, "outcome": "ok"}, "logger": "ebay_connector.refresh"}
+              "fields": {"account_id": 3, "outcome": "ok"},
+              "logger": "ebay_connector.service.refresh"}
 
-Callers mask their fields (``ebay_connector.masking``) before logging; the formatters only
+Callers mask their fields (``ebay_connector.core.masking``) before logging; the formatters only
 render them. Tests assert on the event names and fields, not on prose.
 """
 

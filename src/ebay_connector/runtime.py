@@ -16,22 +16,22 @@ from pathlib import Path
 
 import aiohttp
 
-from ebay_connector import chores as housekeeping
-from ebay_connector import rotation
-from ebay_connector.chores import Chore
-from ebay_connector.clock import Clock, utcnow
-from ebay_connector.crypto import KeyRing
-from ebay_connector.database import Database
-from ebay_connector.ebay_client import AppCredentials, EbayClient
+from ebay_connector.core.clock import Clock, utcnow
+from ebay_connector.db.database import Database
+from ebay_connector.db.heartbeats import Heartbeats
+from ebay_connector.db.journal import Journal
+from ebay_connector.db.store import Store
+from ebay_connector.ebay.client import AppCredentials, EbayClient
+from ebay_connector.ebay.pacing import Pacer
 from ebay_connector.errors import ConfigError, KeyRingError
-from ebay_connector.heartbeats import Heartbeats
-from ebay_connector.journal import Journal
-from ebay_connector.metrics import Metrics
-from ebay_connector.pacing import Pacer
-from ebay_connector.refresh import RefreshConfig, Refresher
+from ebay_connector.keys import rotation
+from ebay_connector.keys.crypto import KeyRing
+from ebay_connector.service import chores as housekeeping
+from ebay_connector.service.chores import Chore
+from ebay_connector.service.metrics import Metrics
+from ebay_connector.service.refresh import RefreshConfig, Refresher
+from ebay_connector.service.worker import Worker, WorkerConfig, new_instance_id
 from ebay_connector.settings import EbayEnvironment, Settings
-from ebay_connector.store import Store
-from ebay_connector.worker import Worker, WorkerConfig, new_instance_id
 
 # On-demand bursts share the pool with the worker, so it never shrinks below this.
 MIN_HTTP_CONNECTIONS = 64

@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
-from ebay_connector import demo, migrate
-from ebay_connector.api import create_app
-from ebay_connector.database import sqlite_path
+from ebay_connector import demo
+from ebay_connector.db import migrate
+from ebay_connector.db.database import sqlite_path
 from ebay_connector.emulator import Emulator
 from ebay_connector.emulator import create_app as create_emulator_app
 from ebay_connector.errors import ConfigError
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.settings import EbayEnvironment, Settings
 from ebay_connector.version import code_version
+from ebay_connector.web.api import create_app
 
 STARTUP_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0

@@ -18,9 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ebay_connector.core.policy import PolicyConfig, RefreshPolicy
+from ebay_connector.core.quota import QuotaConfig
 from ebay_connector.errors import ConfigError
-from ebay_connector.policy import PolicyConfig, RefreshPolicy
-from ebay_connector.quota import QuotaConfig
 
 ENV_PREFIX = "EBAY_CONNECTOR_"
 

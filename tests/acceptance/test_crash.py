@@ -27,14 +27,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector import models as m
 from ebay_connector import settings
-from ebay_connector.clock import utcnow
-from ebay_connector.crypto import TokenField
+from ebay_connector.core.clock import utcnow
+from ebay_connector.db import models as m
+from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import CryptoError
+from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime, open_runtime
-from ebay_connector.users import Role, Users
 from tests.acceptance import test_worker_process as process_tests
 from tests.acceptance.test_demo_cli import CLI
 from tests.acceptance.test_worker_process import LATENCY_MS, _wait_for_leases, worker_env

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from ebay_connector import settings
-from ebay_connector.api_keys import ApiKeys
-from ebay_connector.clock import utcnow
+from ebay_connector.core.clock import utcnow
+from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.acceptance import test_worker_process as process_tests

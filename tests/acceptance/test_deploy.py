@@ -23,8 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ebay_connector import crypto, settings
+from ebay_connector import settings
 from ebay_connector.emulator import Emulator, EmulatorServer
+from ebay_connector.keys import crypto
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.acceptance.test_demo_cli import free_port
 from tests.conftest import postgres_database

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ebay_connector import settings
-from ebay_connector.clock import utcnow
+from ebay_connector.core.clock import utcnow
 from ebay_connector.emulator import Emulator, EmulatorServer, Faults
 from ebay_connector.runtime import Runtime, open_runtime
 from tests.acceptance.test_demo_cli import CLI

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector import app_token
-from ebay_connector import models as m
-from ebay_connector.app_token import AppTokenChore, AppTokens
+from ebay_connector.db import models as m
+from ebay_connector.ebay import app_token
+from ebay_connector.ebay.app_token import AppTokenChore, AppTokens
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import AppTokenUnavailable
 from ebay_connector.runtime import Runtime

@@ -19,15 +19,16 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector import demo, models
-from ebay_connector.api import create_app
-from ebay_connector.api_keys import ApiKeys
-from ebay_connector.crypto import TokenField
+from ebay_connector import demo
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.db import models
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectorError
-from ebay_connector.exchange import Trigger
+from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime
-from ebay_connector.users import Role, Users
+from ebay_connector.web.api import create_app
 from tests.conftest import FakeClock
 from tests.helpers import connect_seller
 

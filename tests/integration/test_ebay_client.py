@@ -16,8 +16,9 @@ import aiohttp
 import pytest
 
 from ebay_connector import settings as settings_module
-from ebay_connector.crypto import KeyRing, TokenField, generate_key
-from ebay_connector.ebay_client import (
+from ebay_connector.core.exchange import Action
+from ebay_connector.core.outcome import Outcome
+from ebay_connector.ebay.client import (
     AppCredentials,
     CallResult,
     EbayClient,
@@ -25,8 +26,7 @@ from ebay_connector.ebay_client import (
 )
 from ebay_connector.emulator import Emulator, EmulatorServer, Faults
 from ebay_connector.errors import DecryptFailed, InvalidStoredToken
-from ebay_connector.exchange import Action
-from ebay_connector.outcome import Outcome
+from ebay_connector.keys.crypto import KeyRing, TokenField, generate_key
 from ebay_connector.runtime import make_http_session
 
 pytestmark = pytest.mark.integration

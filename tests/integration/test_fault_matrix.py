@@ -26,17 +26,17 @@ import pytest
 from typer.testing import CliRunner
 
 from ebay_connector import cli
-from ebay_connector.api import create_app
-from ebay_connector.crypto import TokenField
-from ebay_connector.ebay_client import looks_like_ebay_token
+from ebay_connector.core.outcome import Outcome
+from ebay_connector.core.token_state import TokenState
+from ebay_connector.db.store import AccountToken
+from ebay_connector.ebay.client import looks_like_ebay_token
 from ebay_connector.emulator import Emulator, EmulatorServer, Faults
 from ebay_connector.errors import NeedsReconnect, RefreshFailed
-from ebay_connector.outcome import Outcome
-from ebay_connector.refresh import APP_CREDENTIALS_REJECTED
+from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime
-from ebay_connector.store import AccountToken
-from ebay_connector.token_state import TokenState
-from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
+from ebay_connector.service.refresh import APP_CREDENTIALS_REJECTED
+from ebay_connector.service.worker import CycleStatus, Worker, WorkerConfig
+from ebay_connector.web.api import create_app
 from tests.conftest import DatabaseTarget, FakeClock, in_thread, open_test_runtime
 from tests.helpers import seed_account
 
@@ -502,7 +502,7 @@ async def test_invalid_client_stops_the_cycle_and_marks_no_account(
     reject_application(emu, runtime, "rotated-on-ebay")
     worker = make_worker(runtime, 2)
 
-    with caplog.at_level(logging.INFO, logger="ebay_connector.worker"):
+    with caplog.at_level(logging.INFO, logger="ebay_connector.service.worker"):
         report = await worker.run_once()
     c = report.counts
     # At most one batch was in flight when eBay first said invalid_client; nothing after it.
@@ -555,7 +555,7 @@ async def test_invalid_client_stops_the_cycle_and_marks_no_account(
     clock.advance(minutes=1)
     sent = emu.calls.count(endpoint="token", grant_type="refresh_token")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ebay_connector.worker"):
+    with caplog.at_level(logging.INFO, logger="ebay_connector.service.worker"):
         second = await worker.run_once()
     assert emu.calls.count(endpoint="token", grant_type="refresh_token") == sent + 1
     assert (second.counts.claimed, second.status) == (1, CycleStatus.ERROR)

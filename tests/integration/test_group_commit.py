@@ -23,16 +23,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector import models as m
-from ebay_connector import token_state
-from ebay_connector.crypto import TokenField
-from ebay_connector.ebay_client import CallResult, build_refresh_request
+from ebay_connector.core import token_state
+from ebay_connector.core.outcome import Outcome
+from ebay_connector.db import models as m
+from ebay_connector.db.store import AccountToken, FinishedRefresh
+from ebay_connector.ebay.client import CallResult, build_refresh_request
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import StoreError, StoreUnavailable
-from ebay_connector.outcome import Outcome
+from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime
-from ebay_connector.store import AccountToken, FinishedRefresh
-from ebay_connector.worker import CycleCounts, CycleStatus, Worker, WorkerConfig
+from ebay_connector.service.worker import CycleCounts, CycleStatus, Worker, WorkerConfig
 from tests.conftest import DatabaseTarget, FakeClock
 from tests.helpers import seed_due_accounts
 

@@ -35,13 +35,13 @@ import pytest
 import sqlalchemy as sa
 from itsdangerous import URLSafeTimedSerializer
 
-from ebay_connector import models as m
-from ebay_connector.api.app import EMULATOR_MOUNT, MAX_BODY_BYTES
-from ebay_connector.api.auth import CSRF_HEADER
-from ebay_connector.api_keys import ApiKeys
+from ebay_connector.db import models as m
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
-from ebay_connector.users import Role, Users
+from ebay_connector.web.api.app import EMULATOR_MOUNT, MAX_BODY_BYTES
+from ebay_connector.web.api.auth import CSRF_HEADER
 from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.integration.test_api_fuzz import serving
 

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector import crypto, rotation
-from ebay_connector import models as m
-from ebay_connector.crypto import KeyRing, TokenField
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.token_state import TokenState
+from ebay_connector.db import models as m
 from ebay_connector.emulator import Emulator
 from ebay_connector.errors import ConfigError
-from ebay_connector.exchange import Trigger
+from ebay_connector.keys import crypto, rotation
+from ebay_connector.keys.crypto import KeyRing, TokenField
 from ebay_connector.runtime import Runtime, open_runtime
-from ebay_connector.token_state import TokenState
-from ebay_connector.worker import CycleStatus
+from ebay_connector.service.worker import CycleStatus
 from tests.conftest import DatabaseTarget, FakeClock, in_thread, make_settings, register_app
 from tests.helpers import seed_account
 
@@ -267,7 +267,7 @@ def sqlite_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path}/cli.db"
     monkeypatch.setenv("EBAY_CONNECTOR_DATABASE_URL", url)
     monkeypatch.setenv("EBAY_CONNECTOR_KEY_FILE", str(tmp_path / "keys" / "keyring.json"))
-    from ebay_connector import migrate
+    from ebay_connector.db import migrate
 
     in_thread(migrate.upgrade, url)
     return url
@@ -388,7 +388,7 @@ def test_sandbox_without_an_explicit_key_ring_refuses_to_start(
 
 @contextlib.asynccontextmanager
 async def rotation_db(url: str) -> AsyncIterator[Any]:
-    from ebay_connector.database import Database
+    from ebay_connector.db.database import Database
 
     db = Database.open(url)
     try:
@@ -403,8 +403,8 @@ async def test_rotation_and_check_cover_webhook_secrets_and_the_app_token(
     tmp_path: Path,
     clock: FakeClock,
 ) -> None:
-    from ebay_connector.app_token import AppTokens
-    from ebay_connector.outbox import Outbox
+    from ebay_connector.db.outbox import Outbox
+    from ebay_connector.ebay.app_token import AppTokens
 
     keys = f"{OLD},{NEW}"
     async with env_runtime(database, registered, tmp_path, clock, keys, primary="old") as rt:

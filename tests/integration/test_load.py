@@ -24,12 +24,12 @@ import pytest
 import uvicorn
 from httpx_aiohttp import AiohttpTransport
 
-from ebay_connector.api import create_app
-from ebay_connector.api_keys import ApiKeys
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime
-from ebay_connector.users import Role, Users
-from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
+from ebay_connector.service.worker import CycleStatus, Worker, WorkerConfig
+from ebay_connector.web.api import create_app
 from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.helpers import seed_account
 

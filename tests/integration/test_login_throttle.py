@@ -19,10 +19,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ebay_connector import login_throttle
-from ebay_connector.api import create_app
+from ebay_connector.db import login_throttle
+from ebay_connector.db.users import Role, UserRow, Users
 from ebay_connector.runtime import Runtime, open_runtime
-from ebay_connector.users import Role, UserRow, Users
+from ebay_connector.web.api import create_app
 from tests.conftest import DatabaseTarget, FakeClock, make_settings
 
 pytestmark = pytest.mark.integration

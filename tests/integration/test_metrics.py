@@ -21,13 +21,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from ebay_connector import metrics, migrate
-from ebay_connector.api import create_app
-from ebay_connector.api_keys import ApiKeys
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.db import migrate
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.heartbeats import HeartbeatRow
 from ebay_connector.emulator import Emulator
-from ebay_connector.exchange import Trigger
-from ebay_connector.heartbeats import HeartbeatRow
 from ebay_connector.runtime import Runtime
+from ebay_connector.service import metrics
+from ebay_connector.web.api import create_app
 from tests.conftest import FakeClock, in_thread
 from tests.helpers import connect_seller, serve_asgi
 

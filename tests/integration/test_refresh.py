@@ -16,15 +16,15 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ebay_connector import models as m
-from ebay_connector.crypto import TokenField, associated_data
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.outcome import Outcome
+from ebay_connector.core.token_state import TokenState
+from ebay_connector.db import models as m
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import NeedsReconnect, RefreshFailed
-from ebay_connector.exchange import Trigger
-from ebay_connector.outcome import Outcome
-from ebay_connector.refresh import Refresher
+from ebay_connector.keys.crypto import TokenField, associated_data
 from ebay_connector.runtime import Runtime, refresh_config
-from ebay_connector.token_state import TokenState
+from ebay_connector.service.refresh import Refresher
 from tests.conftest import FakeClock
 from tests.helpers import connect_seller
 

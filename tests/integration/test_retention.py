@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector import models as m
-from ebay_connector import retention
-from ebay_connector.retention import ExchangeFacts, RetentionChore
+from ebay_connector.db import models as m
 from ebay_connector.runtime import Runtime
+from ebay_connector.service import retention
+from ebay_connector.service.retention import ExchangeFacts, RetentionChore
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -200,7 +200,7 @@ async def test_retention_keeps_100k_exchanges_bounded(
     an attempt goes with its exchange (never left behind with its exchange_id set to NULL)."""
     assert await attempts_indexed_by_exchange(runtime)  # else this measures a full scan
     planned, attempts = await write_journal(runtime, clock)
-    caplog.set_level(logging.INFO, logger="ebay_connector.retention")
+    caplog.set_level(logging.INFO, logger="ebay_connector.service.retention")
     policy = retention.policy_of(runtime)
     assert (policy.max_age, policy.per_account) == (timedelta(days=30), 1000)
     chore = next(c for c in runtime.chores if c.name == "retention")

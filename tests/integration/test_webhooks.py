@@ -24,17 +24,19 @@ import pytest
 import sqlalchemy as sa
 from starlette.types import Receive, Scope, Send
 
-from ebay_connector import cli, migrate, outbox, webhooks
-from ebay_connector import models as m
-from ebay_connector.api import create_app
-from ebay_connector.api import webhooks as webhooks_api
-from ebay_connector.api_keys import ApiKeys
+from ebay_connector import cli
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.quota import QuotaConfig
+from ebay_connector.db import migrate, outbox
+from ebay_connector.db import models as m
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.heartbeats import HeartbeatRow
+from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
-from ebay_connector.exchange import Trigger
-from ebay_connector.heartbeats import HeartbeatRow
-from ebay_connector.quota import QuotaConfig
 from ebay_connector.runtime import Runtime
-from ebay_connector.users import Role, Users
+from ebay_connector.service import webhooks
+from ebay_connector.web.api import create_app
+from ebay_connector.web.api import webhooks as webhooks_api
 from tests.conftest import FakeClock, in_thread
 from tests.helpers import connect_seller, serve_asgi
 

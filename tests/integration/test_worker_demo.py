@@ -7,11 +7,17 @@ from datetime import timedelta
 import pytest
 
 from ebay_connector import demo
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.token_state import TokenState
 from ebay_connector.emulator import Emulator
-from ebay_connector.exchange import Trigger
 from ebay_connector.runtime import Runtime
-from ebay_connector.token_state import TokenState
-from ebay_connector.worker import CycleCounts, CycleStatus, Worker, WorkerConfig, cycle_status
+from ebay_connector.service.worker import (
+    CycleCounts,
+    CycleStatus,
+    Worker,
+    WorkerConfig,
+    cycle_status,
+)
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.integration

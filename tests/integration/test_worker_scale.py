@@ -9,15 +9,15 @@ import dataclasses
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector.database import Database
+from ebay_connector.db.database import Database
+from ebay_connector.db.heartbeats import Heartbeats
+from ebay_connector.db.journal import Journal
+from ebay_connector.db.store import Store
+from ebay_connector.ebay.pacing import Pacer
 from ebay_connector.emulator import Emulator, Faults
-from ebay_connector.heartbeats import Heartbeats
-from ebay_connector.journal import Journal
-from ebay_connector.pacing import Pacer
-from ebay_connector.refresh import Refresher
 from ebay_connector.runtime import Runtime, refresh_config
-from ebay_connector.store import Store
-from ebay_connector.worker import CycleStatus, Worker, WorkerConfig
+from ebay_connector.service.refresh import Refresher
+from ebay_connector.service.worker import CycleStatus, Worker, WorkerConfig
 from tests.conftest import DatabaseTarget, FakeClock
 from tests.helpers import seed_due_accounts
 

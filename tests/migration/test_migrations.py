@@ -8,8 +8,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from ebay_connector.database import Database
-from ebay_connector.models import Base
+from ebay_connector.db.database import Database
+from ebay_connector.db.models import Base
 from tests.conftest import DatabaseTarget
 
 pytestmark = pytest.mark.migration
@@ -31,7 +31,7 @@ async def test_upgrade_head_matches_the_models(database: DatabaseTarget) -> None
 
 
 async def test_upgrade_is_idempotent(database: DatabaseTarget) -> None:
-    from ebay_connector import migrate
+    from ebay_connector.db import migrate
     from tests.conftest import in_thread
 
     in_thread(migrate.upgrade, database.url, schema=database.schema)  # already at head: no-op

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector import terminal
-from ebay_connector.store import AccountToken
-from ebay_connector.token_state import TokenState
+from ebay_connector.core.token_state import TokenState
+from ebay_connector.db.store import AccountToken
+from ebay_connector.web import views
 
 pytestmark = pytest.mark.unit
 
@@ -58,11 +58,11 @@ BASE = AccountToken(
     ],
 )
 def test_badge(changes: dict[str, object], expected: tuple[str, str]) -> None:
-    assert terminal.badge(dataclasses.replace(BASE, **changes), NOW, AHEAD) == expected  # type: ignore[arg-type]
+    assert views.badge(dataclasses.replace(BASE, **changes), NOW, AHEAD) == expected  # type: ignore[arg-type]
 
 
 def test_display_state_carries_the_machine_reason() -> None:
     broken = dataclasses.replace(
         BASE, state=TokenState.NEEDS_RECONNECT, state_reason="invalid_grant"
     )
-    assert terminal.display_state(broken, NOW, AHEAD) == "needs reconnect (invalid_grant)"
+    assert views.display_state(broken, NOW, AHEAD) == "needs reconnect (invalid_grant)"

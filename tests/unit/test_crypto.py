@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ebay_connector import crypto
-from ebay_connector.crypto import DecryptReason, KeyRing, TokenField
 from ebay_connector.errors import CryptoError, DecryptFailed, KeyRingError
+from ebay_connector.keys import crypto
+from ebay_connector.keys.crypto import DecryptReason, KeyRing, TokenField
 
 pytestmark = pytest.mark.unit
 

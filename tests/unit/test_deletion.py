@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ebay_connector import app_token, deletion
+from ebay_connector.core import deletion
+from ebay_connector.ebay import app_token
 from ebay_connector.errors import NotificationInvalid, NotificationRejected
 
 pytestmark = pytest.mark.unit

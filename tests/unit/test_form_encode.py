@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from ebay_connector.ebay_client import form_encode
+from ebay_connector.ebay.client import form_encode
 
 pytestmark = pytest.mark.unit
 

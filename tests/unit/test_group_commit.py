@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ebay_connector.group_commit import DEFAULT_MAX_BATCH, GroupCommit
+from ebay_connector.db.group_commit import DEFAULT_MAX_BATCH, GroupCommit
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from ebay_connector import log, settings
+from ebay_connector.core.exchange import Trigger
 from ebay_connector.errors import ConfigError
-from ebay_connector.exchange import Trigger
 
 pytestmark = pytest.mark.unit
 

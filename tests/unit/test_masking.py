@@ -9,9 +9,10 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from ebay_connector import crypto, masking
-from ebay_connector.crypto import KeyRing, TokenField
-from ebay_connector.masking import Masked
+from ebay_connector.core import masking
+from ebay_connector.core.masking import Masked
+from ebay_connector.keys import crypto
+from ebay_connector.keys.crypto import KeyRing, TokenField
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector import notices, webhooks
-from ebay_connector.notices import Condition, EventType, Mark, TokenFacts
+from ebay_connector.core import notices
+from ebay_connector.core.notices import Condition, EventType, Mark, TokenFacts
+from ebay_connector.service import webhooks
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector.outcome import Disposition, Outcome, classify_token_answer, disposition
+from ebay_connector.core.outcome import Disposition, Outcome, classify_token_answer, disposition
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector.retention import ExchangeFacts, RetentionPolicy, is_due, survivors
+from ebay_connector.service.retention import ExchangeFacts, RetentionPolicy, is_due, survivors
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector import retry
-from ebay_connector.outcome import Classified, Outcome, TokenGrant
-from ebay_connector.token_state import TokenState, after_attempt
+from ebay_connector.core import retry
+from ebay_connector.core.outcome import Classified, Outcome, TokenGrant
+from ebay_connector.core.token_state import TokenState, after_attempt
 
 pytestmark = pytest.mark.unit
 

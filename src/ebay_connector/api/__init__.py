@@ -1,5 +1,0 @@
-"""The HTTP API: FastAPI app built by :func:`create_app` from a runtime."""
-
-from ebay_connector.api.app import create_app
-
-__all__ = ["create_app"]

@@ -1,0 +1,56 @@
+"""eBay's daily limits on the token endpoint, and how much of them proactive work may spend.
+
+Usage is counted from the exchange records (every call actually sent), over eBay's rolling
+24-hour window, so every replica sees the same numbers without a coordinator. Proactive work
+stops before the reserve (default 20 %) is touched; on-demand refreshes and connects may use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ebay_connector.core.exchange import Action
+
+WINDOW = timedelta(hours=24)
+DEFAULT_DAILY_LIMITS: Mapping[str, int] = {
+    Action.REFRESH_TOKEN.value: 50_000,
+    Action.AUTHORIZATION_CODE.value: 10_000,
+    Action.CLIENT_CREDENTIALS.value: 1_000,
+}
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_DAILY_LIMITS))
+    reserve_share: float = 0.2  # kept for on-demand refreshes and connects
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """Calls sent per grant type over the last 24 hours, against the limits."""
+
+    used: Mapping[str, int]
+    config: QuotaConfig
+
+    def remaining(self, grant: str) -> int:
+        return max(0, self.config.limits.get(grant, 0) - self.used.get(grant, 0))
+
+    def proactive_budget(self) -> int:
+        """Refresh grants background work may still spend before it reaches the reserve."""
+        grant = Action.REFRESH_TOKEN.value
+        ceiling = math.floor(self.config.limits.get(grant, 0) * (1 - self.config.reserve_share))
+        return max(0, ceiling - self.used.get(grant, 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            grant: {
+                "used": self.used.get(grant, 0),
+                "limit": limit,
+                "remaining": self.remaining(grant),
+            }
+            for grant, limit in self.config.limits.items()
+        } | {"proactive_budget": self.proactive_budget()}

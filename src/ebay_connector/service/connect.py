@@ -1,0 +1,164 @@
+"""Connecting a seller: authorization code → tokens → eBay user → stored account.
+
+The OAuth state handling of the web flow lives with the web layer; this is what happens once a
+code is in hand, shared by the web callback and the demo. Either everything is stored (account,
+encrypted tokens, the exchanges, the attempt) or nothing is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ebay_connector import log
+from ebay_connector.core import policy
+from ebay_connector.core.clock import Clock, utcnow
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.outcome import Outcome
+from ebay_connector.core.policy import PolicyConfig
+from ebay_connector.db.journal import Journal
+from ebay_connector.db.store import AccountToken, Store
+from ebay_connector.ebay.client import EbayClient
+from ebay_connector.errors import ConnectFailed, ConnectorError
+from ebay_connector.keys.crypto import KeyRing, TokenField
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Connection:
+    account_id: int
+    created: bool
+    ebay_user_id: str
+    ebay_username: str
+
+
+async def connect_with_code(
+    *,
+    store: Store,
+    journal: Journal,
+    client: EbayClient,
+    keyring: KeyRing,
+    organization_id: int,
+    environment: str,
+    code: str,
+    scopes: Sequence[str],
+    policy_config: PolicyConfig,
+    label: str | None = None,
+    actor: str | None = None,
+    clock: Clock = utcnow,
+) -> Connection:
+    """Exchange ``code`` (decoded, as received) once and store the account it belongs to."""
+    started = clock()
+    call = await client.send_token_request(client.code_exchange_request(code))
+    grant = call.classified.grant
+    if call.classified.outcome is not Outcome.OK or grant is None or not grant.refresh_token:
+        await journal.record_exchange(
+            call.exchange,
+            trigger=Trigger.CONNECT.value,
+            environment=environment,
+            organization_id=organization_id,
+            actor=actor,
+        )
+        outcome = call.classified.outcome
+        code_name = outcome.value if outcome is not Outcome.OK else "malformed_response"
+        raise ConnectFailed(f"code exchange failed: {call.classified.message}", code=code_name)
+    user, user_exchange = await client.get_user(grant.access_token)
+    if user is None:
+        await journal.record_exchange(
+            user_exchange,
+            trigger=Trigger.CONNECT.value,
+            environment=environment,
+            organization_id=organization_id,
+            actor=actor,
+        )
+        raise ConnectFailed("eBay did not say which user granted access", code="get_user_failed")
+    user_id = str(user["userId"])
+    username = str(user.get("username") or user_id)
+    access_expires = started + timedelta(seconds=grant.expires_in)
+    refresh_expires = (
+        started + timedelta(seconds=grant.refresh_token_expires_in)
+        if grant.refresh_token_expires_in
+        else None
+    )
+
+    def encrypt(account_id: int, field: str, plaintext: str) -> str:
+        return keyring.encrypt(plaintext, account_id=account_id, field=TokenField(field))
+
+    account_id, created = await store.save_connection(
+        organization_id=organization_id,
+        environment=environment,
+        ebay_user_id=user_id,
+        ebay_username=username,
+        label=label or username,
+        scopes=scopes,
+        encrypt=encrypt,
+        access_token=grant.access_token,
+        access_expires_at=access_expires,
+        refresh_token=grant.refresh_token,
+        refresh_expires_at=refresh_expires,
+        next_attempt_at=policy.schedule(
+            policy_config.default,
+            access_expires_at=access_expires,
+            last_used_at=None,
+            last_success_at=started,
+            now=started,
+            config=policy_config,
+        ).next_attempt_at,
+        exchanges=[call.exchange, user_exchange],
+        actor=actor,
+    )
+    log.event(
+        logger,
+        "account.connected",
+        account=account_id,
+        created=created,
+        ebay_username=username,
+        organization=organization_id,
+    )
+    return Connection(account_id, created, user_id, username)
+
+
+@dataclass(frozen=True)
+class Disconnection:
+    account_id: int
+    deleted: bool
+    revoked_at_ebay: bool
+
+
+async def disconnect(
+    *,
+    store: Store,
+    journal: Journal,
+    client: EbayClient,
+    keyring: KeyRing,
+    account: AccountToken,
+    actor: str | None = None,
+) -> Disconnection:
+    """Revoke the grant at eBay where possible (recorded), then delete the account and tokens."""
+    revoked = False
+    refresh_token = None
+    if account.refresh_token_ciphertext:
+        with contextlib.suppress(ConnectorError):  # unreadable: nothing to revoke; delete anyway
+            refresh_token = keyring.decrypt(
+                account.refresh_token_ciphertext,
+                account_id=account.account_id,
+                field=TokenField.REFRESH_TOKEN,
+            )
+    if refresh_token is not None:
+        call = await client.revoke(refresh_token)
+        revoked = call.classified.outcome is Outcome.OK
+        await journal.record_exchange(
+            call.exchange,
+            trigger=Trigger.ADMIN.value,
+            environment=account.environment,
+            account_id=account.account_id,
+            organization_id=account.organization_id,
+            actor=actor,
+        )
+    deleted = await store.delete_account(account.account_id)
+    log.event(logger, "account.disconnected", account=account.account_id, revoked=revoked)
+    return Disconnection(account.account_id, deleted, revoked)

@@ -1,0 +1,110 @@
+"""The application factory: a FastAPI app from a runtime, never built at import time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
+
+from ebay_connector import __version__
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.connect_states import ConnectStates
+from ebay_connector.db.users import Users
+from ebay_connector.errors import ConnectorError
+from ebay_connector.runtime import Runtime
+from ebay_connector.service.refresh import APP_CREDENTIALS_REJECTED
+from ebay_connector.version import code_version
+from ebay_connector.web import ui
+from ebay_connector.web.api import errors
+from ebay_connector.web.api import metrics as metrics_api
+from ebay_connector.web.api import notifications as notifications_api
+from ebay_connector.web.api import webhooks as webhooks_api
+from ebay_connector.web.api.auth import Sessions
+from ebay_connector.web.api.guard import Guard
+from ebay_connector.web.api.routes import router
+from ebay_connector.web.api.schemas import Health, Readiness
+
+EMULATOR_MOUNT = "/emulator"
+MAX_BODY_BYTES = 64 * 1024  # no request of this API needs more
+
+
+async def _app_credentials_accepted(runtime: Runtime, *, database_up: bool) -> bool:
+    """eBay's newest word on the application credentials: this process's refreshes, or a live
+    worker's heartbeat (the worker may run elsewhere). An ``invalid_client`` counts until a
+    refresh succeeds again; no word at all is not a failure."""
+    verdicts = [runtime.refresher.app_credentials] if runtime.refresher.app_credentials else []
+    now = runtime.clock()
+    beats = []
+    if database_up:  # never wait on a database the database check already found down
+        try:
+            beats = await runtime.heartbeats.all()
+        except ConnectorError:
+            beats = []  # gone since the ping: the next probe's database check says so
+    for beat in beats:
+        if beat.stale(now):
+            continue
+        if beat.last_error == APP_CREDENTIALS_REJECTED:
+            verdicts.append((beat.updated_at, False))
+        elif beat.counts.get("refreshed"):
+            verdicts.append((beat.updated_at, True))
+    return not verdicts or max(verdicts)[1]  # on a tie, the success wins
+
+
+def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> FastAPI:
+    app = FastAPI(
+        title="ebay-connector",
+        version=__version__,
+        description="Connects eBay seller accounts over OAuth and keeps their tokens alive.",
+    )
+    ring = runtime.keys.ring
+    secure = runtime.settings.public_url.startswith("https://")
+    app.state.runtime = runtime
+    app.state.sessions = Sessions(ring.derive_secret("session"), secure=secure)
+    app.state.users = Users(runtime.db)
+    app.state.api_keys = ApiKeys(runtime.db)
+    app.state.connect_states = ConnectStates(runtime.db, ring.derive_secret("oauth state"))
+    errors.install(app)
+    app.add_middleware(Guard, max_body_bytes=MAX_BODY_BYTES)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Any:
+        """The process is up."""
+        return {"status": "ok", "version": code_version()}
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready"}},
+        tags=["health"],
+    )
+    async def readyz() -> Any:
+        """Ready to serve: database reachable, key ring loaded, eBay configuration complete."""
+        checks: dict[str, str] = {"keyring": f"ok ({len(ring.key_ids)} keys)"}
+        ready = True
+        try:
+            await runtime.db.ping()
+            checks["database"] = "ok"
+        except ConnectorError as exc:
+            checks["database"] = exc.code
+            ready = False
+        checks["ebay"] = f"ok ({runtime.environment})"
+        if not await _app_credentials_accepted(runtime, database_up=ready):
+            checks["ebay"] = f"invalid_client: {APP_CREDENTIALS_REJECTED}"
+            ready = False
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    app.include_router(router)
+    # -- routers of later concerns (webhooks, notifications, metrics), one line each --
+    app.include_router(webhooks_api.router)
+    app.include_router(notifications_api.router)
+    metrics_api.install(app, runtime)  # GET /metrics + token API timing
+    app.include_router(ui.router)
+    app.mount("/ui/static", ui.static, name="static")
+    if emulator_app is not None:
+        app.mount(EMULATOR_MOUNT, emulator_app)
+    return app

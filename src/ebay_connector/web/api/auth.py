@@ -1,0 +1,194 @@
+"""Who is calling: a signed-in user (cookie session, CSRF-checked on writes) or a program (API key).
+
+Sessions are stateless signed cookies (``HttpOnly``, ``SameSite=Lax``) holding the user id, a
+session id (to which OAuth states are bound) and a CSRF token; every state-changing call made
+with the cookie must echo the CSRF token in ``X-CSRF-Token`` (or the form field ``csrf_token``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from ebay_connector.db import login_throttle
+from ebay_connector.db.api_keys import ApiKeyRow
+from ebay_connector.db.users import Role, UserRow
+from ebay_connector.errors import Forbidden, Unauthorized
+from ebay_connector.web.api import schemas
+
+SESSION_COOKIE = "ebc_session"
+SESSION_MAX_AGE = timedelta(hours=12)
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="session")
+bearer = HTTPBearer(auto_error=False, scheme_name="api_key", description="ebc_… API key")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, resolved once per request."""
+
+    organization_id: int
+    user_id: int | None = None
+    role: Role | None = None
+    session_id: str | None = None
+    csrf: str | None = None
+    key: ApiKeyRow | None = None
+
+    @property
+    def actor(self) -> str:
+        if self.key is not None:
+            return f"key:{self.key.key_id}"
+        return f"user:{self.user_id}"
+
+
+class Sessions:
+    """Signs and reads session cookies."""
+
+    def __init__(self, secret: bytes, *, secure: bool) -> None:
+        self._signer = URLSafeTimedSerializer(secret, salt="ebay-connector session")
+        self.secure = secure
+
+    def issue(self, response: Response, user_id: int) -> tuple[str, str]:
+        session_id, csrf = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+        value = self._signer.dumps({"uid": user_id, "sid": session_id, "csrf": csrf})
+        response.set_cookie(
+            SESSION_COOKIE,
+            str(value),
+            max_age=int(SESSION_MAX_AGE.total_seconds()),
+            httponly=True,
+            samesite="lax",
+            secure=self.secure,
+            path="/",
+        )
+        return session_id, csrf
+
+    def read(self, value: str | None) -> dict[str, Any] | None:
+        if not value:
+            return None
+        try:
+            data = self._signer.loads(value, max_age=int(SESSION_MAX_AGE.total_seconds()))
+        except BadSignature:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("uid"), int):
+            return None
+        return data
+
+    @staticmethod
+    def clear(response: Response) -> None:
+        response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+def _throttle(request: Request) -> login_throttle.LoginThrottle:
+    """The app's login throttle, made on first use (its state is in the database)."""
+    state = request.app.state
+    throttle: login_throttle.LoginThrottle | None = getattr(state, "login_throttle", None)
+    if throttle is None:
+        runtime = state.runtime
+        throttle = login_throttle.LoginThrottle(
+            runtime.db,
+            runtime.keys.ring.derive_secret("login throttle"),
+            login_throttle.policy(runtime.settings),
+        )
+        state.login_throttle = throttle
+        state.trusted_proxies = login_throttle.parse_networks(runtime.settings.trusted_proxies)
+    return throttle
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address for throttling (X-Forwarded-For only from a trusted proxy)."""
+    peer = request.client.host if request.client is not None else None
+    trusted = getattr(request.app.state, "trusted_proxies", ())
+    return login_throttle.client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
+
+async def sign_in(request: Request, email: str, password: str) -> UserRow:
+    """Check a password behind the login throttle; the one sign-in path of the API and the UI.
+
+    ``TooManyAttempts`` (before any password hashing) or ``Unauthorized`` /
+    ``invalid_credentials`` — the same answers whether or not the e-mail belongs to a user.
+    """
+    throttle = _throttle(request)
+    client = client_address(request)
+    await throttle.charge(email, client)
+    # No user's address holds a control character; PostgreSQL cannot even compare a NUL.
+    known = schemas.printable(email)
+    user: UserRow | None = (
+        await request.app.state.users.authenticate(email, password) if known else None
+    )
+    if user is None:
+        raise Unauthorized("wrong e-mail or password", code="invalid_credentials")
+    await throttle.succeeded(email, client)
+    return user
+
+
+async def _session_principal(request: Request, cookie: str | None) -> Principal:
+    state = request.app.state
+    data = state.sessions.read(cookie)
+    if data is None:
+        raise Unauthorized("sign in first")
+    user = await state.users.get(data["uid"])
+    if user is None:
+        raise Unauthorized("this session's user no longer exists")
+    principal = Principal(
+        organization_id=user.organization_id,
+        user_id=user.id,
+        role=user.role,
+        session_id=str(data.get("sid", "")),
+        csrf=str(data.get("csrf", "")),
+    )
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            sent = str((await request.form()).get("csrf_token", ""))
+        if not sent or not secrets.compare_digest(sent, principal.csrf or ""):
+            raise Forbidden("missing or wrong CSRF token", code="csrf_failed")
+    return principal
+
+
+async def signed_in(
+    request: Request, cookie: Annotated[str | None, Depends(session_cookie)]
+) -> Principal:
+    """Any signed-in user (admin or viewer)."""
+    return await _session_principal(request, cookie)
+
+
+async def admin(principal: Annotated[Principal, Depends(signed_in)]) -> Principal:
+    """A signed-in admin: connect, refresh, debug, disconnect, manage keys."""
+    if principal.role is not Role.ADMIN:
+        raise Forbidden("this needs the admin role")
+    return principal
+
+
+async def program(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """A program with an API key (``Authorization: Bearer ebc_…``)."""
+    if credentials is None:
+        raise Unauthorized("send an API key as 'Authorization: Bearer ebc_…'")
+    key = await request.app.state.api_keys.authenticate(credentials.credentials)
+    if key is None:
+        raise Unauthorized("unknown or revoked API key")
+    return Principal(organization_id=key.organization_id, key=key)
+
+
+async def token_reader(principal: Annotated[Principal, Depends(program)]) -> Principal:
+    if principal.key is None or not principal.key.can_read_tokens:
+        raise Forbidden("this API key may not read tokens (create it with --tokens)")
+    return principal
+
+
+SignedIn = Annotated[Principal, Depends(signed_in)]
+Admin = Annotated[Principal, Depends(admin)]
+Program = Annotated[Principal, Depends(program)]
+TokenReader = Annotated[Principal, Depends(token_reader)]

@@ -1,0 +1,153 @@
+"""One error shape for every 4xx/5xx, and the one place codes map to HTTP statuses.
+
+    {"error": {"code": "<stable code>", "message": "<one readable line>", ...}}
+
+No stack trace and no secret ever reaches an answer: unexpected exceptions become a bare
+``internal_error`` (and are logged with the request's path).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ebay_connector import log
+from ebay_connector.db.login_throttle import TooManyAttempts
+from ebay_connector.errors import (
+    AccessError,
+    ConnectFailed,
+    ConnectorError,
+    Forbidden,
+    InvalidState,
+    NeedsReconnect,
+    NotFound,
+    RefreshFailed,
+    StoreError,
+    Unauthorized,
+    UsageError,
+)
+
+logger = logging.getLogger(__name__)
+
+# By class, most specific first; anything else is a 500 `internal_error`.
+_STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
+    (TooManyAttempts, 429),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (InvalidState, 400),
+    (AccessError, 403),
+    (NotFound, 404),
+    (NeedsReconnect, 409),
+    (RefreshFailed, 503),
+    (ConnectFailed, 502),
+    (StoreError, 503),
+    (UsageError, 400),
+)
+_STATUS_BY_CODE = {"decrypt_failed": 409, "invalid_stored_token": 409}
+_STATUS_BY_CODE["invalid_webhook_url"] = 422  # webhooks and notices (issue 7)
+# -- application token and account deletions (issue 7): 412 is what eBay's SDKs answer to a
+# notification whose signature fails; 503 asks eBay to deliver again later.
+_STATUS_BY_CODE.update(
+    {
+        "signature_invalid": 412,
+        "invalid_notification": 400,
+        "public_key_unavailable": 503,
+        "app_token_unavailable": 503,
+        "deletion_not_configured": 503,
+    }
+)
+
+
+def status_for(exc: ConnectorError) -> int:
+    if isinstance(exc, ConnectFailed) and exc.code == "invalid_grant":
+        return 400  # the code was reused, expired or forged: the caller's request is at fault
+    if exc.code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[exc.code]
+    for cls, status in _STATUS_BY_CLASS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, **extra}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+                "reason": {"type": "string"},
+            },
+        }
+    },
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give."""
+    return {
+        status: {
+            "description": "error",
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ConnectorError)
+    async def connector_error(request: Request, exc: ConnectorError) -> JSONResponse:
+        status = status_for(exc)
+        extra: dict[str, Any] = {}
+        headers = None
+        if isinstance(exc, NeedsReconnect):
+            extra["reason"] = exc.reason
+        if isinstance(exc, RefreshFailed | StoreError):
+            headers = {"Retry-After": "30"}
+        if isinstance(exc, TooManyAttempts):
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
+        if status >= 500:
+            log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)
+        return error_response(status, exc.code, exc.message, headers, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = str(first.get("msg", "invalid request"))
+        return error_response(422, "validation_error", f"{field}: {message}", field=field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own 400: a body that is not parseable (e.g. not UTF-8) is invalid input.
+            return error_response(422, "validation_error", f"body: {exc.detail}", field="body")
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        code = codes.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("api.unexpected path=%s", request.url.path)
+        return error_response(500, "internal_error", "internal error")
