@@ -22,7 +22,7 @@ from ebay_connector.errors import ConfigError
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.settings import EbayEnvironment, Settings
 from ebay_connector.version import code_version
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 
 STARTUP_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0

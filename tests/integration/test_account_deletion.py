@@ -20,7 +20,7 @@ from ebay_connector.core import deletion
 from ebay_connector.db import models as m
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.helpers import connect_seller, serve_asgi
 

@@ -18,7 +18,7 @@ from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 from tests.conftest import FakeClock
 from tests.helpers import serve_asgi
 

@@ -77,9 +77,8 @@ from schemathesis.specs.openapi.checks import (
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.users import Role, Users
 from ebay_connector.runtime import Runtime
-from ebay_connector.web.api import create_app
-from ebay_connector.web.api.app import EMULATOR_MOUNT
 from ebay_connector.web.api.auth import CSRF_HEADER, SESSION_COOKIE
+from ebay_connector.web.app import EMULATOR_MOUNT, create_app
 from tests.helpers import serve_asgi
 
 Operation = APIOperation[Any, Any, Any, Any]

@@ -28,7 +28,7 @@ from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectorError
 from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 from tests.conftest import FakeClock
 from tests.helpers import connect_seller
 

@@ -36,7 +36,7 @@ from ebay_connector.keys.crypto import TokenField
 from ebay_connector.runtime import Runtime
 from ebay_connector.service.refresh import APP_CREDENTIALS_REJECTED
 from ebay_connector.service.worker import CycleStatus, Worker, WorkerConfig
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 from tests.conftest import DatabaseTarget, FakeClock, in_thread, open_test_runtime
 from tests.helpers import seed_account
 

@@ -40,8 +40,8 @@ from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
-from ebay_connector.web.api.app import EMULATOR_MOUNT, MAX_BODY_BYTES
 from ebay_connector.web.api.auth import CSRF_HEADER
+from ebay_connector.web.app import EMULATOR_MOUNT, MAX_BODY_BYTES
 from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.integration.test_api_fuzz import serving
 

@@ -29,7 +29,7 @@ from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime
 from ebay_connector.service.worker import CycleStatus, Worker, WorkerConfig
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.helpers import seed_account
 

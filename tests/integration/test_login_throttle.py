@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from ebay_connector.db import login_throttle
 from ebay_connector.db.users import Role, UserRow, Users
 from ebay_connector.runtime import Runtime, open_runtime
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 from tests.conftest import DatabaseTarget, FakeClock, make_settings
 
 pytestmark = pytest.mark.integration

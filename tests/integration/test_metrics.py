@@ -28,7 +28,7 @@ from ebay_connector.db.heartbeats import HeartbeatRow
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.service import metrics
-from ebay_connector.web.api import create_app
+from ebay_connector.web.app import create_app
 from tests.conftest import FakeClock, in_thread
 from tests.helpers import connect_seller, serve_asgi
 

@@ -35,8 +35,8 @@ from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime
 from ebay_connector.service import webhooks
-from ebay_connector.web.api import create_app
 from ebay_connector.web.api import webhooks as webhooks_api
+from ebay_connector.web.app import create_app
 from tests.conftest import FakeClock, in_thread
 from tests.helpers import connect_seller, serve_asgi
 

@@ -1,5 +1,1 @@
-"""The HTTP API: FastAPI app built by :func:`create_app` from a runtime."""
-
-from ebay_connector.web.api.app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP API for programs and admins; assembled with the UI by :mod:`ebay_connector.web.app`."""

@@ -16,7 +16,6 @@ from ebay_connector.errors import ConnectorError
 from ebay_connector.runtime import Runtime
 from ebay_connector.service.refresh import APP_CREDENTIALS_REJECTED
 from ebay_connector.version import code_version
-from ebay_connector.web import ui
 from ebay_connector.web.api import errors
 from ebay_connector.web.api import metrics as metrics_api
 from ebay_connector.web.api import notifications as notifications_api
@@ -25,6 +24,7 @@ from ebay_connector.web.api.auth import Sessions
 from ebay_connector.web.api.guard import Guard
 from ebay_connector.web.api.routes import router
 from ebay_connector.web.api.schemas import Health, Readiness
+from ebay_connector.web.ui import routes as ui
 
 EMULATOR_MOUNT = "/emulator"
 MAX_BODY_BYTES = 64 * 1024  # no request of this API needs more
@@ -99,7 +99,6 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
         )
 
     app.include_router(router)
-    # -- routers of later concerns (webhooks, notifications, metrics), one line each --
     app.include_router(webhooks_api.router)
     app.include_router(notifications_api.router)
     metrics_api.install(app, runtime)  # GET /metrics + token API timing
