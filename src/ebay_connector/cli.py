@@ -24,7 +24,7 @@ from ebay_connector import emulator as emulation
 from ebay_connector import log, loop, serve
 from ebay_connector.core import masking, policy, quota
 from ebay_connector.core.exchange import Trigger
-from ebay_connector.db import api_keys, migrate, users
+from ebay_connector.db import api_keys, migrate, outbox, users
 from ebay_connector.db.database import Database
 from ebay_connector.errors import (
     ConfigError,
@@ -438,7 +438,7 @@ def users_create(
 
     async def body(runtime: Runtime) -> users.UserRow:
         organization_id = await users.organization_by_name(runtime.db, org)
-        return await users.Users(runtime.db).create(organization_id, email, role, password)
+        return await runtime.users.create(organization_id, email, role, password)
 
     user = _with_runtime(body)
     out.print(f"user #{user.id} {user.email} ({user.role.value}) created in {org!r}")
@@ -456,9 +456,7 @@ def api_keys_create(
 
     async def body(runtime: Runtime) -> tuple[api_keys.ApiKeyRow, str]:
         organization_id = await users.organization_by_name(runtime.db, org)
-        return await api_keys.ApiKeys(runtime.db).create(
-            organization_id, name, can_read_tokens=tokens
-        )
+        return await runtime.api_keys.create(organization_id, name, can_read_tokens=tokens)
 
     row, full = _with_runtime(body)
     err.print(
@@ -475,7 +473,7 @@ def api_keys_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
 
     async def body(runtime: Runtime) -> list[api_keys.ApiKeyRow]:
         organization_id = await users.organization_by_name(runtime.db, org)
-        return await api_keys.ApiKeys(runtime.db).list(organization_id)
+        return await runtime.api_keys.list(organization_id)
 
     rows = _with_runtime(body)
     docs: list[dict[str, Any]] = [
@@ -513,7 +511,7 @@ def api_keys_revoke(
 
     async def body(runtime: Runtime) -> bool:
         organization_id = await users.organization_by_name(runtime.db, org)
-        return await api_keys.ApiKeys(runtime.db).revoke(organization_id, key_id)
+        return await runtime.api_keys.revoke(organization_id, key_id)
 
     if not _with_runtime(body):
         raise NotFound(f"no active API key {key_id!r} in {org!r}")
@@ -815,21 +813,9 @@ def policy_command(
 
     async def body(runtime: Runtime) -> str:
         account_id = await runtime.store.resolve_account(account)
-        row = await runtime.store.account_token(account_id)
-        assert row is not None
-        chosen = None if value == "default" else value
-        config = runtime.settings.policy
-        now = runtime.clock()
-        due = policy.schedule(
-            policy.effective(chosen, config),
-            access_expires_at=row.access_expires_at,
-            last_used_at=row.last_used_at,
-            last_success_at=row.last_success_at,
-            now=now,
-            config=config,
-        )
-        await runtime.store.set_policy(account_id, chosen, due.next_attempt_at)
-        when = views.iso(due.next_attempt_at) or "only on demand"
+        chosen = None if value == "default" else policy.RefreshPolicy(value)
+        next_at = await runtime.connector.set_policy(account_id, chosen)
+        when = views.iso(next_at) or "only on demand"
         return f"account #{account_id}: policy {value}; next background refresh {when}"
 
     out.print(_with_runtime(body))
@@ -877,11 +863,10 @@ def webhooks_add(
     description: Annotated[str, typer.Option("--description", help="What it is for.")] = "",
 ) -> None:
     """Add a webhook endpoint; its signing secret is printed once."""
-    from ebay_connector.web.api import webhooks as webhooks_api
 
-    async def body(runtime: Runtime) -> tuple[Any, str]:
+    async def body(runtime: Runtime) -> tuple[outbox.EndpointRow, str]:
         organization_id = await users.organization_by_name(runtime.db, org)
-        return await webhooks_api.create_endpoint(runtime, organization_id, url, description)
+        return await runtime.webhooks.create(organization_id, url, description)
 
     row, secret = _with_runtime(body)
     err.print(f"webhook #{row.id} {row.url} — its signing secret, shown this once:", markup=False)
@@ -891,11 +876,10 @@ def webhooks_add(
 @webhooks_app.command("list")
 def webhooks_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
     """List an organization's webhook endpoints (never their secrets)."""
-    from ebay_connector.db import outbox
 
     async def body(runtime: Runtime) -> list[outbox.EndpointRow]:
         organization_id = await users.organization_by_name(runtime.db, org)
-        return await outbox.Outbox(runtime.db).endpoints(organization_id)
+        return await runtime.webhooks.endpoints(organization_id)
 
     docs: list[dict[str, Any]] = [
         {
@@ -920,11 +904,10 @@ def webhooks_remove(
     org: OrgOpt, endpoint_id: Annotated[int, typer.Argument(help="The endpoint id (see list).")]
 ) -> None:
     """Remove a webhook endpoint and its delivery log."""
-    from ebay_connector.db import outbox
 
     async def body(runtime: Runtime) -> bool:
         organization_id = await users.organization_by_name(runtime.db, org)
-        return await outbox.Outbox(runtime.db).delete_endpoint(organization_id, endpoint_id)
+        return await runtime.webhooks.remove(organization_id, endpoint_id)
 
     if not _with_runtime(body):
         raise NotFound(f"no webhook {endpoint_id} in {org!r}")

@@ -15,12 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Role
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectFailed
 from ebay_connector.keys.crypto import KeyRing, TokenField, generate_key
 from ebay_connector.runtime import Runtime
-from ebay_connector.service.connect import connect_with_code
 
 DEMO_ORGANIZATION = "Demo Shop"
 
@@ -106,7 +105,7 @@ async def seed(runtime: Runtime, emulator: Emulator) -> Demo:
     if existing is not None:
         await store.delete_organization(existing)
     organization_id = await store.create_organization(DEMO_ORGANIZATION)
-    people = Users(runtime.db)
+    people = runtime.users
     admin_password, viewer_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     await people.create(organization_id, DEMO_ADMIN, Role.ADMIN, admin_password)
     await people.create(organization_id, DEMO_VIEWER, Role.VIEWER, viewer_password)
@@ -116,19 +115,8 @@ async def seed(runtime: Runtime, emulator: Emulator) -> Demo:
     seeded = []
     for demo in DEMO_ACCOUNTS:
         code = await consent_code(runtime, demo.username)
-        connection = await connect_with_code(
-            store=store,
-            journal=runtime.journal,
-            client=runtime.client,
-            keyring=runtime.keys.ring,
-            organization_id=organization_id,
-            environment=runtime.environment,
-            code=code,
-            scopes=runtime.settings.scope_list,
-            policy_config=runtime.settings.policy,
-            label=demo.label,
-            actor="demo",
-            clock=runtime.clock,
+        connection = await runtime.connector.connect(
+            organization_id=organization_id, code=code, label=demo.label, actor="demo"
         )
         seeded.append(SeededAccount(connection.account_id, demo))
     for account in seeded:

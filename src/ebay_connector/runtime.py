@@ -1,7 +1,8 @@
-"""Composition at the edge: settings in, running parts out (store, keys, client, refresher).
+"""The composition root: settings in, every running part out.
 
-The CLI, the server and the tests build their parts here and nowhere else, so every entry point
-refreshes through the same objects wired the same way.
+The CLI, the server, the demo and the tests build their parts here and nowhere else, so every
+entry point refreshes, connects and delivers through the same objects wired the same way. Services
+receive their collaborators; none of them sees the runtime.
 """
 
 from __future__ import annotations
@@ -10,26 +11,39 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 
 from ebay_connector.core.clock import Clock, utcnow
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.db import login_throttle
+from ebay_connector.db.account_deletions import AccountDeletions
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.connect_states import ConnectStates
 from ebay_connector.db.database import Database
 from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
+from ebay_connector.db.login_throttle import LoginThrottle
+from ebay_connector.db.outbox import Outbox
 from ebay_connector.db.store import Store
+from ebay_connector.db.users import Users
+from ebay_connector.ebay.app_token import AppTokenChore, AppTokens
 from ebay_connector.ebay.client import AppCredentials, EbayClient
 from ebay_connector.ebay.pacing import Pacer
+from ebay_connector.ebay.public_keys import PublicKeys
 from ebay_connector.errors import ConfigError, KeyRingError
 from ebay_connector.keys import rotation
 from ebay_connector.keys.crypto import KeyRing
-from ebay_connector.service import chores as housekeeping
+from ebay_connector.service import retention, webhooks
 from ebay_connector.service.chores import Chore
+from ebay_connector.service.connect import Connector
 from ebay_connector.service.metrics import Metrics
 from ebay_connector.service.refresh import RefreshConfig, Refresher
+from ebay_connector.service.retention import RetentionChore
+from ebay_connector.service.webhooks import Dispatcher, NoticeChore, WebhookEndpoints
 from ebay_connector.service.worker import Worker, WorkerConfig, new_instance_id
 from ebay_connector.settings import EbayEnvironment, Settings
 
@@ -133,6 +147,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
 
 @dataclass
 class Runtime:
+    """Every running part of one process, built once by :func:`open_runtime` and nowhere else."""
+
     settings: Settings
     db: Database
     store: Store
@@ -143,10 +159,20 @@ class Runtime:
     client: EbayClient
     pacer: Pacer
     refresher: Refresher
+    connector: Connector
+    users: Users
+    api_keys: ApiKeys
+    connect_states: ConnectStates
+    outbox: Outbox
+    webhooks: WebhookEndpoints
+    app_tokens: AppTokens
+    public_keys: PublicKeys
+    account_deletions: AccountDeletions
+    login_throttle: LoginThrottle
+    chores: list[Chore]
+    metrics: Metrics  # this runtime's own registry
     instance_id: str
     clock: Clock
-    chores: list[Chore] = field(default_factory=list)
-    metrics: Metrics = field(default_factory=Metrics)  # this runtime's own registry
 
     def worker(self) -> Worker:
         """A worker wired to this runtime (its instance id is the refresher's lease owner)."""
@@ -167,6 +193,32 @@ class Runtime:
         return self.settings.ebay_environment.value
 
 
+def build_chores(
+    settings: Settings,
+    *,
+    journal: Journal,
+    heartbeats: Heartbeats,
+    box: Outbox,
+    dispatcher: Dispatcher,
+    app_tokens: AppTokens,
+) -> list[Chore]:
+    """The housekeeping every worker of a runtime runs after its refreshes, in order."""
+    return [
+        RetentionChore(journal, retention.policy_of(settings)),
+        NoticeChore(
+            box,
+            dispatcher,
+            heartbeats,
+            journal,
+            thresholds=webhooks.notice_thresholds(settings),
+            quota_config=settings.quota,
+            quota_low_share=settings.quota_low_share,
+            keep=timedelta(days=settings.retention_days),  # the journal's retention, for the outbox
+        ),
+        AppTokenChore(app_tokens),  # renewed only while in use
+    ]
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -178,10 +230,11 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     silence_wire_loggers()
     keys = load_keyring(settings)
+    ring = keys.ring
     db = Database.open(
         settings.database_url, clock=clock, schema=schema, pool_size=settings.database_pool_size
     )
-    store, journal = Store(db), Journal(db)
+    store, journal, heartbeats = Store(db), Journal(db), Heartbeats(db)
     own_http = http is None
     http_client = http or make_http_session(settings)
     client = EbayClient(
@@ -190,42 +243,100 @@ async def open_runtime(
             settings.app_client_id, settings.app_client_secret, settings.app_ru_name
         ),
         endpoints=settings.endpoints,
-        fingerprinter=keys.ring,
+        fingerprinter=ring,
         deadline_s=settings.http_timeout_seconds,
     )
     instance_id = new_instance_id()
+    metrics = Metrics()
     pacer = Pacer(settings.max_calls_per_second or None)
     refresher = Refresher(
         store=store,
         journal=journal,
         pacer=pacer,
         client=client,
-        keyring=keys.ring,
+        keyring=ring,
         config=refresh_config(settings),
         owner=instance_id,
         clock=clock,
         rng=rng,
     )
+    refresher.observers.append(metrics.observe_refresh)
+    box = Outbox(db)
+    dispatcher = Dispatcher(
+        box,
+        ring,
+        config=webhooks.dispatch_config(settings),
+        clock=clock,
+        on_outcome=metrics.webhook_delivery,
+    )
+    app_tokens = AppTokens(
+        db=db,
+        client=client,
+        keyring=ring,
+        environment=settings.ebay_environment.value,
+        owner=instance_id,
+        clock=clock,
+        lease=settings.lease,
+    )
     try:
         # A wrong key fails here in one line, not as every account turning decrypt_failed.
-        await rotation.verify_keyring(db, keys.ring, setting=_ring_setting(settings))
-        runtime = Runtime(
+        await rotation.verify_keyring(db, ring, setting=_ring_setting(settings))
+        yield Runtime(
             settings=settings,
             db=db,
             store=store,
             journal=journal,
-            heartbeats=Heartbeats(db),
+            heartbeats=heartbeats,
             keys=keys,
             http=http_client,
             client=client,
             pacer=pacer,
             refresher=refresher,
+            connector=Connector(
+                store=store,
+                journal=journal,
+                client=client,
+                keyring=ring,
+                environment=settings.ebay_environment.value,
+                scopes=settings.scope_list,
+                policy_config=settings.policy,
+                clock=clock,
+            ),
+            users=Users(db),
+            api_keys=ApiKeys(db),
+            connect_states=ConnectStates(db, ring.derive_secret("oauth state")),
+            outbox=box,
+            webhooks=WebhookEndpoints(box, dispatcher, ring),
+            app_tokens=app_tokens,
+            public_keys=PublicKeys(
+                client,
+                app_tokens,
+                clock,
+                lambda exchange: journal.record_exchange(
+                    exchange,
+                    trigger=Trigger.ON_DEMAND.value,
+                    environment=settings.ebay_environment.value,
+                ),
+            ),
+            account_deletions=AccountDeletions(db),
+            login_throttle=LoginThrottle(
+                db,
+                ring.derive_secret("login throttle"),
+                login_throttle.policy(settings),
+                login_throttle.parse_networks(settings.trusted_proxies),
+            ),
+            chores=build_chores(
+                settings,
+                journal=journal,
+                heartbeats=heartbeats,
+                box=box,
+                dispatcher=dispatcher,
+                app_tokens=app_tokens,
+            ),
+            metrics=metrics,
             instance_id=instance_id,
             clock=clock,
         )
-        refresher.observers.append(runtime.metrics.observe_refresh)
-        runtime.chores = housekeeping.build(runtime)
-        yield runtime
     finally:
         await store.flush()
         if own_http:

@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from ebay_connector.db import models as m
-from ebay_connector.ebay import app_token
 from ebay_connector.ebay.app_token import AppTokenChore, AppTokens
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import AppTokenUnavailable
@@ -66,7 +65,7 @@ async def test_a_token_near_its_end_is_replaced_once(
     runtime: Runtime, emulator: tuple[Emulator, str], clock: FakeClock
 ) -> None:
     emu, _ = emulator
-    tokens = app_token.for_runtime(runtime)
+    tokens = runtime.app_tokens
     first = await tokens.get()
     clock.advance(seconds=7200 - 6 * 60)  # six minutes left: still handed out
     assert await tokens.get() == first

@@ -55,9 +55,9 @@ async def _runtime(
 
 
 def _app(runtime: Runtime) -> tuple[FastAPI, CountingUsers]:
-    app = create_app(runtime)
     users = CountingUsers(runtime.db)
-    app.state.users = users
+    runtime.users = users
+    app = create_app(runtime)
     return app, users
 
 

@@ -201,7 +201,7 @@ async def test_retention_keeps_100k_exchanges_bounded(
     assert await attempts_indexed_by_exchange(runtime)  # else this measures a full scan
     planned, attempts = await write_journal(runtime, clock)
     caplog.set_level(logging.INFO, logger="ebay_connector.service.retention")
-    policy = retention.policy_of(runtime)
+    policy = retention.policy_of(runtime.settings)
     assert (policy.max_age, policy.per_account) == (timedelta(days=30), 1000)
     chore = next(c for c in runtime.chores if c.name == "retention")
     assert isinstance(chore, RetentionChore)

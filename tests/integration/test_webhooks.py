@@ -35,7 +35,6 @@ from ebay_connector.db.users import Role, Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime
 from ebay_connector.service import webhooks
-from ebay_connector.web.api import webhooks as webhooks_api
 from ebay_connector.web.app import create_app
 from tests.conftest import FakeClock, in_thread
 from tests.helpers import connect_seller, serve_asgi
@@ -138,9 +137,7 @@ async def setup(
     runtime: Runtime, emulator: tuple[Emulator, str], receiver: Receiver
 ) -> AsyncIterator[Setup]:
     organization_id = await runtime.store.create_organization("Hooked shop")
-    row, secret = await webhooks_api.create_endpoint(
-        runtime, organization_id, receiver.url, "test receiver"
-    )
+    row, secret = await runtime.webhooks.create(organization_id, receiver.url, "test receiver")
     chore = next(c for c in runtime.chores if c.name == "notices")
     assert isinstance(chore, webhooks.NoticeChore)
     chore.dispatcher.rng = random.Random(3)
@@ -330,11 +327,11 @@ async def test_two_replicas_deciding_on_the_same_transition_emit_it_once(
     setup.emulator.revoke_user("twin_seller")
     await setup.expire(account_id)
     await rt.refresher.refresh(account_id, Trigger.ADMIN)
-    other = webhooks.chore(rt)
+    other = outbox.Outbox(rt.db)  # another replica's outbox on the same database
     seen = await setup.chore.outbox.candidates(rt.clock(), timedelta(days=30), 0, 10)
     # Both read the same mark, both decide; only the compare-and-set winner writes events.
     results = []
-    for box in (setup.chore.outbox, other.outbox):
+    for box in (setup.chore.outbox, other):
         for row in seen:
             found, mark = webhooks.notices.decide(row.mark, row.facts, rt.clock())
             payloads = [(n.type.value, {}) for n in found]

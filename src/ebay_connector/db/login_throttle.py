@@ -182,9 +182,12 @@ class _Conflict(Exception):
 class LoginThrottle:
     """Charges, refuses and refunds sign-in attempts; all state in the ``login_throttles`` table."""
 
-    def __init__(self, db: Database, secret: bytes, pol: Policy) -> None:
+    def __init__(
+        self, db: Database, secret: bytes, pol: Policy, trusted_proxies: Sequence[IpNetwork] = ()
+    ) -> None:
         self.db = db
         self.policy = pol
+        self.trusted_proxies = trusted_proxies  # whose X-Forwarded-For names the client
         self._secret = secret
 
     def key(self, kind: Kind, value: str) -> str:

@@ -22,7 +22,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,9 +36,6 @@ from ebay_connector.db.database import Database
 from ebay_connector.ebay.client import EbayClient
 from ebay_connector.errors import AppTokenUnavailable, CryptoError
 from ebay_connector.keys.crypto import KeyRing
-
-if TYPE_CHECKING:
-    from ebay_connector.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -286,23 +282,3 @@ class AppTokenChore:
 
     async def run(self, now: datetime) -> Mapping[str, int]:
         return {"renewed": 1} if await self.tokens.renew_if_due() else {}
-
-
-def for_runtime(runtime: Runtime) -> AppTokens:
-    """The runtime's application token (one per runtime, shared by its chore and its API)."""
-    for chore in runtime.chores:
-        if isinstance(chore, AppTokenChore):
-            return chore.tokens
-    return AppTokens(
-        db=runtime.db,
-        client=runtime.client,
-        keyring=runtime.keys.ring,
-        environment=runtime.environment,
-        owner=runtime.instance_id,
-        clock=runtime.clock,
-        lease=runtime.settings.lease,
-    )
-
-
-def chore(runtime: Runtime) -> AppTokenChore:
-    return AppTokenChore(for_runtime(runtime))

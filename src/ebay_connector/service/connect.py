@@ -1,8 +1,11 @@
-"""Connecting a seller: authorization code → tokens → eBay user → stored account.
+"""Connecting, disconnecting and re-scheduling a seller's account: one function per operation.
 
-The OAuth state handling of the web flow lives with the web layer; this is what happens once a
-code is in hand, shared by the web callback and the demo. Either everything is stored (account,
-encrypted tokens, the exchanges, the attempt) or nothing is.
+Connect: authorization code → tokens → eBay user → stored account. The OAuth state handling of the
+web flow lives with the web layer; this is what happens once a code is in hand. Either everything
+is stored (account, encrypted tokens, the exchanges, the attempt) or nothing is.
+
+:class:`Connector` binds the operations to their collaborators; the runtime builds one, and the
+CLI, the API, the UI and the demo all call it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ebay_connector import log
 from ebay_connector.core import policy
@@ -22,7 +25,7 @@ from ebay_connector.core.policy import PolicyConfig
 from ebay_connector.db.journal import Journal
 from ebay_connector.db.store import AccountToken, Store
 from ebay_connector.ebay.client import EbayClient
-from ebay_connector.errors import ConnectFailed, ConnectorError
+from ebay_connector.errors import AccountNotFound, ConnectFailed, ConnectorError
 from ebay_connector.keys.crypto import KeyRing, TokenField
 
 logger = logging.getLogger(__name__)
@@ -162,3 +165,87 @@ async def disconnect(
     deleted = await store.delete_account(account.account_id)
     log.event(logger, "account.disconnected", account=account.account_id, revoked=revoked)
     return Disconnection(account.account_id, deleted, revoked)
+
+
+async def set_policy(
+    *,
+    store: Store,
+    account_id: int,
+    chosen: policy.RefreshPolicy | None,
+    config: PolicyConfig,
+    now: datetime,
+) -> datetime | None:
+    """Give an account its own refresh policy (``None``: the global one) and re-schedule it.
+
+    Answers when the worker will next refresh it (``None``: only on demand)."""
+    row = await store.account_token(account_id)
+    if row is None:
+        raise AccountNotFound(f"no account {account_id}")
+    due = policy.schedule(
+        policy.effective(chosen.value if chosen else None, config),
+        access_expires_at=row.access_expires_at,
+        last_used_at=row.last_used_at,
+        last_success_at=row.last_success_at,
+        now=now,
+        config=config,
+    )
+    await store.set_policy(account_id, chosen.value if chosen else None, due.next_attempt_at)
+    return due.next_attempt_at
+
+
+@dataclass(frozen=True)
+class Connector:
+    """The account operations, wired to one runtime's store, journal, eBay client and keys."""
+
+    store: Store
+    journal: Journal
+    client: EbayClient
+    keyring: KeyRing
+    environment: str
+    scopes: Sequence[str]
+    policy_config: PolicyConfig
+    clock: Clock = utcnow
+
+    async def connect(
+        self,
+        *,
+        organization_id: int,
+        code: str,
+        label: str | None = None,
+        actor: str | None = None,
+    ) -> Connection:
+        return await connect_with_code(
+            store=self.store,
+            journal=self.journal,
+            client=self.client,
+            keyring=self.keyring,
+            organization_id=organization_id,
+            environment=self.environment,
+            code=code,
+            scopes=self.scopes,
+            policy_config=self.policy_config,
+            label=label,
+            actor=actor,
+            clock=self.clock,
+        )
+
+    async def disconnect(self, account: AccountToken, *, actor: str | None = None) -> Disconnection:
+        return await disconnect(
+            store=self.store,
+            journal=self.journal,
+            client=self.client,
+            keyring=self.keyring,
+            account=account,
+            actor=actor,
+        )
+
+    async def set_policy(
+        self, account_id: int, chosen: policy.RefreshPolicy | None
+    ) -> datetime | None:
+        return await set_policy(
+            store=self.store,
+            account_id=account_id,
+            chosen=chosen,
+            config=self.policy_config,
+            now=self.clock(),
+        )

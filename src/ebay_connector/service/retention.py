@@ -26,13 +26,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from ebay_connector import log
 from ebay_connector.db.journal import Journal
-
-if TYPE_CHECKING:
-    from ebay_connector.runtime import Runtime
+from ebay_connector.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -210,14 +207,8 @@ class RetentionChore:
         return asdict(counts)
 
 
-def policy_of(runtime: Runtime) -> RetentionPolicy:
-    settings = runtime.settings
+def policy_of(settings: Settings) -> RetentionPolicy:
     return RetentionPolicy(
         max_age=timedelta(days=settings.retention_days),
         per_account=settings.retention_per_account,
     )
-
-
-def chore(runtime: Runtime) -> RetentionChore:
-    """The retention chore of a runtime, configured from its settings."""
-    return RetentionChore(runtime.journal, policy_of(runtime))

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,10 +43,8 @@ from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
 from ebay_connector.errors import ConnectorError, NotFound, UsageError
 from ebay_connector.keys.crypto import KeyRing
+from ebay_connector.settings import Settings
 from ebay_connector.version import code_version
-
-if TYPE_CHECKING:
-    from ebay_connector.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -436,38 +434,73 @@ def _account_data(row: outbox.Candidate, notice: notices.Notice) -> dict[str, An
     }
 
 
-def dispatch_config(runtime: Runtime) -> DispatchConfig:
-    s = runtime.settings
+def dispatch_config(settings: Settings) -> DispatchConfig:
     return DispatchConfig(
-        timeout=timedelta(seconds=s.webhook_timeout_seconds),
-        max_attempts=s.webhook_max_attempts,
-        concurrency=s.webhook_concurrency,
+        timeout=timedelta(seconds=settings.webhook_timeout_seconds),
+        max_attempts=settings.webhook_max_attempts,
+        concurrency=settings.webhook_concurrency,
     )
 
 
-def dispatcher(runtime: Runtime, rng: random.Random | None = None) -> Dispatcher:
-    return Dispatcher(
-        outbox.Outbox(runtime.db),
-        runtime.keys.ring,
-        config=dispatch_config(runtime),
-        clock=runtime.clock,
-        rng=rng,
-        on_outcome=runtime.metrics.webhook_delivery,
+def notice_thresholds(settings: Settings) -> notices.Thresholds:
+    return notices.Thresholds(
+        refresh_failing_after=timedelta(seconds=settings.refresh_failing_after_seconds)
     )
 
 
-def chore(runtime: Runtime) -> NoticeChore:
-    """The notice chore of a runtime (registered in :func:`ebay_connector.service.chores.build`)."""
-    s = runtime.settings
-    return NoticeChore(
-        outbox.Outbox(runtime.db),
-        dispatcher(runtime),
-        runtime.heartbeats,
-        runtime.journal,
-        thresholds=notices.Thresholds(
-            refresh_failing_after=timedelta(seconds=s.refresh_failing_after_seconds)
-        ),
-        quota_config=s.quota,
-        quota_low_share=s.quota_low_share,
-        keep=timedelta(days=s.retention_days),  # the journal's retention, for the outbox too
-    )
+# Endpoints, as an organization manages them -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookEndpoints:
+    """An organization's webhook endpoints: add (URL checked, secret sealed and shown once),
+    look up, list, test and remove. The CLI, the API and the UI all call these."""
+
+    box: outbox.Outbox
+    dispatcher: Dispatcher
+    ring: KeyRing
+
+    async def create(
+        self, organization_id: int, url: str, description: str
+    ) -> tuple[outbox.EndpointRow, str]:
+        """Validate, store (secret sealed to the row) and answer the secret once."""
+        url = check_url(url)
+        secret = new_secret()
+        row = await self.box.create_endpoint(
+            organization_id,
+            url,
+            description.strip(),
+            lambda endpoint_id: self.ring.seal(secret, context=secret_context(endpoint_id)),
+        )
+        return row, secret
+
+    async def owned(self, organization_id: int, endpoint_id: int) -> outbox.EndpointRow:
+        row = await self.box.endpoint(organization_id, endpoint_id)
+        if row is None:
+            raise WebhookNotFound(f"no webhook {endpoint_id}")
+        return row
+
+    async def endpoints(self, organization_id: int) -> list[outbox.EndpointRow]:
+        return await self.box.endpoints(organization_id)
+
+    async def deliveries(
+        self, organization_id: int, endpoint_id: int, limit: int = 50
+    ) -> list[outbox.DeliveryRow]:
+        await self.owned(organization_id, endpoint_id)
+        return await self.box.deliveries(organization_id, endpoint_id, limit)
+
+    async def send_test(
+        self, endpoint: outbox.EndpointRow, actor: str
+    ) -> outbox.DeliveryRow | None:
+        """A ``webhook.test`` event to this one endpoint, attempted now (retried like any other)."""
+        ids = await self.box.emit(
+            endpoint.organization_id,
+            notices.EventType.TEST.value,
+            {"endpoint_id": endpoint.id, "requested_by": actor},
+            endpoint_ids=[endpoint.id],
+        )
+        return await self.dispatcher.deliver_now(ids[0]) if ids else None
+
+    async def remove(self, organization_id: int, endpoint_id: int) -> bool:
+        """Remove an endpoint with its delivery log; pending deliveries to it are dropped."""
+        return await self.box.delete_endpoint(organization_id, endpoint_id)

@@ -9,9 +9,6 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from ebay_connector import __version__
-from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.connect_states import ConnectStates
-from ebay_connector.db.users import Users
 from ebay_connector.errors import ConnectorError
 from ebay_connector.runtime import Runtime
 from ebay_connector.service.refresh import APP_CREDENTIALS_REJECTED
@@ -62,9 +59,6 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
     secure = runtime.settings.public_url.startswith("https://")
     app.state.runtime = runtime
     app.state.sessions = Sessions(ring.derive_secret("session"), secure=secure)
-    app.state.users = Users(runtime.db)
-    app.state.api_keys = ApiKeys(runtime.db)
-    app.state.connect_states = ConnectStates(runtime.db, ring.derive_secret("oauth state"))
     errors.install(app)
     app.add_middleware(Guard, max_body_bytes=MAX_BODY_BYTES)
 

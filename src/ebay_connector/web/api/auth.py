@@ -21,6 +21,7 @@ from ebay_connector.db.api_keys import ApiKeyRow
 from ebay_connector.db.users import Role, UserRow
 from ebay_connector.errors import Forbidden, Unauthorized
 from ebay_connector.web.api import schemas
+from ebay_connector.web.api.state import runtime_of
 
 SESSION_COOKIE = "ebc_session"
 SESSION_MAX_AGE = timedelta(hours=12)
@@ -86,26 +87,10 @@ class Sessions:
         response.delete_cookie(SESSION_COOKIE, path="/")
 
 
-def _throttle(request: Request) -> login_throttle.LoginThrottle:
-    """The app's login throttle, made on first use (its state is in the database)."""
-    state = request.app.state
-    throttle: login_throttle.LoginThrottle | None = getattr(state, "login_throttle", None)
-    if throttle is None:
-        runtime = state.runtime
-        throttle = login_throttle.LoginThrottle(
-            runtime.db,
-            runtime.keys.ring.derive_secret("login throttle"),
-            login_throttle.policy(runtime.settings),
-        )
-        state.login_throttle = throttle
-        state.trusted_proxies = login_throttle.parse_networks(runtime.settings.trusted_proxies)
-    return throttle
-
-
 def client_address(request: Request) -> str | None:
     """The caller's address for throttling (X-Forwarded-For only from a trusted proxy)."""
     peer = request.client.host if request.client is not None else None
-    trusted = getattr(request.app.state, "trusted_proxies", ())
+    trusted = runtime_of(request).login_throttle.trusted_proxies
     return login_throttle.client_address(peer, request.headers.get("x-forwarded-for"), trusted)
 
 
@@ -115,14 +100,13 @@ async def sign_in(request: Request, email: str, password: str) -> UserRow:
     ``TooManyAttempts`` (before any password hashing) or ``Unauthorized`` /
     ``invalid_credentials`` — the same answers whether or not the e-mail belongs to a user.
     """
-    throttle = _throttle(request)
+    runtime = runtime_of(request)
+    throttle = runtime.login_throttle
     client = client_address(request)
     await throttle.charge(email, client)
     # No user's address holds a control character; PostgreSQL cannot even compare a NUL.
     known = schemas.printable(email)
-    user: UserRow | None = (
-        await request.app.state.users.authenticate(email, password) if known else None
-    )
+    user: UserRow | None = await runtime.users.authenticate(email, password) if known else None
     if user is None:
         raise Unauthorized("wrong e-mail or password", code="invalid_credentials")
     await throttle.succeeded(email, client)
@@ -134,7 +118,7 @@ async def _session_principal(request: Request, cookie: str | None) -> Principal:
     data = state.sessions.read(cookie)
     if data is None:
         raise Unauthorized("sign in first")
-    user = await state.users.get(data["uid"])
+    user = await runtime_of(request).users.get(data["uid"])
     if user is None:
         raise Unauthorized("this session's user no longer exists")
     principal = Principal(
@@ -176,7 +160,7 @@ async def program(
     """A program with an API key (``Authorization: Bearer ebc_…``)."""
     if credentials is None:
         raise Unauthorized("send an API key as 'Authorization: Bearer ebc_…'")
-    key = await request.app.state.api_keys.authenticate(credentials.credentials)
+    key = await runtime_of(request).api_keys.authenticate(credentials.credentials)
     if key is None:
         raise Unauthorized("unknown or revoked API key")
     return Principal(organization_id=key.organization_id, key=key)

@@ -20,7 +20,6 @@ from ebay_connector.core.exchange import Trigger
 from ebay_connector.db.store import MAX_ID, AccountToken
 from ebay_connector.errors import AccountNotFound, InvalidState, Unauthorized
 from ebay_connector.runtime import Runtime
-from ebay_connector.service import connect
 from ebay_connector.web import views
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
@@ -33,7 +32,7 @@ from ebay_connector.web.api.auth import (
     sign_in,
 )
 from ebay_connector.web.api.errors import responses
-from ebay_connector.web.api.state import RuntimeDep
+from ebay_connector.web.api.state import RuntimeDep, runtime_of
 
 router = APIRouter()
 MAX_PAGE = 200
@@ -93,7 +92,8 @@ async def logout(principal: SignedIn, request: Request) -> Response:
     "/api/auth/me", response_model=schemas.SessionInfo, responses=responses(401), tags=["session"]
 )
 async def me(principal: SignedIn, request: Request) -> Any:
-    user = await request.app.state.users.get(principal.user_id)
+    assert principal.user_id is not None  # SignedIn: a session's principal has a user
+    user = await runtime_of(request).users.get(principal.user_id)
     if user is None:
         raise Unauthorized("this session's user no longer exists")
     return schemas.SessionInfo(
@@ -125,7 +125,7 @@ async def connect_start(
     if account is not None:
         await _owned(runtime, principal, account)
     assert principal.user_id is not None and principal.session_id is not None
-    state = await request.app.state.connect_states.create(
+    state = await runtime.connect_states.create(
         organization_id=principal.organization_id,
         user_id=principal.user_id,
         session_id=principal.session_id,
@@ -156,25 +156,15 @@ async def connect_callback(
         raise Unauthorized("sign in first: the connect belongs to a session")
     if not state:
         raise InvalidState("the callback carries no state")
-    pending = await request.app.state.connect_states.consume(state, str(session.get("sid", "")))
+    pending = await runtime.connect_states.consume(state, str(session.get("sid", "")))
     if pending is None:
         raise InvalidState("the state is forged, expired, already used, or from another session")
     if error:
         raise InvalidState(f"the seller declined on eBay's page ({error})", code="consent_declined")
     if not code:
         raise InvalidState("the callback carries no code", code="missing_code")
-    connection = await connect.connect_with_code(
-        store=runtime.store,
-        journal=runtime.journal,
-        client=runtime.client,
-        keyring=runtime.keys.ring,
-        organization_id=pending.organization_id,
-        environment=runtime.environment,
-        code=code,
-        scopes=runtime.settings.scope_list,
-        policy_config=runtime.settings.policy,
-        actor=f"user:{pending.user_id}",
-        clock=runtime.clock,
+    connection = await runtime.connector.connect(
+        organization_id=pending.organization_id, code=code, actor=f"user:{pending.user_id}"
     )
     body = schemas.Connected(
         account_id=connection.account_id,
@@ -198,14 +188,7 @@ async def connect_callback(
 async def disconnect(account_id: AccountId, principal: Admin, runtime: RuntimeDep) -> Any:
     """Disconnect: revoke the grant at eBay where possible, then delete the account's tokens."""
     account = await _owned(runtime, principal, account_id)
-    done = await connect.disconnect(
-        store=runtime.store,
-        journal=runtime.journal,
-        client=runtime.client,
-        keyring=runtime.keys.ring,
-        account=account,
-        actor=principal.actor,
-    )
+    done = await runtime.connector.disconnect(account, actor=principal.actor)
     deleted, revoked = done.deleted, done.revoked_at_ebay
     return schemas.Disconnected(account_id=account_id, deleted=deleted, revoked_at_ebay=revoked)
 

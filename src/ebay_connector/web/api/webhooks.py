@@ -11,12 +11,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from ebay_connector.core import notices
-from ebay_connector.db import outbox
 from ebay_connector.db.store import MAX_ID
 from ebay_connector.db.users import Role
 from ebay_connector.errors import Forbidden
-from ebay_connector.runtime import Runtime
 from ebay_connector.service import webhooks
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
@@ -101,50 +98,10 @@ class DeliveryList(BaseModel):
     deliveries: list[Delivery]
 
 
-def _box(runtime: Runtime) -> outbox.Outbox:
-    return outbox.Outbox(runtime.db)
-
-
-async def create_endpoint(
-    runtime: Runtime, organization_id: int, url: str, description: str
-) -> tuple[outbox.EndpointRow, str]:
-    """Validate, store (secret sealed to the row) and answer the secret once."""
-    url = webhooks.check_url(url)
-    secret = webhooks.new_secret()
-    ring = runtime.keys.ring
-    row = await _box(runtime).create_endpoint(
-        organization_id,
-        url,
-        description.strip(),
-        lambda endpoint_id: ring.seal(secret, context=webhooks.secret_context(endpoint_id)),
-    )
-    return row, secret
-
-
-async def owned(runtime: Runtime, organization_id: int, endpoint_id: int) -> outbox.EndpointRow:
-    row = await _box(runtime).endpoint(organization_id, endpoint_id)
-    if row is None:
-        raise webhooks.WebhookNotFound(f"no webhook {endpoint_id}")
-    return row
-
-
-async def send_test(
-    runtime: Runtime, endpoint: outbox.EndpointRow, actor: str
-) -> outbox.DeliveryRow | None:
-    """A ``webhook.test`` event to this one endpoint, attempted now (retried like any other)."""
-    ids = await _box(runtime).emit(
-        endpoint.organization_id,
-        notices.EventType.TEST.value,
-        {"endpoint_id": endpoint.id, "requested_by": actor},
-        endpoint_ids=[endpoint.id],
-    )
-    return await webhooks.dispatcher(runtime).deliver_now(ids[0]) if ids else None
-
-
 @router.get("/api/admin/webhooks", response_model=EndpointList, responses=responses(401))
 async def list_webhooks(principal: Manager, runtime: RuntimeDep) -> Any:
     """The organization's webhook endpoints (secrets are never shown again)."""
-    rows = await _box(runtime).endpoints(principal.organization_id)
+    rows = await runtime.webhooks.endpoints(principal.organization_id)
     return {"webhooks": [r.__dict__ for r in rows]}
 
 
@@ -156,8 +113,8 @@ async def list_webhooks(principal: Manager, runtime: RuntimeDep) -> Any:
 )
 async def add_webhook(body: EndpointIn, principal: Manager, runtime: RuntimeDep) -> Any:
     """Add an endpoint; the answer holds its signing secret, shown this once."""
-    row, secret = await create_endpoint(
-        runtime, principal.organization_id, body.url, body.description
+    row, secret = await runtime.webhooks.create(
+        principal.organization_id, body.url, body.description
     )
     return {**row.__dict__, "secret": secret}
 
@@ -169,8 +126,8 @@ async def remove_webhook(
     endpoint_id: EndpointId, principal: Manager, runtime: RuntimeDep
 ) -> Response:
     """Remove an endpoint with its delivery log; pending deliveries to it are dropped."""
-    await owned(runtime, principal.organization_id, endpoint_id)
-    await _box(runtime).delete_endpoint(principal.organization_id, endpoint_id)
+    await runtime.webhooks.owned(principal.organization_id, endpoint_id)
+    await runtime.webhooks.remove(principal.organization_id, endpoint_id)
     return Response(status_code=204)
 
 
@@ -186,8 +143,7 @@ async def deliveries(
     limit: Annotated[int, Query(ge=1, le=MAX_LOG)] = 50,
 ) -> Any:
     """The delivery log of one endpoint, newest first."""
-    await owned(runtime, principal.organization_id, endpoint_id)
-    rows = await _box(runtime).deliveries(principal.organization_id, endpoint_id, limit)
+    rows = await runtime.webhooks.deliveries(principal.organization_id, endpoint_id, limit)
     return {"deliveries": [r.__dict__ for r in rows]}
 
 
@@ -198,8 +154,8 @@ async def deliveries(
 )
 async def test_webhook(endpoint_id: EndpointId, principal: Manager, runtime: RuntimeDep) -> Any:
     """Send a `webhook.test` event now; the answer is its delivery (status code, timing)."""
-    endpoint = await owned(runtime, principal.organization_id, endpoint_id)
-    row = await send_test(runtime, endpoint, principal.actor)
+    endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
+    row = await runtime.webhooks.send_test(endpoint, principal.actor)
     if row is None:  # removed between the lookup and the send
         raise webhooks.WebhookNotFound(f"no webhook {endpoint_id}")
     return row.__dict__

@@ -24,9 +24,8 @@ from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.db.store import MAX_ID, AccountToken
 from ebay_connector.db.users import Role
-from ebay_connector.errors import AccountNotFound
+from ebay_connector.errors import AccountNotFound, ConnectorError
 from ebay_connector.runtime import Runtime
-from ebay_connector.service import connect
 from ebay_connector.web import views
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import Admin, SignedIn, session_cookie
@@ -77,7 +76,7 @@ async def _me(request: Request, cookie: str | None) -> Me | None:
     data = state.sessions.read(cookie)
     if data is None:
         return None
-    user = await state.users.get(data["uid"])
+    user = await runtime_of(request).users.get(data["uid"])
     if user is None:
         return None
     organization = await runtime_of(request).store.organization_name(user.organization_id)
@@ -261,14 +260,7 @@ def account_view(account: AccountToken) -> dict[str, Any]:
 async def disconnect(request: Request, account_id: AccountId, principal: Admin) -> Response:
     runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
-    done = await connect.disconnect(
-        store=runtime.store,
-        journal=runtime.journal,
-        client=runtime.client,
-        keyring=runtime.keys.ring,
-        account=account,
-        actor=principal.actor,
-    )
+    done = await runtime.connector.disconnect(account, actor=principal.actor)
     revoked = "revoked at eBay" if done.revoked_at_ebay else "not revoked at eBay"
     return _back("/", f"{account.label} disconnected ({revoked})")
 
@@ -455,11 +447,7 @@ async def run_once(request: Request, principal: Admin) -> Response:
     )
 
 
-# Webhooks (issue 7) -------------------------------------------------------------------------
-
-from ebay_connector.db import outbox as webhook_outbox  # noqa: E402
-from ebay_connector.errors import ConnectorError  # noqa: E402
-from ebay_connector.web.api import webhooks as webhooks_api  # noqa: E402
+# Webhooks ----------------------------------------------------------------------------------
 
 DELIVERY_KINDS = {"delivered": "ok", "pending": "warn", "failed": "bad"}
 
@@ -469,10 +457,9 @@ async def _webhooks_page(
 ) -> Response:
     runtime = runtime_of(request)
     now = runtime.clock()
-    box = webhook_outbox.Outbox(runtime.db)
     endpoints = [
         {**e.__dict__, "created": views.relative(e.created_at, now)}
-        for e in await box.endpoints(me.organization_id)
+        for e in await runtime.webhooks.endpoints(me.organization_id)
     ]
     deliveries = [
         {
@@ -481,7 +468,7 @@ async def _webhooks_page(
             "next": views.relative(d.next_attempt_at, now) if d.status == "pending" else "-",
             "kind": DELIVERY_KINDS.get(d.status, "idle"),
         }
-        for d in await box.deliveries(me.organization_id, limit=100)
+        for d in await runtime.outbox.deliveries(me.organization_id, limit=100)
     ]
     page = _page(
         request,
@@ -515,8 +502,8 @@ async def webhook_add(
     me = await _me(request, cookie)
     assert me is not None  # Admin above signed the caller in
     try:
-        row, secret = await webhooks_api.create_endpoint(
-            runtime_of(request), principal.organization_id, url, description
+        row, secret = await runtime_of(request).webhooks.create(
+            principal.organization_id, url, description
         )
     except ConnectorError as exc:
         page = await _webhooks_page(request, me, error=exc.message)
@@ -532,8 +519,8 @@ WebhookId = Annotated[int, PathParam(ge=1, le=MAX_ID), schemas.DIGITS]
 @router.post("/ui/webhooks/{endpoint_id}/test")
 async def webhook_test(request: Request, endpoint_id: WebhookId, principal: Admin) -> Response:
     runtime = runtime_of(request)
-    endpoint = await webhooks_api.owned(runtime, principal.organization_id, endpoint_id)
-    row = await webhooks_api.send_test(runtime, endpoint, principal.actor)
+    endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
+    row = await runtime.webhooks.send_test(endpoint, principal.actor)
     if row is None:
         return _back("/webhooks", "the test event could not be written")
     answer = f"HTTP {row.last_status_code}" if row.last_status_code else (row.last_error or "")
@@ -543,6 +530,6 @@ async def webhook_test(request: Request, endpoint_id: WebhookId, principal: Admi
 @router.post("/ui/webhooks/{endpoint_id}/delete")
 async def webhook_delete(request: Request, endpoint_id: WebhookId, principal: Admin) -> Response:
     runtime = runtime_of(request)
-    endpoint = await webhooks_api.owned(runtime, principal.organization_id, endpoint_id)
-    await webhook_outbox.Outbox(runtime.db).delete_endpoint(principal.organization_id, endpoint.id)
+    endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
+    await runtime.webhooks.remove(principal.organization_id, endpoint.id)
     return _back("/webhooks", f"webhook #{endpoint_id} removed")
