@@ -64,8 +64,9 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 import _harness as h
+from ebay_connector.core.roles import Role
 from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator, EmulatorServer
 from ebay_connector.runtime import open_runtime
 from ebay_connector.settings import ENV_PREFIX, Settings, load

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from ebay_connector.db.users import Role
+from ebay_connector.core.roles import Role
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectFailed
 from ebay_connector.keys.crypto import KeyRing, TokenField, generate_key

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import aiohttp
 
@@ -23,20 +22,16 @@ from ebay_connector.db import login_throttle
 from ebay_connector.db.account_deletions import AccountDeletions
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.connect_states import ConnectStates
-from ebay_connector.db.database import Database
 from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
 from ebay_connector.db.login_throttle import LoginThrottle
 from ebay_connector.db.outbox import Outbox
-from ebay_connector.db.store import Store
 from ebay_connector.db.users import Users
 from ebay_connector.ebay.app_token import AppTokenChore, AppTokens
 from ebay_connector.ebay.client import AppCredentials, EbayClient
 from ebay_connector.ebay.pacing import Pacer
 from ebay_connector.ebay.public_keys import PublicKeys
-from ebay_connector.errors import ConfigError, KeyRingError
-from ebay_connector.keys import rotation
-from ebay_connector.keys.crypto import KeyRing
+from ebay_connector.records import Records, open_records
 from ebay_connector.service import retention, webhooks
 from ebay_connector.service.chores import Chore
 from ebay_connector.service.connect import Connector
@@ -45,60 +40,10 @@ from ebay_connector.service.refresh import RefreshConfig, Refresher
 from ebay_connector.service.retention import RetentionChore
 from ebay_connector.service.webhooks import Dispatcher, NoticeChore, WebhookEndpoints
 from ebay_connector.service.worker import Worker, WorkerConfig, new_instance_id
-from ebay_connector.settings import EbayEnvironment, Settings
+from ebay_connector.settings import Settings
 
 # On-demand bursts share the pool with the worker, so it never shrinks below this.
 MIN_HTTP_CONNECTIONS = 64
-
-
-@dataclass(frozen=True)
-class KeySource:
-    ring: KeyRing
-    description: str  # where the ring came from, for the start-up line
-    created: bool
-
-
-def load_keyring(settings: Settings) -> KeySource:
-    """The key ring from the environment, or the embedded default's local key file."""
-    if settings.token_keys is not None:
-        try:
-            ring = KeyRing.from_spec(
-                settings.token_keys.get_secret_value(),
-                settings.token_primary_key_id,
-                settings.fingerprint_key.get_secret_value() if settings.fingerprint_key else None,
-            )
-        except KeyRingError as exc:
-            raise ConfigError(f"{_key_setting(exc.message)}: {exc.message}") from exc
-        return KeySource(ring, "EBAY_CONNECTOR_TOKEN_KEYS", created=False)
-    if settings.ebay_environment is not EbayEnvironment.EMULATOR:
-        raise ConfigError(
-            "EBAY_CONNECTOR_TOKEN_KEYS: required outside the emulator; "
-            "the generated local key file is only for the embedded default"
-        )
-    path = Path(settings.key_file)
-    try:
-        ring, created = KeyRing.load_or_create_file(path)
-    except KeyRingError as exc:
-        raise ConfigError(f"EBAY_CONNECTOR_KEY_FILE: {exc.message}") from exc
-    except OSError as exc:
-        raise ConfigError(
-            f"EBAY_CONNECTOR_KEY_FILE: cannot use {path}: {exc.strerror or exc}"
-        ) from exc
-    return KeySource(ring, str(path.resolve()), created=created)
-
-
-def _ring_setting(settings: Settings) -> str:
-    """The setting an operator fixes when the key ring is wrong."""
-    return "EBAY_CONNECTOR_TOKEN_KEYS" if settings.token_keys else "EBAY_CONNECTOR_KEY_FILE"
-
-
-def _key_setting(message: str) -> str:
-    """Which key setting a key-ring error is about (the message never holds key material)."""
-    if "fingerprint" in message:
-        return "EBAY_CONNECTOR_FINGERPRINT_KEY"
-    if "primary" in message:
-        return "EBAY_CONNECTOR_TOKEN_PRIMARY_KEY_ID"
-    return "EBAY_CONNECTOR_TOKEN_KEYS"
 
 
 # Transport-level loggers whose DEBUG traces print raw headers (e.g. an OAuth code in a Location
@@ -146,15 +91,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
 
 
 @dataclass
-class Runtime:
+class Runtime(Records):
     """Every running part of one process, built once by :func:`open_runtime` and nowhere else."""
 
-    settings: Settings
-    db: Database
-    store: Store
-    journal: Journal
-    heartbeats: Heartbeats
-    keys: KeySource
     http: aiohttp.ClientSession
     client: EbayClient
     pacer: Pacer
@@ -172,7 +111,6 @@ class Runtime:
     chores: list[Chore]
     metrics: Metrics  # this runtime's own registry
     instance_id: str
-    clock: Clock
 
     def worker(self) -> Worker:
         """A worker wired to this runtime (its instance id is the refresher's lease owner)."""
@@ -187,10 +125,6 @@ class Runtime:
         )
         worker.cycle_observers.append(self.metrics.observe_cycle)
         return worker
-
-    @property
-    def environment(self) -> str:
-        return self.settings.ebay_environment.value
 
 
 def build_chores(
@@ -229,16 +163,21 @@ async def open_runtime(
     schema: str | None = None,
 ) -> AsyncIterator[Runtime]:
     silence_wire_loggers()
-    keys = load_keyring(settings)
-    ring = keys.ring
-    db = Database.open(
-        settings.database_url, clock=clock, schema=schema, pool_size=settings.database_pool_size
-    )
-    store, journal, heartbeats = Store(db), Journal(db), Heartbeats(db)
-    own_http = http is None
-    http_client = http or make_http_session(settings)
+    async with open_records(settings, clock=clock, schema=schema) as records:
+        own_http = http is None
+        http_client = http or make_http_session(settings)
+        try:
+            yield _build(records, http_client, rng)
+        finally:
+            if own_http:
+                await http_client.close()
+
+
+def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | None) -> Runtime:
+    settings, db, clock = records.settings, records.db, records.clock
+    store, journal, ring = records.store, records.journal, records.keys.ring
     client = EbayClient(
-        http_client,
+        http,
         app=AppCredentials(
             settings.app_client_id, settings.app_client_secret, settings.app_ru_name
         ),
@@ -278,67 +217,53 @@ async def open_runtime(
         clock=clock,
         lease=settings.lease,
     )
-    try:
-        # A wrong key fails here in one line, not as every account turning decrypt_failed.
-        await rotation.verify_keyring(db, ring, setting=_ring_setting(settings))
-        yield Runtime(
-            settings=settings,
-            db=db,
+    return Runtime(
+        **records.parts(),
+        http=http,
+        client=client,
+        pacer=pacer,
+        refresher=refresher,
+        connector=Connector(
             store=store,
             journal=journal,
-            heartbeats=heartbeats,
-            keys=keys,
-            http=http_client,
             client=client,
-            pacer=pacer,
-            refresher=refresher,
-            connector=Connector(
-                store=store,
-                journal=journal,
-                client=client,
-                keyring=ring,
-                environment=settings.ebay_environment.value,
-                scopes=settings.scope_list,
-                policy_config=settings.policy,
-                clock=clock,
-            ),
-            users=Users(db),
-            api_keys=ApiKeys(db),
-            connect_states=ConnectStates(db, ring.derive_secret("oauth state")),
-            outbox=box,
-            webhooks=WebhookEndpoints(box, dispatcher, ring),
-            app_tokens=app_tokens,
-            public_keys=PublicKeys(
-                client,
-                app_tokens,
-                clock,
-                lambda exchange: journal.record_exchange(
-                    exchange,
-                    trigger=Trigger.ON_DEMAND.value,
-                    environment=settings.ebay_environment.value,
-                ),
-            ),
-            account_deletions=AccountDeletions(db),
-            login_throttle=LoginThrottle(
-                db,
-                ring.derive_secret("login throttle"),
-                login_throttle.policy(settings),
-                login_throttle.parse_networks(settings.trusted_proxies),
-            ),
-            chores=build_chores(
-                settings,
-                journal=journal,
-                heartbeats=heartbeats,
-                box=box,
-                dispatcher=dispatcher,
-                app_tokens=app_tokens,
-            ),
-            metrics=metrics,
-            instance_id=instance_id,
+            keyring=ring,
+            environment=settings.ebay_environment.value,
+            scopes=settings.scope_list,
+            policy_config=settings.policy,
             clock=clock,
-        )
-    finally:
-        await store.flush()
-        if own_http:
-            await http_client.close()
-        await db.close()
+        ),
+        users=Users(db),
+        api_keys=ApiKeys(db),
+        connect_states=ConnectStates(db, ring.derive_secret("oauth state")),
+        outbox=box,
+        webhooks=WebhookEndpoints(box, dispatcher, ring),
+        app_tokens=app_tokens,
+        public_keys=PublicKeys(
+            client,
+            app_tokens,
+            clock,
+            lambda exchange: journal.record_exchange(
+                exchange,
+                trigger=Trigger.ON_DEMAND.value,
+                environment=settings.ebay_environment.value,
+            ),
+        ),
+        account_deletions=AccountDeletions(db),
+        login_throttle=LoginThrottle(
+            db,
+            ring.derive_secret("login throttle"),
+            login_throttle.policy(settings),
+            login_throttle.parse_networks(settings.trusted_proxies),
+        ),
+        chores=build_chores(
+            settings,
+            journal=journal,
+            heartbeats=records.heartbeats,
+            box=box,
+            dispatcher=dispatcher,
+            app_tokens=app_tokens,
+        ),
+        metrics=metrics,
+        instance_id=instance_id,
+    )

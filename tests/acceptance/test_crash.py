@@ -29,8 +29,9 @@ import sqlalchemy as sa
 
 from ebay_connector import settings
 from ebay_connector.core.clock import utcnow
+from ebay_connector.core.roles import Role
 from ebay_connector.db import models as m
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import CryptoError
 from ebay_connector.keys.crypto import TokenField

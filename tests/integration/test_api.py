@@ -14,8 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.app import create_app

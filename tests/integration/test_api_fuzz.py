@@ -74,8 +74,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.api.auth import CSRF_HEADER, SESSION_COOKIE
 from ebay_connector.web.app import EMULATOR_MOUNT, create_app

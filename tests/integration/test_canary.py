@@ -21,9 +21,10 @@ import sqlalchemy as sa
 
 from ebay_connector import demo
 from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.roles import Role
 from ebay_connector.db import models
 from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectorError
 from ebay_connector.keys.crypto import TokenField

@@ -35,9 +35,10 @@ import pytest
 import sqlalchemy as sa
 from itsdangerous import URLSafeTimedSerializer
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db import models as m
 from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.api.auth import CSRF_HEADER

@@ -24,8 +24,9 @@ import pytest
 import uvicorn
 from httpx_aiohttp import AiohttpTransport
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime
 from ebay_connector.service.worker import CycleStatus, Worker, WorkerConfig

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db import login_throttle
-from ebay_connector.db.users import Role, UserRow, Users
+from ebay_connector.db.users import UserRow, Users
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.web.app import create_app
 from tests.conftest import DatabaseTarget, FakeClock, make_settings

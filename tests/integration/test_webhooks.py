@@ -27,11 +27,12 @@ from starlette.types import Receive, Scope, Send
 from ebay_connector import cli
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.quota import QuotaConfig
+from ebay_connector.core.roles import Role
 from ebay_connector.db import migrate, outbox
 from ebay_connector.db import models as m
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.heartbeats import HeartbeatRow
-from ebay_connector.db.users import Role, Users
+from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime
 from ebay_connector.service import webhooks

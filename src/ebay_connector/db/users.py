@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import enum
+import functools
 from dataclasses import dataclass
 
 import argon2
 import sqlalchemy as sa
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
 from ebay_connector.errors import NotFound, StoreError, UsageError
 
 MIN_PASSWORD_LENGTH = 10
 _HASHER = argon2.PasswordHasher()
-# Verified against when the e-mail is unknown, so a miss costs as much as a wrong password.
-_DUMMY_HASH = _HASHER.hash("not a password of anybody")
 
 
-class Role(enum.StrEnum):
-    ADMIN = "admin"  # connect, refresh, debug, manage keys
-    VIEWER = "viewer"  # read
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the e-mail is unknown, so a miss costs as much as a wrong password.
+
+    Made on first use: hashing costs a quarter of a second, which no command should pay at import.
+    """
+    return _HASHER.hash("not a password of anybody")
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class Users:
                     sa.select(m.User.__table__).where(m.User.email == normalise_email(email))
                 )
             ).first()
-        stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
+        stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
         try:
             _HASHER.verify(stored, password)
         except argon2.exceptions.VerificationError:

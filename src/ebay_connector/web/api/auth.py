@@ -16,9 +16,10 @@ from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db import login_throttle
 from ebay_connector.db.api_keys import ApiKeyRow
-from ebay_connector.db.users import Role, UserRow
+from ebay_connector.db.users import UserRow
 from ebay_connector.errors import Forbidden, Unauthorized
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.state import runtime_of

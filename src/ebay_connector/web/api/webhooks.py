@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
+from ebay_connector.core.roles import Role
 from ebay_connector.db.store import MAX_ID
-from ebay_connector.db.users import Role
 from ebay_connector.errors import Forbidden
 from ebay_connector.service import webhooks
 from ebay_connector.web.api import schemas

@@ -22,8 +22,8 @@ from fastapi.templating import Jinja2Templates
 from ebay_connector.core import quota
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
+from ebay_connector.core.roles import Role
 from ebay_connector.db.store import MAX_ID, AccountToken
-from ebay_connector.db.users import Role
 from ebay_connector.errors import AccountNotFound, ConnectorError
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
