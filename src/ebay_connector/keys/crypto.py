@@ -311,7 +311,8 @@ class KeyRing:
             why = "authentication failed (wrong key, tampered, or from another account or field)"
             raise _failed(DecryptReason.AUTHENTICATION_FAILED, where, why) from exc
         if plaintext.startswith(ENCRYPTED_MARK):
-            # Refused here so an ENC: value can never reach eBay as a token (the field report).
+            # Refused here so an ENC: value can never reach eBay as a token (a real system of this
+            # kind decrypted a doubly encrypted token once and sent the inner ciphertext).
             inner = self.key_id_of(plaintext)
             why = f"encrypted twice: it decrypts to a ciphertext (inner key {inner!r})"
             raise _failed(DecryptReason.DOUBLY_ENCRYPTED, where, why)
