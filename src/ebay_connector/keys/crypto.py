@@ -327,8 +327,9 @@ class KeyRing:
 
     def fingerprint(self, secret: str) -> str:
         """A short keyed hash of ``secret``: equal secrets compare equal, nothing is revealed."""
-        # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac.new object
-        # (every refresh fingerprints its refresh token, the credentials and the new token).
+        # hmac.digest, OpenSSL's one-shot HMAC: every refresh fingerprints its refresh token, the
+        # credentials and the new token (see docs/decisions.md, "OpenSSL one-shot HMAC for
+        # fingerprints").
         digest = hmac.digest(self._fingerprint_key, secret.encode("utf-8"), "sha256")
         return digest.hex()[:FINGERPRINT_HEX_CHARS]
 
