@@ -294,7 +294,7 @@ class EbayClient:
         user = call.classified.body if call.classified.outcome is Outcome.OK else None
         return (user if isinstance(user, dict) else None), call.exchange
 
-    # Notification API (issue 7) --------------------------------------------------------------
+    # Notification API ------------------------------------------------------------------------
 
     def public_key_url(self, public_key_id: str) -> str:
         """getPublicKey lives on the token endpoint's host (api.ebay.com / api.sandbox…)."""
