@@ -2,10 +2,11 @@
 
 Scenario: eBay (the emulator, 100 ms per token call) was unreachable; now 10,000 accounts are
 all expired and due. One worker — the product's ``Worker`` built by ``runtime.worker()`` in this
-process, concurrency 64 — runs ``run_once()`` until ``Store.due_count`` is 0. Then the field
-report's design, concurrency 1 (one refresh after the other), runs on 300 fresh accounts against
-the same latency: the sequential baseline. Each phase gets a fresh emulator process and a fresh
-database (SQLite file in a temp dir, or a new PostgreSQL database ``bench_<random>``).
+process, concurrency 64 — runs ``run_once()`` until ``Store.due_count`` is 0. Then the
+sequential design (concurrency 1: one refresh after the other, as a real system of this kind
+refreshed) runs on 300 fresh accounts against the same latency: the sequential baseline. Each
+phase gets a fresh emulator process and a fresh database (SQLite file in a temp dir, or a new
+PostgreSQL database ``bench_<random>``).
 
 Measured over the worker phase only (seeding excluded):
 

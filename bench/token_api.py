@@ -1,6 +1,6 @@
 """Token API latency: how fast ``GET /api/v1/accounts/{id}/access-token`` answers a fresh token.
 
-Target (the issue): a valid token in ≤ 5 ms at p99 on the development machine.
+Target: a valid token in ≤ 5 ms at p99 on the development machine.
 
 Set-up, all on 127.0.0.1:
 

@@ -1,5 +1,6 @@
 """Demo data: one organization and eight accounts, connected through the emulator's real consent
-page and code exchange, then put in the states the field report describes.
+page and code exchange, then put in the states real failures leave accounts in (a revoked grant,
+a lost key, eBay failing, a token about to expire).
 
 The demo organization is recreated at every start, because the emulator keeps its grants in
 memory: tokens from an earlier run would all be unknown to it.

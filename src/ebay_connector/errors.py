@@ -137,7 +137,7 @@ class InvalidState(AccessError):
     code = "invalid_state"
 
 
-# -- application token and account deletions (issue 7) --
+# -- application token and account deletions --
 
 
 class AppTokenUnavailable(ConnectorError):

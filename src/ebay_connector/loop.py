@@ -1,7 +1,8 @@
 """The event loop every command runs on: uvloop where available, else asyncio's own.
 
-The server and the worker spend much of their CPU in the event loop and its socket calls; the
-benchmarks in bench/ run on this same loop so that they measure what the product runs.
+The server and the worker spend much of their CPU in the event loop and its socket calls (see
+docs/decisions.md, "uvloop and httptools"); the benchmarks in bench/ run on this same loop so
+that they measure what the product runs.
 """
 
 from __future__ import annotations

@@ -57,11 +57,11 @@ def silence_wire_loggers() -> None:
 
 
 def make_http_session(settings: Settings) -> aiohttp.ClientSession:
-    """The one shared HTTP session for eBay calls (aiohttp; why: see ``ebay_client``).
+    """The one shared HTTP session for eBay calls (aiohttp; why: see ``ebay.client``).
 
     No cookie jar: eBay's OAuth endpoints set none we need, and one shared jar would carry a
     cookie from one seller's call into the next. The connection limit keeps one keep-alive
-    connection per refresh in flight, never more (bench/client_transport.py).
+    connection per refresh in flight, never more (see docs/decisions.md, "aiohttp for eBay calls").
     """
     connections = max(settings.worker_concurrency, MIN_HTTP_CONNECTIONS)
     return aiohttp.ClientSession(

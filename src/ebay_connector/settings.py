@@ -133,14 +133,14 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     emulator_url: str = "http://127.0.0.1:8000/emulator"
 
-    # -- webhooks and notices (issue 7) --
+    # -- webhooks and notices --
     refresh_failing_after_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     quota_low_share: float = Field(default=0.25, ge=0, le=1)  # remaining share that is "low"
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_concurrency: int = Field(default=8, ge=1, le=128)
 
-    # -- application token and account deletions (issue 7) --
+    # -- application token and account deletions --
     # eBay Marketplace Account Deletion: the verification token and the exact endpoint URL
     # registered in eBay's developer portal (both go into the challenge response).
     deletion_verification_token: SecretStr | None = None
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
             raise ValueError("must be the endpoint's full public URL (https://...)")
         return value
 
-    # -- metrics and logs (issue 7) --
+    # -- metrics and logs --
     # `text` (readable) or `json` (one object per line); `--log-format` overrides it.
     log_format: str = "text"
     # When set, GET /metrics needs `Authorization: Bearer <token>`; unset, it is open (the
@@ -176,11 +176,11 @@ class Settings(BaseSettings):
             raise ValueError("must be text (readable) or json (one object per line)")
         return value
 
-    # -- retention (issue 7) --
+    # -- retention --
     retention_days: int = Field(default=30, ge=1, le=3650)
     retention_per_account: int = Field(default=1000, ge=10, le=10_000_000)
 
-    # -- security: keys, login throttling (issue 6) --
+    # -- security: keys, login throttling --
     # Sign-in attempts per e-mail / per client address per window, then a doubling lockout.
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_max_failures_per_client: int = Field(default=50, ge=0, le=1_000_000)  # 0: off

@@ -1,7 +1,7 @@
 """Which code is running: the package version plus the git commit when it can be known.
 
-The field report's team could not tell which image their worker ran; every heartbeat and the
-start-up line carry this.
+The team of a real system of this kind could not tell which image their worker ran; every
+heartbeat and the start-up line carry this.
 """
 
 from __future__ import annotations

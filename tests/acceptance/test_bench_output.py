@@ -1,4 +1,4 @@
-"""Benchmark output carries no secret: the canary of issue 6 extended to bench/.
+"""Benchmark output carries no secret: the secret canary (test_canary.py) extended to bench/.
 
 A small real catch-up run (real emulator process, real worker, SQLite) prints its figures; the
 output must hold no eBay token (the emulator's tokens are a header plus 60+ characters of

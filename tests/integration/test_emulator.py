@@ -199,7 +199,7 @@ def test_client_credentials_gives_application_token_and_ignores_redirect_uri(
     assert body["expires_in"] == 7200
 
 
-# -- token endpoint errors (§5.1) -----------------------------------------------------------------
+# -- token endpoint errors (docs/ebay-oauth.md §5.1) ----------------------------------------------
 
 
 def test_missing_basic_auth_is_invalid_client(client: httpx.Client) -> None:

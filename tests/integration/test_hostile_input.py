@@ -1,4 +1,4 @@
-"""Hostile input against the real server on loopback, on SQLite and PostgreSQL (issue 6).
+"""Hostile input against the real server on loopback, on SQLite and PostgreSQL.
 
 Walks the served OpenAPI document and sends, to every JSON body field, query parameter and
 path parameter of every operation, values chosen to break things: NUL and control characters,

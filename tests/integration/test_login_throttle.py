@@ -1,4 +1,4 @@
-"""Login throttling (issue 6) on real SQLite and PostgreSQL: the JSON login and the UI form share
+"""Login throttling on real SQLite and PostgreSQL: the JSON login and the UI form share
 one counter per e-mail and per client address, kept in the database so every API process sees it.
 
 The app is called in-process through ``httpx.ASGITransport`` so each test can choose the socket

@@ -38,7 +38,7 @@ CLI = str(Path(sys.executable).parent / "ebay-connector")
 PROCESS_TIMEOUT_S = 60.0
 P = "ebay_connector_"
 
-# Every family the issue asks for, as the parser names them (counters lose their `_total`).
+# Families every scrape must carry, as the parser names them (counters lose their `_total`).
 EXPECTED_FAMILIES = {
     P + "refreshes": "counter",
     P + "refresh_duration_seconds": "histogram",

@@ -1,6 +1,7 @@
 """The canonical refresh, against the real emulator over HTTP and real SQLite / PostgreSQL.
 
-Each test is named for the failure of the field report (../shared/seed) it makes impossible.
+Each test is named for a failure that a real system of this kind suffered (the README's "What it
+guarantees") and that the canonical refresh makes impossible.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ async def test_successful_refresh_persists_token_attempt_and_exchange_together(
 async def test_debug_and_worker_send_the_same_request_and_token_fingerprint(
     runtime: Runtime, connect: Connect, clock: FakeClock
 ) -> None:
-    """The field report's worker and debug button took different paths; here there is one."""
+    """A real system's worker and debug button took different paths; here there is one."""
     account_id = await connect("seller_same")
     debug = await runtime.refresher.refresh(account_id, Trigger.DEBUG)
     clock.advance(seconds=10)
@@ -152,7 +153,7 @@ async def test_undecryptable_token_sends_nothing_and_needs_reconnect(
 async def test_doubly_encrypted_token_is_refused_before_http(
     runtime: Runtime, connect: Connect, emulator: tuple[Emulator, str]
 ) -> None:
-    """The field report sent `ENC:v1:...` to eBay; a doubly encrypted token never leaves."""
+    """A real system sent `ENC:v1:...` to eBay; a doubly encrypted token never leaves."""
     emu, _ = emulator
     account_id = await connect("seller_double")
     account = await runtime.store.account_token(account_id)

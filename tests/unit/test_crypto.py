@@ -143,7 +143,7 @@ def test_with_new_primary_refuses_to_reuse_an_id_for_another_key() -> None:
 
 
 def test_doubly_encrypted_token_is_refused_not_returned() -> None:
-    """The field report: a token encrypted twice decrypted to ``ENC:v1:...`` and went to eBay."""
+    """A real system decrypted a token encrypted twice to ``ENC:v1:...`` and sent it to eBay."""
     key = crypto.generate_key()
     ring = KeyRing({"k1": key}, "k1", secrets.token_bytes(32))
     once = ring.encrypt(TOKEN, account_id=7, field=ACCESS)

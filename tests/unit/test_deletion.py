@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 SDK_TOKEN = "71745723-d031-455c-bfa5-f90d11b4f20a"
 SDK_ENDPOINT = "http://www.testendpoint.com/webhook"
 
-# eBay's SDK fixture message (fact sheet §8).
+# eBay's SDK fixture message (docs/ebay-oauth.md §8).
 MESSAGE = {
     "metadata": {
         "topic": "MARKETPLACE_ACCOUNT_DELETION",

@@ -4,8 +4,9 @@ eBay validates the endpoint with ``GET ?challenge_code=…`` and expects
 ``{"challengeResponse": hex(SHA-256(challenge_code + verification_token + endpoint_url))}``;
 each notification is a ``POST`` whose ``X-EBAY-SIGNATURE`` header is base64 JSON
 ``{"alg": "ecdsa", "kid": …, "signature": <base64 DER>, "digest": "SHA1"}``, verified with the
-public key eBay's Notification API returns for ``kid`` (fact sheet §8; eBay's event-notification
-SDKs). Everything here is a function of values; fetching keys and deleting live elsewhere.
+public key eBay's Notification API returns for ``kid`` (docs/ebay-oauth.md §8; eBay's
+event-notification SDKs). Everything here is a function of values; fetching keys and deleting
+live elsewhere.
 """
 
 from __future__ import annotations

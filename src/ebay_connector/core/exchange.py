@@ -1,8 +1,8 @@
 """One HTTP exchange with eBay, as recorded: masked request and response, status, duration.
 
-The field report's "connect log". Every call the eBay client makes produces exactly one
-:class:`ExchangeRecord`; a refresh that is refused before any HTTP produces one with
-``sent=False`` so the terminal can show that nothing reached eBay, and why.
+What an operator reads to learn what was really sent and answered. Every call the eBay client
+makes produces exactly one :class:`ExchangeRecord`; a refresh that is refused before any HTTP
+produces one with ``sent=False`` so the terminal can show that nothing reached eBay, and why.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from ebay_connector.db.database import Database
 PREFIX = "ebc_"
 LAST_USED_THROTTLE = timedelta(seconds=60)
 # A program asks for tokens in bursts; remembering a verified key briefly spares a database read
-# per request. The price: a key revoked in another process keeps working for up to this long.
+# per request. The price: a key revoked in another process keeps working for up to this long
+# (see docs/decisions.md, "Verified API keys remembered for 5 s").
 AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_MAX = 1024
 

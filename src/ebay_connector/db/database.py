@@ -63,8 +63,8 @@ def create_engine(
         path = sqlite_path(full)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        # A fixed pool: callers beyond it wait for a connection instead of opening a new one
-        # (each is a thread and four PRAGMAs; measured: thousands per catch-up otherwise).
+        # A fixed pool: callers beyond it wait for a connection instead of opening a new one, a
+        # thread and four PRAGMAs (see docs/decisions.md, "A fixed connection pool, no overflow").
         engine = create_async_engine(
             full,
             pool_size=pool_size,
@@ -98,9 +98,8 @@ def create_engine(
     connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S}
     if schema is not None:
         connect_args["server_settings"] = {"search_path": schema}
-    # A fixed pool and no overflow: callers beyond it queue for a connection instead of
-    # opening (and closing) new ones — measured by bench/catch_up.py, overflow connections cost
-    # PostgreSQL half a core in forks and let replicas exhaust max_connections.
+    # A fixed pool and no overflow: callers beyond it queue for a connection instead of opening
+    # (and closing) new ones (see docs/decisions.md, "A fixed connection pool, no overflow").
     return create_async_engine(
         full,
         pool_size=pool_size,
@@ -151,9 +150,9 @@ class Database:
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
         self.engine = engine
         self.clock = clock
-        # SQLite has one writer at a time. Queueing this process's writers here, in order, keeps
-        # them out of SQLite's busy handler, which sleeps in steps of up to 100 ms while the lock
-        # sits free (measured: bench/catch_up.py). Other processes still meet BEGIN IMMEDIATE.
+        # SQLite has one writer at a time: this process's writers queue here, in order, not in
+        # SQLite's busy handler (see docs/decisions.md, "SQLite writers queue in-process").
+        # Other processes still meet BEGIN IMMEDIATE.
         self._writer: asyncio.Lock | None = asyncio.Lock() if self.backend == "sqlite" else None
 
     @classmethod

@@ -2,8 +2,7 @@
 
 A finished refresh writes two or three small statements; most of what its write costs the event
 loop is the transaction around them — a pool checkout with its ping, BEGIN, COMMIT — and, on
-SQLite, waiting for the one writer. Measured by ``bench/catch_up.py`` on PostgreSQL, that
-wrapper was about 40 % of the write, and the worker process was CPU-bound at ~250 refreshes/s.
+SQLite, waiting for the one writer (see docs/decisions.md, "Group commit").
 
 So writes queue here and one task writes the queue: whatever has gathered while the previous
 transaction ran goes into the next one (at most ``max_batch`` at a time). There is no timer: a

@@ -99,7 +99,7 @@ def _exchange_values(
 _EXCHANGES: sa.Table = m.EbayExchange.__table__  # type: ignore[assignment]
 _ATTEMPTS: sa.Table = m.RefreshAttempt.__table__  # type: ignore[assignment]
 # Core statements built once: a refresh pays for neither building them nor the ORM's
-# bulk-persistence layer (measured: ~1 ms of CPU per refresh).
+# bulk-persistence layer (see docs/decisions.md, "Statements built once, with bind parameters").
 _INSERT_EXCHANGE = sa.insert(_EXCHANGES).returning(_EXCHANGES.c.id)  # one exchange, no refresh
 _INSERT_EXCHANGE_ROWS = sa.insert(_EXCHANGES)  # a refresh batch on SQLite: explicit ids
 _INSERT_ATTEMPT_ROWS = sa.insert(_ATTEMPTS)

@@ -225,7 +225,7 @@ class ConnectState(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
-# --- webhooks and notices (issue 7) ----------------------------------------------------------
+# --- webhooks and notices ---------------------------------------------------------------------
 
 
 class WebhookEndpoint(Base):
@@ -310,7 +310,7 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime]
 
 
-# --- application token and account deletions (issue 7) ---------------------------------------
+# --- application token and account deletions --------------------------------------------------
 
 
 class AppToken(Base):
@@ -347,7 +347,7 @@ class AccountDeletion(Base):
     received_at: Mapped[datetime]
 
 
-# --- login throttling (issue 6) ----------------------------------------------------------------
+# --- login throttling ---------------------------------------------------------------------------
 
 
 class LoginThrottle(Base):

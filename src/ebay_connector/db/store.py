@@ -321,9 +321,8 @@ def _due(now: datetime | sa.BindParameter[datetime]) -> sa.ColumnElement[bool]:
 def _claim_statements() -> tuple[sa.Update, sa.Select[Any]]:
     """The claim (lease up to ``limit`` due accounts) and the read of what was claimed.
 
-    Built once with bind parameters: the worker claims hundreds of times per catch-up, and
-    building these expressions per claim cost more CPU than PostgreSQL spent running them
-    (measured: bench/catch_up.py under py-spy).
+    Built once with bind parameters: the worker claims hundreds of times per catch-up (see
+    docs/decisions.md, "Statements built once, with bind parameters").
     """
     now = sa.bindparam("now", type_=m.UTCDateTime())
     candidates = (

@@ -1,7 +1,7 @@
 """The application token: one client-credentials token per eBay environment, shared by all.
 
-eBay grants only 1,000 client-credentials tokens per application per day (fact sheet §5.4), and
-each lives 7,200 s (§6). So the token is kept in the store (``app_tokens``, sealed with
+eBay grants only 1,000 client-credentials tokens per application per day (docs/ebay-oauth.md
+§5.4), and each lives 7,200 s (§6). So the token is kept in the store (``app_tokens``, sealed with
 ``app_token/<environment>`` as associated data) and every process reuses it until it is within
 :data:`MARGIN` of its end. When a new one is needed exactly one process asks eBay: it takes the
 row's lease in one compare-and-set ``UPDATE`` (SQLite serialises writers; on PostgreSQL the row

@@ -4,11 +4,9 @@ The client takes an ``aiohttp.ClientSession`` (see ``runtime.make_http_session``
 every answer, and every transport failure, into a classified outcome plus a masked
 :class:`~ebay_connector.core.exchange.ExchangeRecord`. Nothing above this module sees ``aiohttp``.
 
-Why aiohttp itself and not httpx's API over it: ``bench/client_transport.py`` (64 concurrent form
-POSTs to a 100 ms endpoint, 2 cores) measured 0.49 ms of client CPU per request for a bare
-``aiohttp.ClientSession`` against 1.17 ms for httpx over the same aiohttp transport (and 1.8 ms
-or a collapse for httpx's own transport). The worker's refresh path is CPU-bound on one core,
-so that difference is a third of what a refresh costs the process.
+Why aiohttp itself and not httpx's API over it: the worker's refresh path is CPU-bound, and a
+bare ``aiohttp.ClientSession`` costs a fraction of httpx's client CPU per request (see
+docs/decisions.md, "aiohttp for eBay calls").
 """
 
 from __future__ import annotations
@@ -60,8 +58,8 @@ def _percent(match: re.Match[bytes]) -> bytes:
 def form_encode(form: Mapping[str, str]) -> bytes:
     """``urlencode(form, quote_via=quote)``, byte for byte, without urllib's per-byte loop.
 
-    A refresh token is ~2,000 characters of mostly safe ones; urllib quotes each byte through a
-    Python call, which measured 3 % of the worker's CPU per refresh (bench/catch_up.py).
+    A refresh token is ~2,000 characters of mostly safe ones, and urllib quotes each byte through
+    a Python call (see docs/decisions.md, "Form bodies without urllib's per-byte loop").
     """
     return b"&".join(
         _UNSAFE.sub(_percent, name.encode()) + b"=" + _UNSAFE.sub(_percent, value.encode())
@@ -296,7 +294,7 @@ class EbayClient:
         user = call.classified.body if call.classified.outcome is Outcome.OK else None
         return (user if isinstance(user, dict) else None), call.exchange
 
-    # Notification API (issue 7) --------------------------------------------------------------
+    # Notification API ------------------------------------------------------------------------
 
     def public_key_url(self, public_key_id: str) -> str:
         """getPublicKey lives on the token endpoint's host (api.ebay.com / api.sandbox…)."""

@@ -233,7 +233,7 @@ def _routes(emulator: Emulator, hangs: HangRelease) -> list[Route]:
         Route(consent.AUTHORIZE_PATH, consent_page, methods=["GET"]),
         Route(consent.AUTHORIZE_PATH, consent_decision, methods=["POST"]),
         *_control_routes(emulator),
-        *notifications.routes(emulator),  # account-deletion notifications (issue 7)
+        *notifications.routes(emulator),  # account-deletion notifications
     ]
 
 

@@ -1,4 +1,4 @@
-"""eBay's Notification API side of Marketplace Account Deletion, emulated (fact sheet §8).
+"""eBay's Notification API side of Marketplace Account Deletion, emulated (docs/ebay-oauth.md §8).
 
 * ``GET /commerce/notification/v1/public_key/{public_key_id}`` — getPublicKey. Needs a live
   *application* token (401 errorId 1001 without one, 403 errorId 1100 for a user token);

@@ -3,6 +3,7 @@
 Called only by :class:`~ebay_connector.emulator.state.Emulator`, under its lock. Order of checks
 on the token endpoint: injected faults, form body, client authentication, grant_type, daily
 quota, forced ``invalid_grant``, then the grant's own rules. A faulted answer changes nothing.
+Section marks (§3, §4.3, …) cite docs/ebay-oauth.md.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class EmulatorServer:
             raise RuntimeError("EmulatorServer already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # proto must be IPPROTO_TCP (not 0): asyncio only sets TCP_NODELAY on accepted sockets
-        # whose proto says TCP, and without it Nagle + delayed ACK add ~40 ms to every answer.
+        # whose proto says TCP (see docs/decisions.md, "TCP_NODELAY on the emulator's socket").
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))

@@ -237,7 +237,8 @@ class Store:
     def new_grant(
         self, client_id: str, username: str, scopes: frozenset[str], now: datetime
     ) -> wire.JSONBody:
-        """Create a grant and return eBay's 5-field code-exchange body (§4.4, key order kept)."""
+        """Create a grant and return eBay's 5-field code-exchange body, key order kept
+        (docs/ebay-oauth.md §4.4)."""
         ttl = self.config.refresh_token_ttl_s
         grant = Grant(
             tokens.new_refresh_token(), client_id, username, scopes, now + timedelta(seconds=ttl)

@@ -1,7 +1,7 @@
 """What the emulator says on the wire: eBay's exact strings and bodies, fault knobs, call log.
 
-Strings marked "§5.1" are copied verbatim from the fact sheet (/work/shared/ebay-oauth-facts.md);
-anything marked "our choice" is UNCONFIRMED at eBay and documented in docs/emulator.md.
+Section marks (§5.1, …) cite docs/ebay-oauth.md, whose §5.1 strings are copied here verbatim;
+anything marked "our choice" is unconfirmed at eBay and listed in docs/emulator.md.
 """
 
 from __future__ import annotations

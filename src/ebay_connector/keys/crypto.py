@@ -311,7 +311,8 @@ class KeyRing:
             why = "authentication failed (wrong key, tampered, or from another account or field)"
             raise _failed(DecryptReason.AUTHENTICATION_FAILED, where, why) from exc
         if plaintext.startswith(ENCRYPTED_MARK):
-            # Refused here so an ENC: value can never reach eBay as a token (the field report).
+            # Refused here so an ENC: value can never reach eBay as a token (a real system of this
+            # kind decrypted a doubly encrypted token once and sent the inner ciphertext).
             inner = self.key_id_of(plaintext)
             why = f"encrypted twice: it decrypts to a ciphertext (inner key {inner!r})"
             raise _failed(DecryptReason.DOUBLY_ENCRYPTED, where, why)
@@ -326,8 +327,9 @@ class KeyRing:
 
     def fingerprint(self, secret: str) -> str:
         """A short keyed hash of ``secret``: equal secrets compare equal, nothing is revealed."""
-        # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac.new object
-        # (every refresh fingerprints its refresh token, the credentials and the new token).
+        # hmac.digest, OpenSSL's one-shot HMAC: every refresh fingerprints its refresh token, the
+        # credentials and the new token (see docs/decisions.md, "OpenSSL one-shot HMAC for
+        # fingerprints").
         digest = hmac.digest(self._fingerprint_key, secret.encode("utf-8"), "sha256")
         return digest.hex()[:FINGERPRINT_HEX_CHARS]
 

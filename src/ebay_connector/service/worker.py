@@ -258,8 +258,8 @@ class Worker:
         concurrency = self.config.concurrency
         # Claim in batches (not one round trip per account), but small ones, and AHEAD: a claim
         # runs beside the refreshes and fills a small buffer, so a slot that frees starts its
-        # next account at once instead of waiting for the claim's round trip (measured by
-        # bench/catch_up.py: claiming inline left ~15 of 64 slots idle on average).
+        # next account at once instead of waiting for the claim's round trip (see
+        # docs/decisions.md, "Claim-ahead").
         refill_at = max(1, concurrency // REFILL_DIVISOR)
         in_flight: set[asyncio.Task[RefreshResult]] = set()
         ready: collections.deque[AccountToken] = collections.deque()

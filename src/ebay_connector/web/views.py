@@ -1,4 +1,4 @@
-"""Plain-text and JSON renderings of exchanges, attempts and accounts (CLI; later the UI).
+"""Plain-text and JSON renderings of exchanges, attempts and accounts for the CLI, API and UI.
 
 Everything rendered here comes from masked records: no function in this module ever sees a secret.
 """

@@ -1,8 +1,8 @@
 """The outermost layer of the API: a body-size limit and ``Cache-Control: no-store`` on /api/.
 
 A plain ASGI middleware rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
-runs every request in an extra task with memory streams, which cost the token API a measurable
-share of its latency.
+runs every request in an extra task with memory streams (see docs/decisions.md, "A plain ASGI
+guard and an async runtime dependency").
 """
 
 from __future__ import annotations
