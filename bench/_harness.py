@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import httpx
 import sqlalchemy as sa
 from httpx_aiohttp import AiohttpTransport
