@@ -1,4 +1,4 @@
-"""Shared machinery of the worker benchmarks (``catch_up.py``, ``replicas.py``).
+"""Shared machinery of the worker benchmarks (``catch_up.py``, ``replicas.py``, ``soak.py``).
 
 What it provides, and exactly what each measure means:
 
