@@ -1,4 +1,4 @@
-"""Shared machinery of the worker benchmarks (``catch_up.py``, ``replicas.py``).
+"""Shared machinery of the worker benchmarks (``catch_up.py``, ``replicas.py``, ``soak.py``).
 
 What it provides, and exactly what each measure means:
 
@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import httpx
 import sqlalchemy as sa
 from httpx_aiohttp import AiohttpTransport
@@ -91,6 +91,8 @@ EMULATOR_START_TIMEOUT_S = 30.0
 CHILD_STOP_GRACE_S = 5.0
 PREPING_ROUND_TRIPS = 3  # asyncpg adapter's pre-ping: BEGIN, ";", ROLLBACK
 PR_SET_PDEATHSIG = 1
+QUIET_WINDOW_S = 2.0  # how long the machine must stay below the threshold
+QUIET_GLANCE_S = 0.25  # the busy reading when not waiting (--quiet-wait-s 0)
 MB = 1024 * 1024
 
 
@@ -343,16 +345,16 @@ def others_pct_of_core(usage: Usage, known_cpu_s: float) -> float | None:
 def wait_for_quiet(max_wait_s: float, threshold_pct: float = 20.0) -> float | None:
     """Wait (at most ``max_wait_s``) until the machine has been below ``threshold_pct`` busy
     for 2 s in a row, so other work does not distort the measurement. Returns the busy share
-    of the last 2 s (None if it cannot be read)."""
+    of the last 2 s (None if it cannot be read). With ``max_wait_s`` 0 it does not wait: the
+    share is read over a short glance instead (a smoke run should not spend 2 s per phase)."""
+    if max_wait_s <= 0:
+        return _busy_pct(QUIET_GLANCE_S)
     until = time.monotonic() + max_wait_s
     announced = False
     while True:
-        busy0, total0 = machine_cpu()
-        time.sleep(2.0)
-        busy1, total1 = machine_cpu()
-        if total1 <= total0:
+        pct = _busy_pct(QUIET_WINDOW_S)
+        if pct is None:
             return None
-        pct = 100 * (busy1 - busy0) / (total1 - total0)
         if pct < threshold_pct or time.monotonic() >= until:
             if pct >= threshold_pct:
                 progress(f"machine still {pct:.0f}% busy after {max_wait_s:g} s; measuring anyway")
@@ -360,6 +362,16 @@ def wait_for_quiet(max_wait_s: float, threshold_pct: float = 20.0) -> float | No
         if not announced:
             progress(f"machine {pct:.0f}% busy with other work; waiting up to {max_wait_s:g} s")
             announced = True
+
+
+def _busy_pct(window_s: float) -> float | None:
+    """Share of all cores busy over the next ``window_s`` (None if /proc/stat is unreadable)."""
+    busy0, total0 = machine_cpu()
+    time.sleep(window_s)
+    busy1, total1 = machine_cpu()
+    if total1 <= total0:
+        return None
+    return 100 * (busy1 - busy0) / (total1 - total0)
 
 
 def environment() -> dict[str, str]:

@@ -3,7 +3,7 @@
 Set-up, all on 127.0.0.1: a fresh PostgreSQL database ``bench_<random>`` on the server of
 ``--database-url`` (migrated, dropped at the end), the emulator in this process (a thread, seeded,
 ``--latency-ms`` on the token endpoint so refreshes are in flight when a process dies), a TCP proxy
-(tests/tcp_proxy.py) in front of PostgreSQL, and ``--accounts`` accounts whose tokens the emulator
+(``_tcp_proxy.py``) in front of PostgreSQL, and ``--accounts`` accounts whose tokens the emulator
 really issued. Through the proxy run two real processes of the product:
 
 * ``ebay-connector serve`` — the token API and an in-process worker (never killed here);
@@ -16,11 +16,11 @@ refused: PostgreSQL "stopped" for the processes), then restored. Meanwhile a cli
 API for a token in a loop; availability = share of answers that were 200.
 
 After the run (and a bounded recovery: leases expire, nothing due) the database and the emulator
-are checked (tests/acceptance/test_crash.py ``check_invariants``): accounts lost, tokens lost
-(a stored token that does not decrypt or that eBay no longer honours), double refreshes (two
-applied refreshes that started from the same token), stuck attempts (incomplete attempt rows,
-leases held past their expiry) — all must be 0 — plus eBay answers that a kill kept from being
-recorded (expected: at most the refreshes in flight at each kill).
+are checked (``_invariants.py``, the invariants of the suite's crash tests): accounts lost,
+tokens lost (a stored token that does not decrypt or that eBay no longer honours), double
+refreshes (two applied refreshes that started from the same token), stuck attempts (incomplete
+attempt rows, leases held past their expiry) — all must be 0 — plus eBay answers that a kill kept
+from being recorded (expected: at most the refreshes in flight at each kill).
 
 Usage (repository root)::
 
@@ -50,19 +50,14 @@ from typing import Any
 import httpx
 
 import _harness as h
-
-ROOT = h.BENCH_DIR.parent
-sys.path.insert(0, str(ROOT))  # tests/ holds the proxy and the invariant checks the suite uses
-
-from tests.acceptance.test_crash import Invariants, check_invariants, free_port  # noqa: E402
-from tests.integration.test_worker_scale import connect_many  # noqa: E402
-from tests.tcp_proxy import TcpProxy  # noqa: E402
-
-from ebay_connector import settings as product_settings  # noqa: E402
-from ebay_connector.core.clock import utcnow  # noqa: E402
-from ebay_connector.db.api_keys import ApiKeys  # noqa: E402
-from ebay_connector.emulator import Emulator, EmulatorServer, Faults  # noqa: E402
-from ebay_connector.runtime import Runtime, open_runtime  # noqa: E402
+from _invariants import Invariants, check_invariants
+from _tcp_proxy import TcpProxy
+from ebay_connector import settings as product_settings
+from ebay_connector.core.clock import utcnow
+from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.emulator import Emulator, EmulatorServer, Faults
+from ebay_connector.runtime import Runtime, open_runtime
+from ebay_connector.settings import ENV_PREFIX
 
 HTTP_TIMEOUT_S = 3
 LEASE_S = 13  # the product's minimum for a 3 s HTTP timeout (timeout + 10 s)
@@ -137,8 +132,8 @@ class Report:
 
 
 def process_env(database_url: str, emulator_url: str, key_file: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(h.ENV_PREFIX)}
-    p = h.ENV_PREFIX
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    p = ENV_PREFIX
     env.update(
         {
             f"{p}DATABASE_URL": database_url,
@@ -192,7 +187,7 @@ async def soak(args: argparse.Namespace, database_url: str, workdir: Path) -> Re
     rng = random.Random(args.seed)
     report = Report(duration_s=args.duration)
     emu = Emulator(seed=args.seed)
-    port = free_port()
+    port = h.free_port()
     key_file = workdir / "keyring.json"
     emu.register_app(
         product_settings.EMULATOR_CLIENT_ID,
@@ -210,11 +205,13 @@ async def soak(args: argparse.Namespace, database_url: str, workdir: Path) -> Re
         env = process_env(proxy.url(database_url), emulator.base_url, key_file, port)
         async with open_runtime(conf) as runtime:  # straight to PostgreSQL: the observer
             h.progress(f"seeding {args.accounts} accounts")
-            ids = await connect_many(runtime, emu, args.accounts, "soak")
-            org_id = await runtime.store.organization_id("soak org")
-            assert org_id is not None
-            _, key = await ApiKeys(runtime.db).create(org_id, "soak", can_read_tokens=True)
-            usernames = {a.ebay_username for a in await runtime.store.accounts()}
+            seeded = await h.seed_expired_accounts(runtime, emulator.base_url, args.accounts)
+            _, key = await ApiKeys(runtime.db).create(
+                seeded.organization_id, "soak", can_read_tokens=True
+            )
+            accounts = await runtime.store.accounts()
+            ids = [a.account_id for a in accounts]
+            usernames = {a.ebay_username for a in accounts}
             emu.set_faults(Faults(latency_ms=args.latency_ms))
             server = h.spawn([str(h.CLI), "serve"], env=env, cwd=workdir, log=workdir / "s.log")
             victim: subprocess.Popen[bytes] | None = None

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -191,17 +192,17 @@ def _cycle_failed(server: ServerProcess) -> bool:
     )
 
 
-async def _all_refreshed(runtime: Runtime, since: object) -> bool:
+async def _all_refreshed(runtime: Runtime, since: datetime | None) -> bool:
     accounts = await runtime.store.accounts()
     return all(
         a.lease_owner is None
         and a.failures_in_row == 0
         and a.last_success_at is not None
-        and (since is None or a.last_success_at > since)  # type: ignore[operator]
+        and (since is None or a.last_success_at > since)
         for a in accounts
     )
 
 
-async def _beat_since(runtime: Runtime, when: object) -> bool:
+async def _beat_since(runtime: Runtime, when: datetime) -> bool:
     beats = await runtime.heartbeats.all()
-    return any(b.updated_at > when for b in beats)  # type: ignore[operator]
+    return any(b.updated_at > when for b in beats)

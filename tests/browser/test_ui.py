@@ -29,6 +29,7 @@ from playwright.sync_api import (
     BrowserContext,
     Locator,
     Page,
+    ViewportSize,
     expect,
     sync_playwright,
 )
@@ -51,7 +52,7 @@ CHROMIUM_ARGS = [
 REQUIRE_BROWSER = os.environ.get("EBAY_CONNECTOR_TEST_REQUIRE_BROWSER") == "1"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 START_TIMEOUT_S = 60
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 
 ADMIN_EMAIL = "admin@demo.local"
 VIEWER_EMAIL = "viewer@demo.local"

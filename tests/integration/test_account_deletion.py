@@ -47,7 +47,7 @@ class Setup:
     async def connect(self, organization_id: int, username: str) -> int:
         return await connect_seller(self.runtime, organization_id, username)
 
-    async def send(self, **fields: str) -> dict:
+    async def send(self, **fields: str) -> dict[str, Any]:
         """Ask the emulator to send a notification to our endpoint; its account of the send."""
         body = {"endpoint": self.api_url + deletion.PATH, **fields}
         async with httpx.AsyncClient(timeout=30) as client:
@@ -57,7 +57,7 @@ class Setup:
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
 
-    async def emulator_state(self) -> dict:
+    async def emulator_state(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as client:
             answer = await client.get(self.emulator_url + "/_emulator/notifications")
         return dict(answer.json())
@@ -65,7 +65,7 @@ class Setup:
     async def usernames(self, organization_id: int) -> list[str]:
         return sorted(a.ebay_username for a in await self.runtime.store.accounts(organization_id))
 
-    async def deletions(self) -> list[dict]:
+    async def deletions(self) -> list[dict[str, Any]]:
         async with self.runtime.db.read() as conn:
             rows = await conn.execute(sa.select(m.AccountDeletion).order_by(m.AccountDeletion.id))
             return [dict(r._mapping) for r in rows]

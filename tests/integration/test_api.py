@@ -77,7 +77,9 @@ async def api(runtime: Runtime, emulator: tuple[Emulator, str]) -> AsyncIterator
         yield Api(base, runtime, emu, a, b)
 
 
-async def connect(api: Api, session: httpx.AsyncClient, username: str, **params: Any) -> dict:
+async def connect(
+    api: Api, session: httpx.AsyncClient, username: str, **params: Any
+) -> dict[str, Any]:
     """The whole browser flow: our /connect → eBay consent (agree) → our /callback."""
     start = await session.get("/api/ebay/connect", params=params, follow_redirects=False)
     assert start.status_code == 302, start.text
@@ -115,7 +117,8 @@ async def test_connect_then_first_refresh_succeeds(api: Api) -> None:
         assert exchange["request"]["body"]["grant_type"] == "refresh_token"
         assert exchange["response"]["status"] == 200
         attempts = await api.runtime.journal.attempts(account_id)
-        assert attempts[0].actor.startswith("user:")
+        actor = attempts[0].actor
+        assert actor is not None and actor.startswith("user:")
 
 
 async def test_reconnect_brings_a_revoked_account_back_with_its_history(api: Api) -> None:

@@ -144,6 +144,7 @@ async def test_broken_answers_are_classified(
 ) -> None:
     emu, base = served
     token = str(grant(emu)["refresh_token"])
+    # The parameters are the Literal values of Faults.malformed, typed str by parametrize.
     emu.set_faults(Faults(malformed=malformed))  # type: ignore[arg-type]
     call = await refresh(make_client(http, base, ring), token, ring)
     assert call.classified.outcome is expected

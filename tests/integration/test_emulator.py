@@ -11,6 +11,7 @@ import base64
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx
@@ -129,10 +130,13 @@ def exchange(client: httpx.Client, code: str, ru_name: str = RU_NAME) -> httpx.R
     return client.post(TOKEN, data=form, auth=AUTH)
 
 
-def connect(client: httpx.Client, username: str = "seller1", scopes: list[str] = SCOPES) -> dict:
+def connect(
+    client: httpx.Client, username: str = "seller1", scopes: list[str] = SCOPES
+) -> dict[str, Any]:
     answer = exchange(client, authorize(client, username, scopes))
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    body: dict[str, Any] = answer.json()
+    return body
 
 
 def refresh(client: httpx.Client, token: str, scope: str | None = None) -> httpx.Response:
@@ -225,7 +229,9 @@ def test_wrong_secret_is_invalid_client(client: httpx.Client) -> None:
     ],
     ids=["json-body", "no-body", "no-grant-type", "no-redirect-uri", "no-token", "no-scope"],
 )
-def test_malformed_requests_are_invalid_request(client: httpx.Client, kwargs: dict) -> None:
+def test_malformed_requests_are_invalid_request(
+    client: httpx.Client, kwargs: dict[str, Any]
+) -> None:
     answer = client.post(TOKEN, auth=AUTH, **kwargs)
     assert_oauth_error(answer, 400, "invalid_request", MALFORMED)
 
@@ -592,8 +598,8 @@ def test_per_user_faults_touch_only_that_users_calls(
 async def test_hang_holds_only_that_request_and_never_blocks_shutdown() -> None:
     emulator = Emulator()
     emulator.register_app(CLIENT_ID, SECRET, RU_NAME, ACCEPT)
-    slow = emulator.issue_grant(CLIENT_ID, "slow", SCOPES)["refresh_token"]
-    fast = emulator.issue_grant(CLIENT_ID, "fast", SCOPES)["refresh_token"]
+    slow = str(emulator.issue_grant(CLIENT_ID, "slow", SCOPES)["refresh_token"])
+    fast = str(emulator.issue_grant(CLIENT_ID, "fast", SCOPES)["refresh_token"])
     emulator.set_faults(Faults(hang=True), username="slow")
     server = EmulatorServer(emulator).start()
     try:
@@ -743,23 +749,24 @@ class OfficialStyleClient:
         }
         return AUTHORIZE + "?" + urlencode(param)
 
-    def post(self, body: dict[str, str]) -> dict:
+    def post(self, body: dict[str, str]) -> dict[str, Any]:
         answer = self.http.post(TOKEN, data=body, headers=self.headers)
         assert answer.status_code == 200, answer.text
-        return answer.json()
+        grant: dict[str, Any] = answer.json()
+        return grant
 
-    def application_token(self, scopes: list[str]) -> dict:
+    def application_token(self, scopes: list[str]) -> dict[str, Any]:
         scope = " ".join(scopes)
         return self.post(
             {"grant_type": "client_credentials", "redirect_uri": RU_NAME, "scope": scope}
         )
 
-    def exchange_code(self, code: str) -> dict:
+    def exchange_code(self, code: str) -> dict[str, Any]:
         return self.post(
             {"grant_type": "authorization_code", "redirect_uri": RU_NAME, "code": code}
         )
 
-    def access_token(self, refresh_token: str, scopes: list[str]) -> dict:
+    def access_token(self, refresh_token: str, scopes: list[str]) -> dict[str, Any]:
         scope = " ".join(scopes)
         return self.post(
             {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": scope}

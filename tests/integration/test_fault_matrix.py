@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -229,7 +230,7 @@ def make_worker(runtime: Runtime, concurrency: int) -> Worker:
     )
 
 
-async def readyz(runtime: Runtime) -> tuple[int, dict[str, object]]:
+async def readyz(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://connector") as client:
         answer = await client.get("/readyz")
@@ -388,7 +389,7 @@ async def test_fault_leaves_every_account_in_the_right_state(
 
     # Transient trouble at eBay is no reason to take the service out of rotation.
     status, ready = await readyz(runtime)
-    assert status == 200 and ready["checks"]["ebay"] == "ok (emulator)"  # type: ignore[index]
+    assert status == 200 and ready["checks"]["ebay"] == "ok (emulator)"
 
     # The backoff: not a single call before it expires, exactly one per due account after.
     clear_faults(emu, case, scene)
@@ -541,7 +542,7 @@ async def test_invalid_client_stops_the_cycle_and_marks_no_account(
 
     status, ready = await readyz(runtime)
     assert status == 503
-    assert ready["checks"]["ebay"] == f"invalid_client: {APP_CREDENTIALS_REJECTED}"  # type: ignore[index]
+    assert ready["checks"]["ebay"] == f"invalid_client: {APP_CREDENTIALS_REJECTED}"
     if database.backend == "sqlite":
         doc = inspect_runtime(database, runtime)
         beats = doc["heartbeats"]
@@ -571,7 +572,7 @@ async def test_invalid_client_stops_the_cycle_and_marks_no_account(
     assert third.counts.refreshed == accounts
     assert looks_like_ebay_token((await runtime.refresher.get_access_token(od)).access_token)
     status, ready = await readyz(runtime)
-    assert status == 200 and ready["checks"]["ebay"] == "ok (emulator)"  # type: ignore[index]
+    assert status == 200 and ready["checks"]["ebay"] == "ok (emulator)"
     assert (await runtime.heartbeats.all())[0].last_error is None
 
 

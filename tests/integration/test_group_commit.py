@@ -166,6 +166,7 @@ class Written:
 
 
 async def written(runtime: Runtime, account_id: int) -> Written:
+    # A declarative class's __table__ is typed FromClause; for these models it is a Table.
     tokens: sa.Table = m.EbayToken.__table__  # type: ignore[assignment]
     attempts: sa.Table = m.RefreshAttempt.__table__  # type: ignore[assignment]
     exchanges: sa.Table = m.EbayExchange.__table__  # type: ignore[assignment]
@@ -191,6 +192,7 @@ async def written(runtime: Runtime, account_id: int) -> Written:
 
 
 async def exchange_by_id(runtime: Runtime, exchange_id: int) -> dict[str, Any] | None:
+    # A declarative class's __table__ is typed FromClause; for this model it is a Table.
     exchanges: sa.Table = m.EbayExchange.__table__  # type: ignore[assignment]
     async with runtime.db.engine.connect() as conn:
         row = (
@@ -584,6 +586,7 @@ async def test_a_write_too_long_for_its_column_fails_alone(
     """PostgreSQL enforces VARCHAR lengths (SQLite does not): a trigger longer than the column
     fails the array statement of the whole batch, and then only its own write."""
     emu, _ = emulator
+    # The column is a String: its type has a length (TypeEngine in general does not).
     column_length = m.RefreshAttempt.__table__.c.trigger.type.length  # type: ignore[attr-defined]
 
     def too_long_trigger(args: dict[str, Any]) -> dict[str, Any]:

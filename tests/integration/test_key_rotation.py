@@ -202,6 +202,7 @@ async def test_check_lists_undecryptable_rows_by_account_and_rotation_leaves_the
     async with env_runtime(database, registered, tmp_path, clock, f"{OLD},{NEW}") as rt:
         a, b, c = await connect_many(rt, registered[0], 3, due=False)
         ring = rt.keys.ring
+        # account_token is None only for an unknown id; ``a`` was just connected.
         moved = (await rt.store.account_token(a)).refresh_token_ciphertext  # type: ignore[union-attr]
         assert moved is not None
         await rt.store.set_refresh_ciphertext(b, moved)  # another account's: authentication fails
@@ -438,5 +439,6 @@ async def test_rotation_and_check_cover_webhook_secrets_and_the_app_token(
         assert only_new.open(secret_ct[0], context=f"webhook/{endpoint.id}") == (
             "whsec_rotation_canary"
         )
+        assert app_ct[0] is not None
         assert only_new.open(app_ct[0], context=f"app_token/{rt.environment}") == app_token
         assert (await rotation.check(rt.db, only_new)).by_key == {"new": 2}

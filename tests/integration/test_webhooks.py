@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from starlette.types import Receive, Scope, Send
 
 from ebay_connector import cli
+from ebay_connector.core import notices
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.quota import QuotaConfig
 from ebay_connector.core.roles import Role
@@ -34,6 +35,7 @@ from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.heartbeats import HeartbeatRow
 from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator, Faults
+from ebay_connector.errors import ConnectorError
 from ebay_connector.runtime import Runtime
 from ebay_connector.service import webhooks
 from ebay_connector.web.app import create_app
@@ -334,8 +336,8 @@ async def test_two_replicas_deciding_on_the_same_transition_emit_it_once(
     results = []
     for box in (setup.chore.outbox, other):
         for row in seen:
-            found, mark = webhooks.notices.decide(row.mark, row.facts, rt.clock())
-            payloads = [(n.type.value, {}) for n in found]
+            found, mark = notices.decide(row.mark, row.facts, rt.clock())
+            payloads: list[tuple[str, dict[str, Any]]] = [(n.type.value, {}) for n in found]
             results.append(await box.commit_mark(row, mark, payloads, rt.clock()))
     assert results == [True, False]
     await setup.notice()
@@ -354,7 +356,7 @@ async def test_the_endpoint_secret_is_sealed_to_its_row(setup: Setup) -> None:
     assert stored.startswith("ENC:v1:") and setup.secret not in stored
     ring = setup.runtime.keys.ring
     assert ring.open(stored, context=f"webhook/{setup.endpoint_id}") == setup.secret
-    with pytest.raises(webhooks.ConnectorError):
+    with pytest.raises(ConnectorError):
         ring.open(stored, context=f"webhook/{setup.endpoint_id + 1}")
 
 

@@ -45,6 +45,7 @@ def replica(
         journal=journal,
         heartbeats=Heartbeats(db),
         refresher=refresher,
+        # **config is typed object; the callers pass WorkerConfig fields with their own types.
         config=dataclasses.replace(WorkerConfig(), **config),  # type: ignore[arg-type]
         clock=clock,
     )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from ebay_connector.db import migrate
 from ebay_connector.db.database import Database
 from ebay_connector.db.models import Base
-from tests.conftest import DatabaseTarget
+from tests.conftest import DatabaseTarget, in_thread
 
 pytestmark = pytest.mark.migration
 
@@ -30,8 +33,61 @@ async def test_upgrade_head_matches_the_models(database: DatabaseTarget) -> None
     assert differences == []
 
 
-async def test_upgrade_is_idempotent(database: DatabaseTarget) -> None:
-    from ebay_connector.db import migrate
-    from tests.conftest import in_thread
+def _plain(value: Any) -> Any:
+    """The inspector's answer as JSON values (types and defaults by their SQL text), sorted."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
+
+def _schema_of(sync_conn: sa.Connection, schema: str | None) -> dict[str, Any]:
+    """Everything the migrations create: tables with their columns, keys, indexes and
+    constraints, sequences, views, and the revision alembic recorded."""
+    inspector = sa.inspect(sync_conn)
+    tables = {}
+    for name in inspector.get_table_names(schema=schema):
+        tables[name] = _plain(
+            {
+                "columns": inspector.get_columns(name, schema=schema),
+                "primary_key": inspector.get_pk_constraint(name, schema=schema),
+                "foreign_keys": sorted(
+                    inspector.get_foreign_keys(name, schema=schema), key=lambda fk: str(fk)
+                ),
+                "indexes": sorted(
+                    inspector.get_indexes(name, schema=schema), key=lambda ix: str(ix["name"])
+                ),
+                "unique": sorted(
+                    inspector.get_unique_constraints(name, schema=schema),
+                    key=lambda uq: str(uq["name"]),
+                ),
+                "checks": sorted(
+                    inspector.get_check_constraints(name, schema=schema),
+                    key=lambda ck: str(ck["name"]),
+                ),
+            }
+        )
+    sequences = (
+        inspector.get_sequence_names(schema=schema) if sync_conn.dialect.supports_sequences else []
+    )
+    version = sa.table("alembic_version", sa.column("version_num"), schema=schema)
+    return {
+        "tables": tables,
+        "sequences": sorted(sequences),
+        "views": sorted(inspector.get_view_names(schema=schema)),
+        "revisions": sorted(sync_conn.execute(sa.select(version.c.version_num)).scalars()),
+    }
+
+
+async def _schema(database: DatabaseTarget) -> dict[str, Any]:
+    db = Database.open(database.url, schema=database.schema)
+    try:
+        async with db.engine.connect() as conn:
+            return await conn.run_sync(_schema_of, database.schema)
+    finally:
+        await db.close()
+
+
+async def test_upgrade_is_idempotent(database: DatabaseTarget) -> None:
+    first = await _schema(database)  # the fixture upgraded the database to head
+    assert set(Base.metadata.tables) | {"alembic_version"} == set(first["tables"])
+    assert len(first["revisions"]) == 1
     in_thread(migrate.upgrade, database.url, schema=database.schema)  # already at head: no-op
+    assert await _schema(database) == first

@@ -58,6 +58,7 @@ BASE = AccountToken(
     ],
 )
 def test_badge(changes: dict[str, object], expected: tuple[str, str]) -> None:
+    # **changes is typed object; each value has the type of the field it replaces.
     assert views.badge(dataclasses.replace(BASE, **changes), NOW, AHEAD) == expected  # type: ignore[arg-type]
 
 

@@ -89,13 +89,13 @@ def test_basic_credentials(header: str | None, expected: tuple[str, str] | None)
 )
 def test_faults_reject_bad_values(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="must"):
-        Faults(**bad)  # type: ignore[arg-type]
+        Faults(**bad)  # type: ignore[arg-type]  # wrong types on purpose: the test is the refusal
 
 
 def test_user_faults_override_global_ones_field_by_field() -> None:
     emulator = Emulator()
     emulator.register_app("cid", "secret", "Ru", "https://x.example/cb")
-    token = emulator.issue_grant("cid", "slow", [SCOPE])["refresh_token"]
+    token = str(emulator.issue_grant("cid", "slow", [SCOPE])["refresh_token"])
     emulator.set_faults(Faults(latency_ms=100, error_rate=0.1))
     emulator.set_faults(Faults(error_rate=0.9), username="slow")
     form = {"grant_type": "refresh_token", "refresh_token": token}
@@ -125,7 +125,7 @@ def test_expiring_store_drops_expired_entries_and_respects_its_cap() -> None:
 def test_minting_many_tokens_keeps_memory_bounded() -> None:
     emulator = Emulator(max_access_tokens=100)
     emulator.register_app("cid", "secret", "Ru", "https://x.example/cb")
-    token = emulator.issue_grant("cid", "u", [SCOPE])["refresh_token"]
+    token = str(emulator.issue_grant("cid", "u", [SCOPE])["refresh_token"])
     form = {"grant_type": "refresh_token", "refresh_token": token}
     for _ in range(1000):
         assert emulator.token(form, BASIC, Faults()).status == 200
