@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     figures = measure(args.runs)
     if args.json:
-        print(json.dumps({**figures, "runs": args.runs}, indent=2))
+        print(json.dumps({**figures, "runs": args.runs}))
         return 0
     for label, key in (
         ("python -c 'import typer'", "typer_s"),
