@@ -360,7 +360,7 @@ class EbayClient:
             request_headers=headers,
             request_body=form,
             sent=True,
-            outcome=classified.outcome.value,
+            outcome=classified.outcome,
             duration_ms=duration_ms,
             error=None
             if ok
@@ -427,7 +427,7 @@ def not_sent(
         request_headers={},
         request_body={},
         sent=False,
-        outcome=outcome.value,
+        outcome=outcome,
         error=error,
         token_fingerprint=fingerprint,
     )

@@ -99,7 +99,7 @@ def _public_keys(request: Request) -> PublicKeys:
             app_token.for_runtime(runtime),
             runtime.clock,
             lambda exchange: runtime.journal.record_exchange(
-                exchange, trigger=Trigger.ON_DEMAND.value, environment=runtime.environment
+                exchange, trigger=Trigger.ON_DEMAND, environment=runtime.environment
             ),
         )
         request.app.state.ebay_public_keys = keys
