@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from ebay_connector.core import quota
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
+from ebay_connector.db.journal import ExchangeRow
 from ebay_connector.db.store import MAX_ID, AccountToken
 from ebay_connector.db.users import Role
 from ebay_connector.errors import AccountNotFound
@@ -284,10 +285,9 @@ def _terminal_filters(account: str, trigger: str, outcome: str) -> dict[str, Any
     }
 
 
-def _entry_view(row: Any) -> dict[str, Any]:
-    entry = views.exchange_row_dict(row)
-    entry["lines"] = "\n".join(views.exchange_lines(row.request, row.response, row.error))
-    return entry
+def _entry_view(row: ExchangeRow) -> dict[str, Any]:
+    lines = "\n".join(views.exchange_lines(row.request, row.response, row.error))
+    return {**views.exchange_row_dict(row), "lines": lines}
 
 
 @router.get("/terminal")
