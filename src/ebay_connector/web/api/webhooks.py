@@ -15,7 +15,7 @@ from ebay_connector.core import notices
 from ebay_connector.db import outbox
 from ebay_connector.db.store import MAX_ID
 from ebay_connector.db.users import Role
-from ebay_connector.errors import Forbidden
+from ebay_connector.errors import Forbidden, WebhookNotFound
 from ebay_connector.runtime import Runtime
 from ebay_connector.service import webhooks
 from ebay_connector.web.api import schemas
@@ -124,7 +124,7 @@ async def create_endpoint(
 async def owned(runtime: Runtime, organization_id: int, endpoint_id: int) -> outbox.EndpointRow:
     row = await _box(runtime).endpoint(organization_id, endpoint_id)
     if row is None:
-        raise webhooks.WebhookNotFound(f"no webhook {endpoint_id}")
+        raise WebhookNotFound(f"no webhook {endpoint_id}")
     return row
 
 
@@ -201,5 +201,5 @@ async def test_webhook(endpoint_id: EndpointId, principal: Manager, runtime: Run
     endpoint = await owned(runtime, principal.organization_id, endpoint_id)
     row = await send_test(runtime, endpoint, principal.actor)
     if row is None:  # removed between the lookup and the send
-        raise webhooks.WebhookNotFound(f"no webhook {endpoint_id}")
+        raise WebhookNotFound(f"no webhook {endpoint_id}")
     return row.__dict__

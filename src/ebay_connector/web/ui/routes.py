@@ -123,8 +123,7 @@ async def login(
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
     # Imported here: this handler is the only part of the UI that signs in (issue 6).
-    from ebay_connector.db.login_throttle import TooManyAttempts
-    from ebay_connector.errors import Unauthorized
+    from ebay_connector.errors import TooManyAttempts, Unauthorized
     from ebay_connector.web.api.auth import sign_in
 
     try:
