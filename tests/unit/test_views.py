@@ -144,6 +144,7 @@ def test_a_heartbeat_renders_stale_once_it_is_old() -> None:
         status="ok",
         counts={"refreshed": 1},
         last_error=None,
+        app_credentials=None,
         cycles=1,
         updated_at=NOW,
     )
