@@ -2,30 +2,46 @@
 
 Every error carries a stable, machine-readable ``code``; the CLI prints ``code: message`` and
 exits 2 (usage/configuration) or 1 (a failed outcome), the web layer maps codes to HTTP statuses
-in one place. Messages never contain a secret: pass masked values only.
+in one place (``web/api/errors.py``). Messages never contain a secret: pass masked values only.
 
     ConnectorError                      code
     ├── ConfigError                     config_invalid
     ├── KeyRingError                    keyring_invalid
-    ├── CryptoError
-    │   └── DecryptFailed               decrypt_failed
+    ├── CryptoError                     crypto_error / already_encrypted (refused to encrypt)
+    │   └── DecryptFailed               decrypt_failed       (carries reason: DecryptReason)
     ├── InvalidStoredToken              invalid_stored_token
-    ├── NotFound
-    │   └── AccountNotFound             account_not_found
+    ├── NotFound                        not_found
+    │   ├── AccountNotFound             account_not_found
+    │   └── WebhookNotFound             webhook_not_found
     ├── StoreError                      store_error          (wraps sqlalchemy.exc at the database)
     │   ├── StoreUnavailable            store_unavailable
     │   └── SchemaMissing               schema_missing
     ├── NeedsReconnect                  needs_reconnect      (on-demand refused; carries reason)
-    ├── RefreshFailed                   code = the failed outcome (e.g. transient)
-    ├── ConnectFailed                   code = the failed outcome of a code exchange / getUser
-    ├── AccessError
+    ├── RefreshFailed                   refresh_failed       (raised with the failed outcome's code)
+    ├── ConnectFailed                   connect_failed       (raised with the failed outcome's code,
+    │                                                         get_user_failed or consent_failed)
+    ├── AccessError                     access_denied
     │   ├── Unauthorized                unauthorized         (no or bad credentials)
     │   ├── Forbidden                   forbidden / csrf_failed
-    │   └── InvalidState                invalid_state        (OAuth state forged, replayed, expired)
-    └── UsageError                      usage_error
+    │   ├── InvalidState                invalid_state        (OAuth state forged, replayed, expired)
+    │   └── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
+    ├── UsageError                      usage_error
+    │   └── InvalidWebhookUrl           invalid_webhook_url
+    ├── AppTokenUnavailable             app_token_unavailable
+    ├── NotificationRejected            signature_invalid
+    ├── NotificationInvalid             invalid_notification
+    ├── PublicKeyUnavailable            public_key_unavailable
+    └── DeletionNotConfigured           deletion_not_configured
+
+Outside the tree, on purpose: ``db.login_throttle._Conflict`` (a lost compare-and-set, caught and
+retried inside that module; it never leaves it).
 """
 
 from __future__ import annotations
+
+import enum
+import math
+from datetime import timedelta
 
 
 class ConnectorError(Exception):
@@ -61,10 +77,24 @@ class CryptoError(ConnectorError):
     code = "crypto_error"
 
 
+class DecryptReason(enum.StrEnum):
+    """Why a ciphertext does not decrypt (key rotation tells a wrong key from a damaged value)."""
+
+    NOT_ENCRYPTED = "not_encrypted"
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    DOUBLY_ENCRYPTED = "doubly_encrypted"
+
+
 class DecryptFailed(CryptoError):
     """A ciphertext does not decrypt: wrong key, tampered, another row's, or doubly encrypted."""
 
     code = "decrypt_failed"
+
+    def __init__(self, message: str, *, reason: DecryptReason) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InvalidStoredToken(ConnectorError):
@@ -79,6 +109,10 @@ class NotFound(ConnectorError):
 
 class AccountNotFound(NotFound):
     code = "account_not_found"
+
+
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
 
 
 class StoreError(ConnectorError):
@@ -112,13 +146,27 @@ class NeedsReconnect(ConnectorError):
 class RefreshFailed(ConnectorError):
     """An on-demand token request could not be served; ``code`` is the outcome's code."""
 
+    code = "refresh_failed"
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+
+
+class ConnectFailed(ConnectorError):
+    """Connecting an account (code exchange or getUser) failed; ``code`` is the outcome."""
+
+    code = "connect_failed"
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+
 
 class UsageError(ConnectorError):
     code = "usage_error"
 
 
-class ConnectFailed(ConnectorError):
-    """Connecting an account (code exchange or getUser) failed; ``code`` is the outcome."""
+class InvalidWebhookUrl(UsageError):
+    code = "invalid_webhook_url"
 
 
 class AccessError(ConnectorError):
@@ -137,7 +185,18 @@ class InvalidState(AccessError):
     code = "invalid_state"
 
 
-# -- application token and account deletions --
+class TooManyAttempts(AccessError):
+    """Sign-in refused without checking the password: too many attempts for this e-mail/client."""
+
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after.total_seconds()))
 
 
 class AppTokenUnavailable(ConnectorError):

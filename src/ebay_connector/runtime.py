@@ -245,7 +245,7 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
             clock,
             lambda exchange: journal.record_exchange(
                 exchange,
-                trigger=Trigger.ON_DEMAND.value,
+                trigger=Trigger.ON_DEMAND,
                 environment=settings.ebay_environment.value,
             ),
         ),

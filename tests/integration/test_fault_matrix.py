@@ -27,8 +27,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ebay_connector import cli
-from ebay_connector.core.outcome import Outcome
+from ebay_connector.core.outcome import AppCredentials, Outcome
 from ebay_connector.core.token_state import TokenState
+from ebay_connector.db.heartbeats import HeartbeatRow
 from ebay_connector.db.store import AccountToken
 from ebay_connector.ebay.client import looks_like_ebay_token
 from ebay_connector.emulator import Emulator, EmulatorServer, Faults
@@ -521,6 +522,7 @@ async def test_invalid_client_stops_the_cycle_and_marks_no_account(
     assert [r.levelno for r in rejected_logs] == [logging.ERROR]
     beat = (await runtime.heartbeats.all())[0]
     assert (beat.status, beat.last_error) == ("error", APP_CREDENTIALS_REJECTED)
+    assert beat.app_credentials is AppCredentials.REJECTED
     assert beat.counts["deferred_config"] == accounts - sent
 
     # No account is blamed: all stay active with their tokens untouched.
@@ -563,6 +565,7 @@ async def test_invalid_client_stops_the_cycle_and_marks_no_account(
     assert (
         len([r for r in caplog.records if getattr(r, "event", None) == "worker.app_rejected"]) == 1
     )
+    assert (await runtime.heartbeats.all())[0].app_credentials is AppCredentials.REJECTED
 
     # Fixed on eBay's side (or in the settings): the probe succeeds and the cycle goes wide.
     reject_application(emu, runtime, runtime.settings.app_client_secret)
@@ -573,7 +576,68 @@ async def test_invalid_client_stops_the_cycle_and_marks_no_account(
     assert looks_like_ebay_token((await runtime.refresher.get_access_token(od)).access_token)
     status, ready = await readyz(runtime)
     assert status == 200 and ready["checks"]["ebay"] == "ok (emulator)"
-    assert (await runtime.heartbeats.all())[0].last_error is None
+    beat = (await runtime.heartbeats.all())[0]
+    assert (beat.last_error, beat.app_credentials) == (None, AppCredentials.ACCEPTED)
+
+
+def heartbeat(
+    instance: str,
+    at: FakeClock,
+    credentials: AppCredentials | None,
+    last_error: str | None,
+    *,
+    minutes_ago: int = 0,
+) -> HeartbeatRow:
+    """A worker's heartbeat as another process (a worker elsewhere) would have written it."""
+    when = at() - timedelta(minutes=minutes_ago)
+    return HeartbeatRow(
+        instance_id=instance,
+        host="elsewhere",
+        pid=1,
+        version="v",
+        started_at=when,
+        interval_seconds=60,
+        last_cycle_started_at=when,
+        last_cycle_finished_at=when,
+        status="error" if last_error else "ok",
+        counts={"refreshed": 0 if credentials is AppCredentials.REJECTED else 3},
+        last_error=last_error,
+        app_credentials=credentials,
+        cycles=1,
+        updated_at=when,
+    )
+
+
+async def test_readiness_reads_a_workers_flag_not_its_message(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    """A web process without a worker of its own learns eBay's word from the heartbeats: from
+    their typed app_credentials flag, whatever their human message says."""
+    assert runtime.refresher.app_credentials is None  # no word of its own
+    beats = runtime.heartbeats
+    # The message alone (an older writer, or a reworded one) decides nothing.
+    await beats.save(heartbeat("w1", clock, None, APP_CREDENTIALS_REJECTED))
+    assert (await readyz(runtime))[0] == 200
+    # The flag decides, whatever the message says.
+    await beats.save(heartbeat("w1", clock, AppCredentials.REJECTED, "reworded for people"))
+    status, ready = await readyz(runtime)
+    assert status == 503
+    assert ready == {
+        "status": "not_ready",
+        "checks": {
+            "keyring": f"ok ({len(runtime.keys.ring.key_ids)} keys)",
+            "database": "ok",
+            "ebay": f"invalid_client: {APP_CREDENTIALS_REJECTED}",
+        },
+    }
+    assert (await beats.all())[0].app_credentials is AppCredentials.REJECTED
+    # A newer acceptance by another worker is the last word; a stale rejection is none.
+    clock.advance(seconds=30)
+    await beats.save(heartbeat("w2", clock, AppCredentials.ACCEPTED, None))
+    assert (await readyz(runtime))[0] == 200
+    await beats.delete("w2")
+    await beats.save(heartbeat("w1", clock, AppCredentials.REJECTED, None, minutes_ago=10))
+    assert (await readyz(runtime))[0] == 200
 
 
 async def test_invalid_client_on_demand_alone_fails_readiness_until_a_success(

@@ -24,9 +24,10 @@ import pytest
 import sqlalchemy as sa
 
 from ebay_connector.core import token_state
+from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.db import models as m
-from ebay_connector.db.store import AccountToken, FinishedRefresh
+from ebay_connector.db.store import AccountToken, FinishedRefresh, RefreshWrite
 from ebay_connector.ebay.client import CallResult, build_refresh_request
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import StoreError, StoreUnavailable
@@ -57,18 +58,18 @@ class Shape:
     outcome: Outcome
     faults: Faults | None  # how the emulator is made to answer with that outcome
     rotate: bool  # the refresh token came back rotated (its ciphertext and expiry are written)
-    trigger: str
+    trigger: Trigger
     actor: str | None
 
 
-OK = Shape("ok", Outcome.OK, None, rotate=False, trigger="scheduled", actor=None)
-ROTATED = Shape("ok_rotated", Outcome.OK, None, rotate=True, trigger="admin", actor="user:7")
+OK = Shape("ok", Outcome.OK, None, rotate=False, trigger=Trigger.SCHEDULED, actor=None)
+ROTATED = Shape("ok_rotated", Outcome.OK, None, rotate=True, trigger=Trigger.ADMIN, actor="user:7")
 TRANSIENT = Shape(
     "transient",
     Outcome.TRANSIENT,
     Faults(error_rate=1.0, error_status=503),
     rotate=False,
-    trigger="on_demand",
+    trigger=Trigger.ON_DEMAND,
     actor="key:3",
 )
 REVOKED = Shape(
@@ -76,7 +77,7 @@ REVOKED = Shape(
     Outcome.INVALID_GRANT,
     Faults(invalid_grant=True),
     rotate=False,
-    trigger="debug",
+    trigger=Trigger.DEBUG,
     actor="cli",
 )
 SHAPES = (OK, ROTATED, TRANSIENT, REVOKED)
@@ -113,10 +114,10 @@ async def call_ebay(
     return call
 
 
-def finish_args(
+def refresh_write(
     runtime: Runtime, account: AccountToken, shape: Shape, call: CallResult
-) -> dict[str, Any]:
-    """The arguments the refresher passes to ``finish_refresh`` for this answer."""
+) -> RefreshWrite:
+    """The write the refresher passes to ``finish_refresh`` for this answer."""
     now = runtime.clock()
     classified = call.classified
     transition = token_state.after_attempt(
@@ -139,20 +140,20 @@ def finish_args(
             ROTATED_REFRESH_TOKEN, account_id=account.account_id, field=TokenField.REFRESH_TOKEN
         )
         refresh_expires = now + timedelta(days=300)
-    return {
-        "account": account,
-        "lease_owner": OWNER,
-        "trigger": shape.trigger,
-        "actor": shape.actor,
-        "started_at": now - timedelta(seconds=2),
-        "outcome": classified.outcome.value,
-        "error_message": None if classified.outcome is Outcome.OK else classified.message,
-        "exchange": call.exchange,
-        "transition": transition,
-        "access_token_ciphertext": access_ct,
-        "refresh_token_ciphertext": refresh_ct,
-        "refresh_expires_at": refresh_expires,
-    }
+    return RefreshWrite(
+        account=account,
+        lease_owner=OWNER,
+        trigger=shape.trigger,
+        actor=shape.actor,
+        started_at=now - timedelta(seconds=2),
+        outcome=classified.outcome,
+        error_message=None if classified.outcome is Outcome.OK else classified.message,
+        exchange=call.exchange,
+        transition=transition,
+        access_token_ciphertext=access_ct,
+        refresh_token_ciphertext=refresh_ct,
+        refresh_expires_at=refresh_expires,
+    )
 
 
 # Reading what was written ------------------------------------------------------------------
@@ -221,7 +222,7 @@ def ciphertext_source(value: Any, given: str | None, before: str | None) -> str:
 
 
 def view(
-    result: FinishedRefresh, rows: Written, before: AccountToken, args: dict[str, Any]
+    result: FinishedRefresh, rows: Written, before: AccountToken, write: RefreshWrite
 ) -> dict[str, Any]:
     """What one finished refresh wrote, with what necessarily differs between accounts (ids,
     ciphertexts bound to the account) replaced by how it relates to the write's inputs."""
@@ -233,12 +234,12 @@ def view(
     token["version"] = token["version"] - before.version
     token["access_token_ciphertext"] = ciphertext_source(
         token["access_token_ciphertext"],
-        args["access_token_ciphertext"],
+        write.access_token_ciphertext,
         before.access_token_ciphertext,
     )
     token["refresh_token_ciphertext"] = ciphertext_source(
         token["refresh_token_ciphertext"],
-        args["refresh_token_ciphertext"],
+        write.refresh_token_ciphertext,
         before.refresh_token_ciphertext,
     )
     attempt = dict(rows.attempts[0])
@@ -256,21 +257,19 @@ def view(
     }
 
 
-def expected_exchange(
-    args: dict[str, Any], account_id: int | None, now: datetime
-) -> dict[str, Any]:
+def expected_exchange(write: RefreshWrite, account_id: int | None, now: datetime) -> dict[str, Any]:
     """The exchange row of a finished refresh: the masked record the client made, as it was."""
-    record = args["exchange"]
-    account: AccountToken = args["account"]
+    record = write.exchange
+    account = write.account
     return {
         "id": True,
         "action": "refresh_token",
-        "trigger": args["trigger"],
-        "actor": args["actor"],
+        "trigger": write.trigger.value,
+        "actor": write.actor,
         "account_id": account_id,
         "organization_id": account.organization_id,
         "environment": account.environment,
-        "outcome": record.outcome,
+        "outcome": record.outcome.value,
         "sent": record.sent,
         "request": record.request_dict(),
         "response": record.response_dict(),
@@ -282,11 +281,11 @@ def expected_exchange(
     }
 
 
-def expected_view(before: AccountToken, args: dict[str, Any], now: datetime) -> dict[str, Any]:
+def expected_view(before: AccountToken, write: RefreshWrite, now: datetime) -> dict[str, Any]:
     """What an applied finished refresh must write, from its inputs alone."""
-    transition: token_state.Transition = args["transition"]
+    transition = write.transition
     success = transition.access_expires_at is not None
-    rotated = args["refresh_token_ciphertext"] is not None
+    rotated = write.refresh_token_ciphertext is not None
     token = {
         "state": transition.state.value,
         "state_reason": transition.reason,
@@ -303,18 +302,18 @@ def expected_view(before: AccountToken, args: dict[str, Any], now: datetime) -> 
         "access_expires_at": transition.access_expires_at if success else before.access_expires_at,
         "last_success_at": now if success else before.last_success_at,
         "refresh_token_ciphertext": "given" if rotated else "kept",
-        "refresh_expires_at": args["refresh_expires_at"] if rotated else before.refresh_expires_at,
+        "refresh_expires_at": write.refresh_expires_at if rotated else before.refresh_expires_at,
     }
     attempt = {
         "id": True,
         "organization_id": before.organization_id,
-        "trigger": args["trigger"],
-        "actor": args["actor"],
-        "started_at": args["started_at"],
+        "trigger": write.trigger.value,
+        "actor": write.actor,
+        "started_at": write.started_at,
         "finished_at": now,
-        "outcome": args["outcome"],
-        "error_code": None if args["outcome"] == "ok" else args["outcome"],
-        "error_message": args["error_message"],
+        "outcome": write.outcome.value,
+        "error_code": None if write.outcome is Outcome.OK else write.outcome.value,
+        "error_message": write.error_message,
         "old_expires_at": before.access_expires_at,
         "new_expires_at": transition.access_expires_at,
         "exchange_id": True,
@@ -323,7 +322,7 @@ def expected_view(before: AccountToken, args: dict[str, Any], now: datetime) -> 
         "result": (True, False),
         "token": token,
         "attempt": attempt,
-        "exchange": {**expected_exchange(args, before.account_id, now), "account_id": True},
+        "exchange": {**expected_exchange(write, before.account_id, now), "account_id": True},
     }
 
 
@@ -370,8 +369,8 @@ async def test_concurrent_finishes_share_a_transaction_and_write_what_a_solo_wri
         shape.name: await call_ebay(runtime, emu, accounts[solo[shape.name]], shape)
         for shape in SHAPES
     }
-    args = {
-        aid: finish_args(runtime, accounts[aid], shape_of[aid], calls[shape_of[aid].name])
+    writes = {
+        aid: refresh_write(runtime, accounts[aid], shape_of[aid], calls[shape_of[aid].name])
         for aid in ids
     }
     finishes = runtime.store._finishes
@@ -380,7 +379,7 @@ async def test_concurrent_finishes_share_a_transaction_and_write_what_a_solo_wri
     results: dict[int, FinishedRefresh] = {}
     for shape in SHAPES:
         batches = finishes.batches
-        results[solo[shape.name]] = await runtime.store.finish_refresh(**args[solo[shape.name]])
+        results[solo[shape.name]] = await runtime.store.finish_refresh(writes[solo[shape.name]])
         assert finishes.batches == batches + 1  # alone in its transaction
 
     batched = [aid for aid in ids if aid not in solo.values()]
@@ -390,7 +389,7 @@ async def test_concurrent_finishes_share_a_transaction_and_write_what_a_solo_wri
     # account would show as another shape's values.
     submitted = list(reversed(batched))
     answers = await asyncio.gather(
-        *(runtime.store.finish_refresh(**args[aid]) for aid in submitted)
+        *(runtime.store.finish_refresh(writes[aid]) for aid in submitted)
     )
     results.update(zip(submitted, answers, strict=True))
     # All were queued before the first transaction began, so they share it.
@@ -400,8 +399,8 @@ async def test_concurrent_finishes_share_a_transaction_and_write_what_a_solo_wri
     for aid in ids:
         shape = shape_of[aid]
         rows = await written(runtime, aid)
-        views[aid] = view(results[aid], rows, accounts[aid], args[aid])
-        assert views[aid] == expected_view(accounts[aid], args[aid], now), shape.name
+        views[aid] = view(results[aid], rows, accounts[aid], writes[aid])
+        assert views[aid] == expected_view(accounts[aid], writes[aid], now), shape.name
         secrets = sent_secrets(runtime, accounts[solo[shape.name]], calls[shape.name])
         check_masked(rows.exchanges[0], secrets)
     for aid in batched:
@@ -422,10 +421,10 @@ async def test_one_batch_mixing_applied_lease_lost_and_deleted_writes(
     clock.advance(minutes=30)
     accounts = await claim(runtime, ids)
     shapes = {applied_id: ROTATED, lost_id: TRANSIENT, gone_id: OK}
-    args = {}
+    writes = {}
     for aid, shape in shapes.items():
         call = await call_ebay(runtime, emu, accounts[aid], shape)
-        args[aid] = finish_args(runtime, accounts[aid], shape, call)
+        writes[aid] = refresh_write(runtime, accounts[aid], shape, call)
     now = clock()
     # While the calls were out: another worker took over one lease, and one account was deleted.
     await runtime.store.release_lease(lost_id, OWNER)
@@ -437,15 +436,15 @@ async def test_one_batch_mixing_applied_lease_lost_and_deleted_writes(
     finishes = runtime.store._finishes
     batches = finishes.batches
     order = [gone_id, applied_id, lost_id]
-    answers = await asyncio.gather(*(runtime.store.finish_refresh(**args[aid]) for aid in order))
+    answers = await asyncio.gather(*(runtime.store.finish_refresh(writes[aid]) for aid in order))
     assert finishes.batches == batches + 1  # one transaction for all three
     results = dict(zip(order, answers, strict=True))
     assert len({r.exchange_id for r in answers}) == 3
 
     # Applied: everything, exactly as a write alone.
     rows = await written(runtime, applied_id)
-    assert view(results[applied_id], rows, accounts[applied_id], args[applied_id]) == (
-        expected_view(accounts[applied_id], args[applied_id], now)
+    assert view(results[applied_id], rows, accounts[applied_id], writes[applied_id]) == (
+        expected_view(accounts[applied_id], writes[applied_id], now)
     )
 
     # Lease lost: recorded, but the token belongs to the new holder and is left as it was.
@@ -460,7 +459,7 @@ async def test_one_batch_mixing_applied_lease_lost_and_deleted_writes(
     assert attempt["exchange_id"] == lost.exchange_id
     assert (attempt["outcome"], attempt["error_code"]) == ("transient", "transient")
     assert attempt["error_message"] == (
-        f"{args[lost_id]['error_message']} (lease lost: token not updated)"
+        f"{writes[lost_id].error_message} (lease lost: token not updated)"
     )
     assert (attempt["old_expires_at"], attempt["new_expires_at"]) == (
         accounts[lost_id].access_expires_at,
@@ -468,7 +467,7 @@ async def test_one_batch_mixing_applied_lease_lost_and_deleted_writes(
     )
     exchange = dict(rows.exchanges[0])
     exchange["id"] = exchange["id"] == lost.exchange_id
-    assert exchange == expected_exchange(args[lost_id], lost_id, now)
+    assert exchange == expected_exchange(writes[lost_id], lost_id, now)
 
     # Deleted: only the exchange, detached from the account, kept in its organization.
     gone = results[gone_id]
@@ -476,7 +475,7 @@ async def test_one_batch_mixing_applied_lease_lost_and_deleted_writes(
     assert await written(runtime, gone_id) == Written(None, [], [])
     exchange = await exchange_by_id(runtime, gone.exchange_id) or {}
     exchange["id"] = exchange.get("id") == gone.exchange_id
-    assert exchange == expected_exchange(args[gone_id], None, now)
+    assert exchange == expected_exchange(writes[gone_id], None, now)
     assert await attempts_of_exchange(runtime, gone.exchange_id) == 0
 
 
@@ -488,10 +487,12 @@ async def test_a_success_whose_lease_was_lost_applies_no_token_and_no_expiry(
     (account_id,) = await seed_due_accounts(runtime, emu, 1, "lost_ok")
     clock.advance(minutes=30)
     account = (await claim(runtime, [account_id]))[account_id]
-    args = finish_args(runtime, account, ROTATED, await call_ebay(runtime, emu, account, ROTATED))
+    write = refresh_write(
+        runtime, account, ROTATED, await call_ebay(runtime, emu, account, ROTATED)
+    )
     await runtime.store.release_lease(account_id, OWNER)
     before = await runtime.store.account_token(account_id)
-    result = await runtime.store.finish_refresh(**args)
+    result = await runtime.store.finish_refresh(write)
     assert (result.applied, result.deleted) == (False, False)
     # Neither ciphertext, nor an expiry, nor the schedule: the row is exactly as it was.
     assert await runtime.store.account_token(account_id) == before
@@ -514,7 +515,7 @@ async def one_bad_write_among_good_ones(
     runtime: Runtime,
     emu: Emulator,
     clock: FakeClock,
-    spoil: Callable[[dict[str, Any]], dict[str, Any]],
+    spoil: Callable[[RefreshWrite], RefreshWrite],
 ) -> StoreError:
     """Three writes queued together, the middle one spoiled. The neighbours must be written as
     if alone, only the spoiled one's caller fails, and nothing of it is left half-written.
@@ -523,9 +524,9 @@ async def one_bad_write_among_good_ones(
     clock.advance(minutes=30)
     accounts = await claim(runtime, ids)
     call = await call_ebay(runtime, emu, accounts[ids[0]], OK)
-    args = {aid: finish_args(runtime, accounts[aid], OK, call) for aid in ids}
+    writes = {aid: refresh_write(runtime, accounts[aid], OK, call) for aid in ids}
     bad_id = ids[1]
-    args[bad_id] = spoil(args[bad_id])
+    writes[bad_id] = spoil(writes[bad_id])
     bad_before = await runtime.store.account_token(bad_id)
     exchanges_before = await count_rows(runtime, m.EbayExchange)
     attempts_before = await count_rows(runtime, m.RefreshAttempt)
@@ -534,7 +535,7 @@ async def one_bad_write_among_good_ones(
     finishes = runtime.store._finishes
     batches, items = finishes.batches, finishes.items
     answers = await asyncio.gather(
-        *(runtime.store.finish_refresh(**args[aid]) for aid in ids), return_exceptions=True
+        *(runtime.store.finish_refresh(writes[aid]) for aid in ids), return_exceptions=True
     )
     error = answers[1]
     assert isinstance(error, StoreError), repr(error)
@@ -548,8 +549,8 @@ async def one_bad_write_among_good_ones(
             continue
         assert isinstance(answer, FinishedRefresh), repr(answer)
         rows = await written(runtime, aid)
-        assert view(answer, rows, accounts[aid], args[aid]) == expected_view(
-            accounts[aid], args[aid], now
+        assert view(answer, rows, accounts[aid], writes[aid]) == expected_view(
+            accounts[aid], writes[aid], now
         )
 
     # Nothing of the bad write: its token row as claimed (our lease, the old version and
@@ -569,9 +570,9 @@ async def test_a_write_breaking_a_foreign_key_fails_alone(
     refuse it, after the token row was already updated in the same transaction."""
     emu, _ = emulator
 
-    def missing_organization(args: dict[str, Any]) -> dict[str, Any]:
-        account = dataclasses.replace(args["account"], organization_id=MISSING_ORGANIZATION)
-        return {**args, "account": account}
+    def missing_organization(write: RefreshWrite) -> RefreshWrite:
+        account = dataclasses.replace(write.account, organization_id=MISSING_ORGANIZATION)
+        return dataclasses.replace(write, account=account)
 
     error = await one_bad_write_among_good_ones(runtime, emu, clock, missing_organization)
     assert error.message.startswith("constraint violated:")
@@ -583,16 +584,16 @@ async def test_a_write_breaking_a_foreign_key_fails_alone(
 async def test_a_write_too_long_for_its_column_fails_alone(
     runtime: Runtime, emulator: tuple[Emulator, str], clock: FakeClock, database: DatabaseTarget
 ) -> None:
-    """PostgreSQL enforces VARCHAR lengths (SQLite does not): a trigger longer than the column
+    """PostgreSQL enforces VARCHAR lengths (SQLite does not): an actor longer than the column
     fails the array statement of the whole batch, and then only its own write."""
     emu, _ = emulator
     # The column is a String: its type has a length (TypeEngine in general does not).
-    column_length = m.RefreshAttempt.__table__.c.trigger.type.length  # type: ignore[attr-defined]
+    column_length = m.RefreshAttempt.__table__.c.actor.type.length  # type: ignore[attr-defined]
 
-    def too_long_trigger(args: dict[str, Any]) -> dict[str, Any]:
-        return {**args, "trigger": "x" * (column_length + 1)}
+    def too_long_actor(write: RefreshWrite) -> RefreshWrite:
+        return dataclasses.replace(write, actor="x" * (column_length + 1))
 
-    error = await one_bad_write_among_good_ones(runtime, emu, clock, too_long_trigger)
+    error = await one_bad_write_among_good_ones(runtime, emu, clock, too_long_actor)
     assert "too long" in error.message
 
 

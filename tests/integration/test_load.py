@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from httpx_aiohttp import AiohttpTransport
 
+from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.roles import Role
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.users import Users
@@ -224,9 +225,9 @@ async def test_500_concurrent_token_requests_with_worker_and_debug_refresh(
         sent = [r.trigger for r in reversed(rows) if r.sent and r.action == "refresh_token"]
         calls = emu.calls.count(endpoint="token", grant_type="refresh_token", username=name)
         assert calls == len(sent), (name, sent)  # what the journal recorded is what eBay saw
-        assert sent.count("debug") == extra.get(account_id, 0), (name, sent)
-        window = [t for t in sent if t != "debug"]
-        assert set(window) <= {"scheduled", "on_demand"}
+        assert sent.count(Trigger.DEBUG) == extra.get(account_id, 0), (name, sent)
+        window = [t for t in sent if t is not Trigger.DEBUG]
+        assert set(window) <= {Trigger.SCHEDULED, Trigger.ON_DEMAND}
         if account_id in fleet.expired:
             assert len(window) == (0 if sent[0] == "debug" else 1), (name, sent)
         else:

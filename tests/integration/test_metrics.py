@@ -265,6 +265,7 @@ def _beat(clock: FakeClock, status: str, finished_minutes_ago: float | None) -> 
         status=status,
         counts={},
         last_error=None,
+        app_credentials=None,
         cycles=1,
         updated_at=finished or now,
     )

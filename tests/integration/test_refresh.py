@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.exchange import Action, Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db import models as m
@@ -68,8 +68,9 @@ async def test_connect_stores_account_with_encrypted_tokens_and_granted_scopes(
     assert account.access_expires_at == runtime.clock() + timedelta(seconds=7200)
     assert account.refresh_expires_at == runtime.clock() + timedelta(seconds=47304000)
     entries = await runtime.journal.exchanges(account_id=account_id)
-    assert [e.action for e in entries] == ["get_user", "authorization_code"]
-    assert all(e.trigger == "connect" for e in entries)
+    # Read back as the enums they were written from: the column text stays in the journal.
+    assert [e.action for e in entries] == [Action.GET_USER, Action.AUTHORIZATION_CODE]
+    assert all(e.trigger is Trigger.CONNECT and e.outcome is Outcome.OK for e in entries)
 
 
 async def test_successful_refresh_persists_token_attempt_and_exchange_together(
@@ -93,8 +94,8 @@ async def test_successful_refresh_persists_token_attempt_and_exchange_together(
     assert after.version == before.version + 1
     assert after.lease_owner is None
     attempts = await runtime.journal.attempts(account_id)
-    assert attempts[0].outcome == "ok"
-    assert attempts[0].trigger == "admin"
+    assert attempts[0].outcome is Outcome.OK
+    assert attempts[0].trigger is Trigger.ADMIN
     assert attempts[0].actor == "test"
     assert attempts[0].old_expires_at == before.access_expires_at
     assert attempts[0].exchange_id == result.exchange_id

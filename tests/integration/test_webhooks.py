@@ -541,6 +541,7 @@ async def test_a_stale_worker_and_a_low_quota_are_each_notified_once(
             status="ok",
             counts={},
             last_error=None,
+            app_credentials=None,
             cycles=3,
             updated_at=silent,
         )

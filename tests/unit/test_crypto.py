@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ebay_connector.errors import CryptoError, DecryptFailed, KeyRingError
+from ebay_connector.errors import CryptoError, DecryptFailed, DecryptReason, KeyRingError
 from ebay_connector.keys import crypto
-from ebay_connector.keys.crypto import DecryptReason, KeyRing, TokenField
+from ebay_connector.keys.crypto import KeyRing, TokenField
 
 pytestmark = pytest.mark.unit
 
@@ -38,9 +38,9 @@ def make_ring(*key_ids: str, fingerprint_key: bytes | None = None) -> KeyRing:
     return KeyRing(keys, next(iter(keys)), fingerprint_key or secrets.token_bytes(32))
 
 
-def reason_of(info: pytest.ExceptionInfo[DecryptFailed]) -> DecryptReason | None:
+def reason_of(info: pytest.ExceptionInfo[DecryptFailed]) -> DecryptReason:
     assert info.value.code == "decrypt_failed"
-    return crypto.decrypt_reason(info.value)
+    return info.value.reason
 
 
 def test_round_trip() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from ebay_connector.core import notices
 from ebay_connector.core.notices import Condition, EventType, Mark, TokenFacts
+from ebay_connector.errors import InvalidWebhookUrl
 from ebay_connector.service import webhooks
 
 pytestmark = pytest.mark.unit
@@ -166,7 +167,7 @@ def test_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
     ],
 )
 def test_garbage_urls_are_refused(url: str) -> None:
-    with pytest.raises(webhooks.InvalidWebhookUrl):
+    with pytest.raises(InvalidWebhookUrl):
         webhooks.check_url(url)
 
 

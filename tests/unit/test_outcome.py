@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector.core.outcome import Disposition, Outcome, classify_token_answer, disposition
+from ebay_connector.core.outcome import (
+    AppCredentials,
+    Disposition,
+    Outcome,
+    app_credentials,
+    classify_token_answer,
+    disposition,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -108,3 +115,23 @@ def test_200_without_a_usable_token_is_malformed(answer: bytes) -> None:
 
 def test_401_without_body_is_invalid_client() -> None:
     assert classify_token_answer(401, {}, b"").outcome is Outcome.INVALID_CLIENT
+
+
+@pytest.mark.parametrize(
+    ("answered", "expected"),
+    [
+        ([], None),
+        ([Outcome.TRANSIENT, Outcome.INVALID_GRANT, Outcome.RATE_LIMITED], None),
+        ([Outcome.OK], AppCredentials.ACCEPTED),
+        ([Outcome.INVALID_CLIENT], AppCredentials.REJECTED),
+        # One rejection outweighs successes beside it, in either order.
+        ([Outcome.OK, Outcome.INVALID_CLIENT, Outcome.OK], AppCredentials.REJECTED),
+        ([Outcome.INVALID_CLIENT, Outcome.OK], AppCredentials.REJECTED),
+        # An account's refusal is about the account, not the application.
+        ([Outcome.INVALID_GRANT, Outcome.OK], AppCredentials.ACCEPTED),
+    ],
+)
+def test_what_answers_say_about_the_application_credentials(
+    answered: list[Outcome], expected: AppCredentials | None
+) -> None:
+    assert app_credentials(iter(answered)) is expected

@@ -37,7 +37,7 @@ def accounts(as_json: JsonOpt = False) -> None:
     """List accounts with their state and reason."""
     from ebay_connector.web import views
 
-    async def body(records: Records) -> list[dict[str, Any]]:
+    async def body(records: Records) -> list[views.AccountDoc]:
         now = records.clock()
         ahead = records.settings.refresh_ahead
         return [views.account_dict(a, now, ahead) for a in await records.store.accounts()]
@@ -83,13 +83,13 @@ def refresh(
 
     trigger = Trigger.DEBUG if debug else Trigger.ADMIN
 
-    async def body(runtime: Runtime) -> dict[str, Any]:
+    async def body(runtime: Runtime) -> tuple[bool, views.RefreshResultDoc]:
         account_id = await runtime.store.resolve_account(account)
         result = await runtime.refresher.refresh(account_id, trigger, actor="cli")
         exchange = views.exchange_dict(await runtime.refresher.exchange_of(result))
-        return views.refresh_result_dict(result, exchange)
+        return result.ok, views.refresh_result_dict(result, exchange)
 
-    doc = with_runtime(body)
+    ok, doc = with_runtime(body)
     if as_json:
         print_json(doc)
     else:
@@ -101,14 +101,14 @@ def refresh(
         out.print(doc["meaning"])
         if doc["joined"]:
             out.print("another caller refreshed this account meanwhile; this is its result")
-        exchange = doc.get("exchange")
+        exchange = doc["exchange"]
         if debug and exchange:
-            out.print(f"token fingerprint: {exchange.get('token_fingerprint') or '-'}")
+            out.print(f"token fingerprint: {exchange['token_fingerprint'] or '-'}")
             for line in views.exchange_lines(
                 exchange["request"], exchange["response"], exchange["error"]
             ):
                 out.print(line, markup=False)
-    exit_with(EXIT_OK if doc["outcome"] == "ok" else EXIT_FAILED)
+    exit_with(EXIT_OK if ok else EXIT_FAILED)
 
 
 def logs(
@@ -228,28 +228,10 @@ def inspect_runtime(
     """Worker heartbeats (with staleness) and the last attempts of every account."""
     from ebay_connector.web import views
 
-    async def body(records: Records) -> dict[str, Any]:
+    async def body(records: Records) -> views.RuntimeDoc:
         now = records.clock()
-        beats = []
-        for h in await records.heartbeats.all():
-            beats.append(
-                {
-                    "instance_id": h.instance_id,
-                    "host": h.host,
-                    "pid": h.pid,
-                    "version": h.version,
-                    "status": h.status_at(now),
-                    "reported_status": h.status,
-                    "started_at": views.iso(h.started_at),
-                    "last_cycle_started_at": views.iso(h.last_cycle_started_at),
-                    "last_cycle_finished_at": views.iso(h.last_cycle_finished_at),
-                    "cycles": h.cycles,
-                    "counts": h.counts,
-                    "last_error": h.last_error,
-                    "updated_at": views.iso(h.updated_at),
-                }
-            )
-        per_account = []
+        beats = [views.heartbeat_dict(h, now) for h in await records.heartbeats.all()]
+        per_account: list[views.AccountAttemptsDoc] = []
         for a in await records.store.accounts():
             per_account.append(
                 {
@@ -258,18 +240,7 @@ def inspect_runtime(
                     "state": a.state.value,
                     "reason": a.state_reason,
                     "attempts": [
-                        {
-                            "id": t.id,
-                            "trigger": t.trigger,
-                            "actor": t.actor,
-                            "started_at": views.iso(t.started_at),
-                            "finished_at": views.iso(t.finished_at),
-                            "outcome": t.outcome,
-                            "error_code": t.error_code,
-                            "error_message": t.error_message,
-                            "old_expires_at": views.iso(t.old_expires_at),
-                            "new_expires_at": views.iso(t.new_expires_at),
-                        }
+                        views.attempt_dict(t)
                         for t in await records.journal.attempts(a.account_id, attempts)
                     ],
                 }
@@ -344,15 +315,9 @@ def token(
     """Print a valid access token (refreshing on demand). Its job is to print a secret."""
     from ebay_connector.web import views
 
-    async def body(runtime: Runtime) -> dict[str, Any]:
+    async def body(runtime: Runtime) -> views.AccessTokenDoc:
         account_id = await runtime.store.resolve_account(account)
-        t = await runtime.refresher.get_access_token(account_id)
-        return {
-            "account_id": t.account_id,
-            "access_token": t.access_token,
-            "expires_at": views.iso(t.expires_at),
-            "token_type": t.token_type,
-        }
+        return views.access_token_dict(await runtime.refresher.get_access_token(account_id))
 
     doc = with_runtime(body)
     if as_json:

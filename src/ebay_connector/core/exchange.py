@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+from ebay_connector.core.outcome import Outcome
 
 
 class Trigger(enum.StrEnum):
@@ -33,6 +35,24 @@ class Action(enum.StrEnum):
     GET_PUBLIC_KEY = "get_public_key"  # Notification API, to verify a deletion notification
 
 
+class RequestDoc(TypedDict):
+    """The masked request as stored in the journal's ``request`` column."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    sent: bool
+
+
+class ResponseDoc(TypedDict):
+    """The masked answer as stored in the journal's ``response`` column."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
 @dataclass(frozen=True)
 class ExchangeRecord:
     """A masked, storable account of one exchange. Holds no secret in clear."""
@@ -43,7 +63,7 @@ class ExchangeRecord:
     request_headers: dict[str, str]
     request_body: dict[str, Any]
     sent: bool
-    outcome: str
+    outcome: Outcome
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     response_body: Any = None
@@ -51,7 +71,7 @@ class ExchangeRecord:
     error: str | None = None
     token_fingerprint: str | None = None  # fingerprint of the token sent (refresh token or code)
 
-    def request_dict(self) -> dict[str, Any]:
+    def request_dict(self) -> RequestDoc:
         return {
             "method": self.method,
             "url": self.url,
@@ -60,7 +80,7 @@ class ExchangeRecord:
             "sent": self.sent,
         }
 
-    def response_dict(self) -> dict[str, Any] | None:
+    def response_dict(self) -> ResponseDoc | None:
         if self.status is None:
             return None
         return {"status": self.status, "headers": self.response_headers, "body": self.response_body}

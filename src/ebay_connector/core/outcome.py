@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -90,6 +90,25 @@ MEANINGS: Mapping[Outcome, str] = {
 
 def disposition(outcome: Outcome) -> Disposition:
     return DISPOSITIONS[outcome]
+
+
+class AppCredentials(enum.StrEnum):
+    """eBay's word on the application's client id and secret (not on any account's token)."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+def app_credentials(answered: Iterable[Outcome]) -> AppCredentials | None:
+    """What answers eBay actually gave say about the application credentials: one
+    ``invalid_client`` rejects them (it outweighs successes beside it), a success accepts them,
+    any other answer says nothing (None)."""
+    said = set(answered)
+    if Outcome.INVALID_CLIENT in said:
+        return AppCredentials.REJECTED
+    if Outcome.OK in said:
+        return AppCredentials.ACCEPTED
+    return None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ebay_connector.core.outcome import AppCredentials
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
 
@@ -29,7 +30,8 @@ class HeartbeatRow:
     last_cycle_finished_at: datetime | None
     status: str
     counts: dict[str, Any]
-    last_error: str | None
+    last_error: str | None  # for people; what /readyz decides on is app_credentials
+    app_credentials: AppCredentials | None  # eBay's word in the last cycle (None: no word)
     cycles: int
     updated_at: datetime
 
@@ -38,6 +40,13 @@ class HeartbeatRow:
 
     def status_at(self, now: datetime) -> str:
         return "stale" if self.stale(now) else self.status
+
+
+def _heartbeat_row(row: Any) -> HeartbeatRow:
+    values = dict(row._mapping)
+    if values["app_credentials"] is not None:
+        values["app_credentials"] = AppCredentials(values["app_credentials"])
+    return HeartbeatRow(**values)
 
 
 class Heartbeats:
@@ -56,6 +65,7 @@ class Heartbeats:
             "status": beat.status,
             "counts": beat.counts,
             "last_error": beat.last_error,
+            "app_credentials": None if beat.app_credentials is None else beat.app_credentials.value,
             "cycles": beat.cycles,
             "updated_at": beat.updated_at,
         }
@@ -81,7 +91,7 @@ class Heartbeats:
             result = await conn.execute(
                 sa.select(m.WorkerHeartbeat.__table__).order_by(m.WorkerHeartbeat.updated_at.desc())
             )
-            return [HeartbeatRow(**dict(row._mapping)) for row in result]
+            return [_heartbeat_row(row) for row in result]
 
     async def prune(self, older_than: datetime) -> list[str]:
         """Delete heartbeats not updated since ``older_than``; returns the pruned instance ids."""

@@ -8,7 +8,7 @@ actually sent is what eBay counts.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ebay_connector.core.exchange import ExchangeRecord
+from ebay_connector.core.exchange import Action, ExchangeRecord, Trigger
+from ebay_connector.core.outcome import Outcome
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
 
@@ -25,14 +26,14 @@ from ebay_connector.db.database import Database
 class ExchangeRow:
     id: int
     created_at: datetime
-    action: str
-    trigger: str
+    action: Action
+    trigger: Trigger
     actor: str | None
     account_id: int | None
     account_label: str | None
     organization_id: int | None
     environment: str
-    outcome: str
+    outcome: Outcome
     sent: bool
     status: int | None
     duration_ms: float | None
@@ -47,11 +48,11 @@ class AttemptRow:
     id: int
     account_id: int | None
     organization_id: int
-    trigger: str
+    trigger: Trigger
     actor: str | None
     started_at: datetime
     finished_at: datetime
-    outcome: str
+    outcome: Outcome
     error_code: str | None
     error_message: str | None
     old_expires_at: datetime | None
@@ -61,8 +62,17 @@ class AttemptRow:
 
 def _exchange_row(row: Any) -> ExchangeRow:
     values = dict(row._mapping)
-    values.pop("account_label", None)
-    return ExchangeRow(account_label=row.account_label, **values)
+    values["action"] = Action(values["action"])
+    values["trigger"] = Trigger(values["trigger"])
+    values["outcome"] = Outcome(values["outcome"])
+    return ExchangeRow(**values)
+
+
+def _attempt_row(row: Any) -> AttemptRow:
+    values = dict(row._mapping)
+    values["trigger"] = Trigger(values["trigger"])
+    values["outcome"] = Outcome(values["outcome"])
+    return AttemptRow(**values)
 
 
 _EXCHANGE_COLUMNS = (*m.EbayExchange.__table__.c, m.EbayAccount.label.label("account_label"))
@@ -73,18 +83,18 @@ def _exchange_values(
     account_id: int | None,
     organization_id: int | None,
     environment: str,
-    trigger: str,
+    trigger: Trigger,
     now: datetime,
     actor: str | None = None,
 ) -> dict[str, Any]:
     return {
         "action": record.action.value,
-        "trigger": trigger,
+        "trigger": trigger.value,
         "actor": actor,
         "account_id": account_id,
         "organization_id": organization_id,
         "environment": environment,
-        "outcome": record.outcome,
+        "outcome": record.outcome.value,
         "sent": record.sent,
         "request": record.request_dict(),
         "response": record.response_dict(),
@@ -115,13 +125,42 @@ async def insert_exchange(
     account_id: int | None,
     organization_id: int | None,
     environment: str,
-    trigger: str,
+    trigger: Trigger,
     now: datetime,
     actor: str | None = None,
 ) -> int:
     values = _exchange_values(record, account_id, organization_id, environment, trigger, now, actor)
     result = await conn.execute(_INSERT_EXCHANGE, values)
     return int(result.scalar_one())
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a refresh attempt holds beyond what it shares with its exchange (account,
+    organization, trigger, actor)."""
+
+    started_at: datetime
+    finished_at: datetime
+    outcome: Outcome
+    error_message: str | None
+    old_expires_at: datetime | None
+    new_expires_at: datetime | None
+
+    @property
+    def error_code(self) -> str | None:
+        """The column ``error_code``: the outcome's code when it failed."""
+        return None if self.outcome is Outcome.OK else self.outcome.value
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome.value,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "old_expires_at": self.old_expires_at,
+            "new_expires_at": self.new_expires_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -132,12 +171,9 @@ class JournalEntry:
     account_id: int | None
     organization_id: int | None
     environment: str
-    trigger: str
+    trigger: Trigger
     actor: str | None
-    # What an attempt holds beyond what it shares with its exchange (account, organization,
-    # trigger, actor): started_at, finished_at, outcome, error_code, error_message,
-    # old_expires_at, new_expires_at. None: the exchange alone.
-    attempt: dict[str, Any] | None
+    attempt: Attempt | None  # None: the exchange alone
 
 
 _SHARED_FIELDS = ("account_id", "organization_id", "trigger", "actor")
@@ -193,7 +229,7 @@ ORDER BY entry.ord
 )
 
 
-def _json_text(value: dict[str, Any] | None) -> str | None:
+def _json_text(value: Mapping[str, object] | None) -> str | None:
     return None if value is None else json.dumps(value)
 
 
@@ -215,14 +251,15 @@ def _entry_columns(entries: Sequence[JournalEntry]) -> dict[str, list[Any]]:
         )
     }  # fmt: skip
     for entry in entries:
-        record, attempt = entry.exchange, entry.attempt or {}
+        record = entry.exchange
+        attempt = entry.attempt.columns() if entry.attempt is not None else {}
         columns["action"].append(record.action.value)
-        columns["trigger"].append(entry.trigger)
+        columns["trigger"].append(entry.trigger.value)
         columns["actor"].append(entry.actor)
         columns["account_id"].append(entry.account_id)
         columns["organization_id"].append(entry.organization_id)
         columns["environment"].append(entry.environment)
-        columns["outcome"].append(record.outcome)
+        columns["outcome"].append(record.outcome.value)
         columns["sent"].append(record.sent)
         columns["request"].append(_json_text(record.request_dict()))
         columns["response"].append(_json_text(record.response_dict()))
@@ -286,7 +323,7 @@ async def insert_entries(
             next_attempt += 1
             shared = {name: values[name] for name in _SHARED_FIELDS}
             attempts.append(
-                {"id": attempt_id, **shared, **entry.attempt, "exchange_id": exchange_id}
+                {"id": attempt_id, **shared, **entry.attempt.columns(), "exchange_id": exchange_id}
             )
         ids.append((attempt_id, exchange_id))
     await conn.execute(_INSERT_EXCHANGE_ROWS, exchanges)
@@ -305,7 +342,7 @@ class Journal:
         self,
         record: ExchangeRecord,
         *,
-        trigger: str,
+        trigger: Trigger,
         environment: str,
         account_id: int | None = None,
         organization_id: int | None = None,
@@ -377,7 +414,7 @@ class Journal:
                 .order_by(m.RefreshAttempt.id.desc())
                 .limit(limit)
             )
-            return [AttemptRow(**dict(row._mapping)) for row in result]
+            return [_attempt_row(row) for row in result]
 
     async def quota_usage(self, since: datetime) -> dict[str, int]:
         """Calls actually sent per grant type (action) since ``since``."""
@@ -397,7 +434,7 @@ class Journal:
             rows = await conn.execute(
                 sa.select(m.EbayExchange.created_at, m.EbayExchange.outcome).where(
                     m.EbayExchange.organization_id == organization_id,
-                    m.EbayExchange.action == "refresh_token",
+                    m.EbayExchange.action == Action.REFRESH_TOKEN.value,
                     m.EbayExchange.created_at >= since,
                 )
             )
@@ -412,7 +449,7 @@ class Journal:
 
     async def newest_ok_and_failed(self) -> frozenset[int]:
         """Ids of the newest ``ok`` and the newest not-``ok`` exchange of every account."""
-        ok = sa.case((m.EbayExchange.outcome == "ok", 1), else_=0)
+        ok = sa.case((m.EbayExchange.outcome == Outcome.OK.value, 1), else_=0)
         async with self.db.read() as conn:
             result = await conn.execute(
                 sa.select(sa.func.max(m.EbayExchange.id))

@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -39,7 +38,7 @@ from ebay_connector import log
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
 from ebay_connector.db.users import normalise_email
-from ebay_connector.errors import AccessError, StoreError
+from ebay_connector.errors import StoreError, TooManyAttempts
 
 if TYPE_CHECKING:
     from ebay_connector.settings import Settings
@@ -51,20 +50,6 @@ CAS_TRIES = 8
 ZERO = timedelta(0)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class TooManyAttempts(AccessError):
-    """Sign-in refused without checking the password: too many attempts for this e-mail/client."""
-
-    code = "too_many_attempts"
-
-    def __init__(self, message: str, *, retry_after: timedelta) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    @property
-    def retry_after_seconds(self) -> int:
-        return max(1, math.ceil(self.retry_after.total_seconds()))
 
 
 class Kind(enum.StrEnum):

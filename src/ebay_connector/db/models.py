@@ -185,6 +185,8 @@ class WorkerHeartbeat(Base):
     status: Mapped[str] = mapped_column(sa.String(16))
     counts: Mapped[dict[str, Any]]
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+    # eBay's word on the application credentials in the last cycle: accepted / rejected / NULL.
+    app_credentials: Mapped[str | None] = mapped_column(sa.String(16))
     cycles: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime]
 

@@ -15,7 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ebay_connector.core.exchange import ExchangeRecord
+from ebay_connector.core.exchange import ExchangeRecord, Trigger
+from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.token_state import TokenState, Transition
 from ebay_connector.db import journal
 from ebay_connector.db import models as m
@@ -284,15 +285,14 @@ async def _journal_entry(
         environment=account.environment,
         trigger=write.trigger,
         actor=write.actor,
-        attempt={
-            "started_at": write.started_at,
-            "finished_at": now,
-            "outcome": write.outcome,
-            "error_code": None if write.outcome == "ok" else write.outcome,
-            "error_message": error_message.strip() if error_message else None,
-            "old_expires_at": account.access_expires_at,
-            "new_expires_at": write.transition.access_expires_at if applied_here else None,
-        },
+        attempt=journal.Attempt(
+            started_at=write.started_at,
+            finished_at=now,
+            outcome=write.outcome,
+            error_message=error_message.strip() if error_message else None,
+            old_expires_at=account.access_expires_at,
+            new_expires_at=write.transition.access_expires_at if applied_here else None,
+        ),
     )
 
 
@@ -360,10 +360,10 @@ class RefreshWrite:
 
     account: AccountToken
     lease_owner: str
-    trigger: str
+    trigger: Trigger
     actor: str | None
     started_at: datetime
-    outcome: str
+    outcome: Outcome
     error_message: str | None
     exchange: ExchangeRecord
     transition: Transition
@@ -516,7 +516,14 @@ class Store:
                 )
             exchange_ids = [
                 await journal.insert_exchange(
-                    conn, record, account_id, organization_id, environment, "connect", now, actor
+                    conn,
+                    record,
+                    account_id,
+                    organization_id,
+                    environment,
+                    Trigger.CONNECT,
+                    now,
+                    actor,
                 )
                 for record in exchanges
             ]
@@ -524,11 +531,11 @@ class Store:
                 sa.insert(m.RefreshAttempt).values(
                     account_id=account_id,
                     organization_id=organization_id,
-                    trigger="connect",
+                    trigger=Trigger.CONNECT.value,
                     actor=actor,
                     started_at=now,
                     finished_at=now,
-                    outcome="ok",
+                    outcome=Outcome.OK.value,
                     new_expires_at=access_expires_at,
                     exchange_id=exchange_ids[0] if exchange_ids else None,
                 )
@@ -761,22 +768,7 @@ class Store:
             )
             return {str(state): int(n) for state, n in result.all()}
 
-    async def finish_refresh(
-        self,
-        *,
-        account: AccountToken,
-        lease_owner: str,
-        trigger: str,
-        actor: str | None,
-        started_at: datetime,
-        outcome: str,
-        error_message: str | None,
-        exchange: ExchangeRecord,
-        transition: Transition,
-        access_token_ciphertext: str | None,
-        refresh_token_ciphertext: str | None,
-        refresh_expires_at: datetime | None,
-    ) -> FinishedRefresh:
+    async def finish_refresh(self, write: RefreshWrite) -> FinishedRefresh:
         """Record the attempt and its exchange and move the token, in ONE transaction.
 
         The token update is guarded by the lease. If the account was deleted meanwhile, only the
@@ -787,22 +779,7 @@ class Store:
         Refreshes finishing at the same time share one transaction (:mod:`group_commit`); each
         one's rows are still all there or all absent, and this returns after their commit.
         """
-        return await self._finishes.submit(
-            RefreshWrite(
-                account=account,
-                lease_owner=lease_owner,
-                trigger=trigger,
-                actor=actor,
-                started_at=started_at,
-                outcome=outcome,
-                error_message=error_message,
-                exchange=exchange,
-                transition=transition,
-                access_token_ciphertext=access_token_ciphertext,
-                refresh_token_ciphertext=refresh_token_ciphertext,
-                refresh_expires_at=refresh_expires_at,
-            )
-        )
+        return await self._finishes.submit(write)
 
     async def flush(self) -> None:
         """Wait for every queued refresh write (before the database is closed)."""

@@ -232,7 +232,7 @@ class AppTokens:
             values = {}
         async with self.db.transaction() as conn:
             await journal.insert_exchange(
-                conn, call.exchange, None, None, self.environment, trigger.value, now
+                conn, call.exchange, None, None, self.environment, trigger, now
             )
             await conn.execute(
                 sa.update(m.AppToken)

@@ -32,7 +32,7 @@ from ebay_connector.core.outcome import (
     classify_revoke_answer,
     classify_token_answer,
 )
-from ebay_connector.errors import DecryptFailed, InvalidStoredToken
+from ebay_connector.errors import DecryptFailed, DecryptReason, InvalidStoredToken
 from ebay_connector.keys.crypto import PREFIX as CIPHERTEXT_PREFIX
 from ebay_connector.settings import Endpoints
 
@@ -134,7 +134,10 @@ def build_refresh_request(
     token = decrypt(stored_ciphertext)
     if token.startswith(CIPHERTEXT_PREFIX):
         # ring.decrypt already refuses this; kept so the invariant holds for any decrypt given.
-        raise DecryptFailed("the decrypted refresh token is itself encrypted (double encryption)")
+        raise DecryptFailed(
+            "the decrypted refresh token is itself encrypted (double encryption)",
+            reason=DecryptReason.DOUBLY_ENCRYPTED,
+        )
     if not token.strip():
         raise InvalidStoredToken("the stored refresh token is empty")
     if not looks_like_ebay_token(token):
@@ -358,7 +361,7 @@ class EbayClient:
             request_headers=headers,
             request_body=form,
             sent=True,
-            outcome=classified.outcome.value,
+            outcome=classified.outcome,
             duration_ms=duration_ms,
             error=None
             if ok
@@ -425,7 +428,7 @@ def not_sent(
         request_headers={},
         request_body={},
         sent=False,
-        outcome=outcome.value,
+        outcome=outcome,
         error=error,
         token_fingerprint=fingerprint,
     )

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ebay_connector import log
-from ebay_connector.errors import CryptoError, DecryptFailed, KeyRingError
+from ebay_connector.errors import CryptoError, DecryptFailed, DecryptReason, KeyRingError
 
 logger = logging.getLogger(__name__)
 
@@ -51,22 +51,6 @@ class TokenField(StrEnum):
 
     ACCESS_TOKEN = "access_token"
     REFRESH_TOKEN = "refresh_token"
-
-
-class DecryptReason(StrEnum):
-    """Why ``KeyRing.decrypt`` failed; set as ``reason`` on the ``DecryptFailed`` it raises."""
-
-    NOT_ENCRYPTED = "not_encrypted"
-    MALFORMED = "malformed"
-    UNKNOWN_KEY = "unknown_key"
-    AUTHENTICATION_FAILED = "authentication_failed"
-    DOUBLY_ENCRYPTED = "doubly_encrypted"
-
-
-def decrypt_reason(exc: DecryptFailed) -> DecryptReason | None:
-    """The reason a ``DecryptFailed`` raised by this module carries, else None."""
-    reason = getattr(exc, "reason", None)
-    return reason if isinstance(reason, DecryptReason) else None
 
 
 def generate_key() -> bytes:
@@ -443,10 +427,7 @@ def remove_file_key(path: Path, key_id: str) -> None:
 
 
 def _failed(reason: DecryptReason, where: str, why: str) -> DecryptFailed:
-    exc = DecryptFailed(f"cannot decrypt {where}: {why}")
-    # errors.DecryptFailed declares no ``reason``; read it with ``decrypt_reason``.
-    setattr(exc, "reason", reason)  # noqa: B010
-    return exc
+    return DecryptFailed(f"cannot decrypt {where}: {why}", reason=reason)
 
 
 def _require_b64(text: object, what: str) -> bytes:

@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from ebay_connector import log
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
-from ebay_connector.errors import ConfigError, DecryptFailed, SchemaMissing
-from ebay_connector.keys.crypto import PREFIX, DecryptReason, KeyRing, TokenField, decrypt_reason
+from ebay_connector.errors import ConfigError, DecryptFailed, DecryptReason, SchemaMissing
+from ebay_connector.keys.crypto import PREFIX, KeyRing, TokenField
 from ebay_connector.keys.crypto import token_context as _token_context
 
 logger = logging.getLogger(__name__)
@@ -196,10 +196,7 @@ async def _count(db: Database, column: SealedColumn, *where: sa.ColumnElement[bo
 def _failure(
     column: SealedColumn, key: Mapping[str, Any], exc: DecryptFailed, ring: KeyRing, text: str
 ) -> Failure:
-    reason = decrypt_reason(exc)
-    return Failure(
-        column.field, dict(key), reason.value if reason else exc.code, ring.key_id_of(text)
-    )
+    return Failure(column.field, dict(key), exc.reason.value, ring.key_id_of(text))
 
 
 # Rotation ---------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ async def connect_with_code(
     if call.classified.outcome is not Outcome.OK or grant is None or not grant.refresh_token:
         await journal.record_exchange(
             call.exchange,
-            trigger=Trigger.CONNECT.value,
+            trigger=Trigger.CONNECT,
             environment=environment,
             organization_id=organization_id,
             actor=actor,
@@ -73,7 +73,7 @@ async def connect_with_code(
     if user is None:
         await journal.record_exchange(
             user_exchange,
-            trigger=Trigger.CONNECT.value,
+            trigger=Trigger.CONNECT,
             environment=environment,
             organization_id=organization_id,
             actor=actor,
@@ -156,7 +156,7 @@ async def disconnect(
         revoked = call.classified.outcome is Outcome.OK
         await journal.record_exchange(
             call.exchange,
-            trigger=Trigger.ADMIN.value,
+            trigger=Trigger.ADMIN,
             environment=account.environment,
             account_id=account.account_id,
             organization_id=account.organization_id,

@@ -28,7 +28,7 @@ from ebay_connector.core.outcome import MEANINGS, Classified, Outcome
 from ebay_connector.core.policy import PolicyConfig
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.journal import ExchangeRow, Journal
-from ebay_connector.db.store import AccountToken, Store
+from ebay_connector.db.store import AccountToken, RefreshWrite, Store
 from ebay_connector.ebay.client import EbayClient, build_refresh_request, not_sent
 from ebay_connector.ebay.pacing import Pacer
 from ebay_connector.errors import (
@@ -321,18 +321,20 @@ class Refresher:
             access_ct = refresh_ct = None
             refresh_expires = None
         written = await self.store.finish_refresh(
-            account=account,
-            lease_owner=self.owner,
-            trigger=trigger.value,
-            actor=actor,
-            started_at=started,
-            outcome=classified.outcome.value,
-            error_message=None if classified.outcome is Outcome.OK else classified.message,
-            exchange=exchange,
-            transition=transition,
-            access_token_ciphertext=access_ct,
-            refresh_token_ciphertext=refresh_ct,
-            refresh_expires_at=refresh_expires,
+            RefreshWrite(
+                account=account,
+                lease_owner=self.owner,
+                trigger=trigger,
+                actor=actor,
+                started_at=started,
+                outcome=classified.outcome,
+                error_message=None if classified.outcome is Outcome.OK else classified.message,
+                exchange=exchange,
+                transition=transition,
+                access_token_ciphertext=access_ct,
+                refresh_token_ciphertext=refresh_ct,
+                refresh_expires_at=refresh_expires,
+            )
         )
         log.event(
             logger,
@@ -456,7 +458,7 @@ class Refresher:
         """Another caller refreshed while we waited: report its result instead of calling eBay."""
         attempts = await self.journal.attempts(current.account_id, limit=1)
         last = attempts[0] if attempts else None
-        outcome = Outcome(last.outcome) if last is not None else Outcome.OK
+        outcome = last.outcome if last is not None else Outcome.OK
         exchange_row = (
             await self.journal.exchange(last.exchange_id)
             if last is not None and last.exchange_id is not None

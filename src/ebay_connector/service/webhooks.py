@@ -41,7 +41,7 @@ from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.db import outbox
 from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
-from ebay_connector.errors import ConnectorError, NotFound, UsageError
+from ebay_connector.errors import ConnectorError, InvalidWebhookUrl, WebhookNotFound
 from ebay_connector.keys.crypto import KeyRing
 from ebay_connector.settings import Settings
 from ebay_connector.version import code_version
@@ -62,14 +62,6 @@ BACKOFF = retry.Backoff(
 CANDIDATE_BATCH = 500
 CLOSE_GRACE = timedelta(seconds=5)
 DEFAULT_QUOTA = quota.QuotaConfig()
-
-
-class InvalidWebhookUrl(UsageError):
-    code = "invalid_webhook_url"
-
-
-class WebhookNotFound(NotFound):
-    code = "webhook_not_found"
 
 
 # Signing -----------------------------------------------------------------------------------

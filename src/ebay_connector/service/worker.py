@@ -25,7 +25,13 @@ from typing import Any
 from ebay_connector import log
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
-from ebay_connector.core.outcome import Disposition, Outcome, disposition
+from ebay_connector.core.outcome import (
+    AppCredentials,
+    Disposition,
+    Outcome,
+    app_credentials,
+    disposition,
+)
 from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.heartbeats import HeartbeatRow, Heartbeats
@@ -197,7 +203,8 @@ class Worker:
         status = cycle_status(counts, error)
         finished = self.clock()
         self.cycles += 1
-        await self._beat(status, counts, error, started, finished, quota)
+        credentials = app_credentials(r.outcome for r in results if r.called_ebay and not r.joined)
+        await self._beat(status, counts, error, started, finished, quota, credentials)
         log.event(
             logger,
             "worker.cycle",
@@ -421,6 +428,7 @@ class Worker:
         started: datetime | None,
         finished: datetime | None,
         quota: QuotaState | None = None,
+        credentials: AppCredentials | None = None,
     ) -> None:
         body = asdict(counts)
         if quota is not None:
@@ -439,6 +447,7 @@ class Worker:
                     status=status.value,
                     counts=body,
                     last_error=error,
+                    app_credentials=credentials,
                     cycles=self.cycles,
                     updated_at=self.clock(),
                 )

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from ebay_connector import __version__
+from ebay_connector.core.outcome import AppCredentials
 from ebay_connector.errors import ConnectorError
 from ebay_connector.runtime import Runtime
 from ebay_connector.service.refresh import APP_CREDENTIALS_REJECTED
@@ -40,12 +41,9 @@ async def _app_credentials_accepted(runtime: Runtime, *, database_up: bool) -> b
         except ConnectorError:
             beats = []  # gone since the ping: the next probe's database check says so
     for beat in beats:
-        if beat.stale(now):
+        if beat.stale(now) or beat.app_credentials is None:
             continue
-        if beat.last_error == APP_CREDENTIALS_REJECTED:
-            verdicts.append((beat.updated_at, False))
-        elif beat.counts.get("refreshed"):
-            verdicts.append((beat.updated_at, True))
+        verdicts.append((beat.updated_at, beat.app_credentials is AppCredentials.ACCEPTED))
     return not verdicts or max(verdicts)[1]  # on a tie, the success wins
 
 

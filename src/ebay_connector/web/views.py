@@ -1,21 +1,160 @@
 """Plain-text and JSON renderings of exchanges, attempts and accounts for the CLI, API and UI.
 
-Everything rendered here comes from masked records: no function in this module ever sees a secret.
+Each document has a TypedDict, so the CLI, the API and the UI read typed keys, not ``Any``.
+Everything rendered here comes from masked records: no function in this module ever sees a
+secret, except :func:`access_token_dict`, whose whole purpose is to hand one over.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from ebay_connector.core.exchange import ExchangeRecord
+from ebay_connector.core.exchange import ExchangeRecord, RequestDoc, ResponseDoc
 from ebay_connector.core.outcome import MEANINGS, Outcome
-from ebay_connector.db.journal import ExchangeRow
+from ebay_connector.db.heartbeats import HeartbeatRow
+from ebay_connector.db.journal import AttemptRow, ExchangeRow
 from ebay_connector.db.store import AccountToken
 
 if TYPE_CHECKING:
-    from ebay_connector.service.refresh import RefreshResult
+    from ebay_connector.service.refresh import AccessToken, RefreshResult
+
+
+class ExchangeRowDoc(TypedDict):
+    """An exchange read back from the journal (terminal entries, a joined refresh's exchange)."""
+
+    id: int
+    created_at: str
+    account_id: int | None
+    account_label: str | None
+    organization_id: int | None
+    environment: str
+    action: str
+    trigger: str
+    actor: str | None
+    outcome: str
+    meaning: str
+    sent: bool
+    status: int | None
+    duration_ms: float | None
+    error: str | None
+    token_fingerprint: str | None
+    request: dict[str, Any]  # stored JSON: RequestDoc when written by this version
+    response: dict[str, Any] | None
+
+
+class RecordDoc(TypedDict):
+    """A fresh exchange, as the eBay client recorded it (not yet read back)."""
+
+    action: str
+    outcome: str
+    sent: bool
+    status: int | None
+    duration_ms: float | None
+    error: str | None
+    token_fingerprint: str | None
+    request: RequestDoc
+    response: ResponseDoc | None
+
+
+ExchangeDoc = RecordDoc | ExchangeRowDoc
+
+
+class AccountDoc(TypedDict):
+    id: int
+    organization_id: int
+    label: str
+    ebay_username: str
+    ebay_user_id: str
+    environment: str
+    state: str
+    reason: str | None
+    display_state: str
+    access_expires_at: str | None
+    refresh_expires_at: str | None
+    failures_in_row: int
+    last_error_code: str | None
+    last_error_message: str | None
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    last_success_at: str | None
+    last_used_at: str | None
+    scopes: list[str]
+    refresh_policy: str
+
+
+class RefreshResultDoc(TypedDict):
+    account_id: int
+    trigger: str
+    outcome: str
+    meaning: str
+    message: str
+    called_ebay: bool
+    joined: bool
+    state: str
+    state_reason: str | None
+    access_expires_at: str | None
+    next_attempt_at: str | None
+    exchange_id: int | None
+    exchange: ExchangeDoc | None
+
+
+class HeartbeatDoc(TypedDict):
+    """A worker's heartbeat as ``inspect runtime`` shows it (``status`` includes ``stale``)."""
+
+    instance_id: str
+    host: str
+    pid: int
+    version: str
+    status: str
+    reported_status: str
+    started_at: str | None
+    last_cycle_started_at: str | None
+    last_cycle_finished_at: str | None
+    cycles: int
+    counts: dict[str, Any]
+    last_error: str | None
+    updated_at: str | None
+
+
+class AttemptDoc(TypedDict):
+    id: int
+    trigger: str
+    actor: str | None
+    started_at: str | None
+    finished_at: str | None
+    outcome: str
+    error_code: str | None
+    error_message: str | None
+    old_expires_at: str | None
+    new_expires_at: str | None
+
+
+class AccountAttemptsDoc(TypedDict):
+    id: int
+    label: str
+    state: str
+    reason: str | None
+    attempts: list[AttemptDoc]
+
+
+class RuntimeDoc(TypedDict):
+    """What ``inspect runtime --json`` prints."""
+
+    heartbeats: list[HeartbeatDoc]
+    accounts_by_state: dict[str, int]
+    due_now: int
+    quota: dict[str, Any]
+    accounts: list[AccountAttemptsDoc]
+
+
+class AccessTokenDoc(TypedDict):
+    account_id: int
+    access_token: str  # the secret itself
+    expires_at: str | None
+    token_type: str
 
 
 def iso(value: datetime | None) -> str | None:
@@ -43,11 +182,8 @@ def relative(value: datetime | None, now: datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-def meaning(outcome: str) -> str:
-    try:
-        return MEANINGS[Outcome(outcome)]
-    except ValueError:
-        return outcome
+def meaning(outcome: Outcome) -> str:
+    return MEANINGS[outcome]
 
 
 def _form_line(name: str, value: Any) -> str:
@@ -60,7 +196,7 @@ def _form_line(name: str, value: Any) -> str:
 
 
 def exchange_lines(
-    request: dict[str, Any], response: dict[str, Any] | None, error: str | None
+    request: Mapping[str, Any], response: Mapping[str, Any] | None, error: str | None
 ) -> list[str]:
     """The exchange as a terminal would show it: ``>`` request lines, ``<`` response lines."""
     lines: list[str] = []
@@ -90,23 +226,24 @@ def exchange_head(row: ExchangeRow) -> str:
     status = row.status if row.status is not None else "not sent"
     duration = f"{row.duration_ms:.0f} ms" if row.duration_ms is not None else "-"
     return (
-        f"{row.created_at:%Y-%m-%d %H:%M:%S} · {account} · {row.trigger} · {row.action} · "
-        f"{row.outcome} · {status} · {duration} · fp {row.token_fingerprint or '-'}"
+        f"{row.created_at:%Y-%m-%d %H:%M:%S} · {account} · {row.trigger.value} · "
+        f"{row.action.value} · {row.outcome.value} · {status} · {duration} · "
+        f"fp {row.token_fingerprint or '-'}"
     )
 
 
-def exchange_row_dict(row: ExchangeRow) -> dict[str, Any]:
+def exchange_row_dict(row: ExchangeRow) -> ExchangeRowDoc:
     return {
         "id": row.id,
-        "created_at": iso(row.created_at),
+        "created_at": row.created_at.isoformat(),
         "account_id": row.account_id,
         "account_label": row.account_label,
         "organization_id": row.organization_id,
         "environment": row.environment,
-        "action": row.action,
-        "trigger": row.trigger,
+        "action": row.action.value,
+        "trigger": row.trigger.value,
         "actor": row.actor,
-        "outcome": row.outcome,
+        "outcome": row.outcome.value,
         "meaning": meaning(row.outcome),
         "sent": row.sent,
         "status": row.status,
@@ -118,10 +255,10 @@ def exchange_row_dict(row: ExchangeRow) -> dict[str, Any]:
     }
 
 
-def record_dict(record: ExchangeRecord) -> dict[str, Any]:
+def record_dict(record: ExchangeRecord) -> RecordDoc:
     return {
         "action": record.action.value,
-        "outcome": record.outcome,
+        "outcome": record.outcome.value,
         "sent": record.sent,
         "status": record.status,
         "duration_ms": record.duration_ms,
@@ -161,7 +298,7 @@ def display_state(account: AccountToken, now: datetime, refresh_ahead: timedelta
     return f"{text} ({account.state_reason})" if account.state_reason else text
 
 
-def account_dict(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> dict[str, Any]:
+def account_dict(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> AccountDoc:
     return {
         "id": account.account_id,
         "organization_id": account.organization_id,
@@ -186,7 +323,7 @@ def account_dict(account: AccountToken, now: datetime, refresh_ahead: timedelta)
     }
 
 
-def exchange_dict(exchange: ExchangeRecord | ExchangeRow | None) -> dict[str, Any] | None:
+def exchange_dict(exchange: ExchangeRecord | ExchangeRow | None) -> ExchangeDoc | None:
     """A result's masked exchange as a document, whether fresh or read back from the journal."""
     if exchange is None:
         return None
@@ -195,7 +332,7 @@ def exchange_dict(exchange: ExchangeRecord | ExchangeRow | None) -> dict[str, An
     return exchange_row_dict(exchange)
 
 
-def refresh_result_dict(result: RefreshResult, exchange: dict[str, Any] | None) -> dict[str, Any]:
+def refresh_result_dict(result: RefreshResult, exchange: ExchangeDoc | None) -> RefreshResultDoc:
     """A refresh's outcome as JSON (CLI ``refresh --json`` and the admin API)."""
     return {
         "account_id": result.account_id,
@@ -211,4 +348,47 @@ def refresh_result_dict(result: RefreshResult, exchange: dict[str, Any] | None) 
         "next_attempt_at": iso(result.next_attempt_at),
         "exchange_id": result.exchange_id,
         "exchange": exchange,
+    }
+
+
+def heartbeat_dict(beat: HeartbeatRow, now: datetime) -> HeartbeatDoc:
+    return {
+        "instance_id": beat.instance_id,
+        "host": beat.host,
+        "pid": beat.pid,
+        "version": beat.version,
+        "status": beat.status_at(now),
+        "reported_status": beat.status,
+        "started_at": iso(beat.started_at),
+        "last_cycle_started_at": iso(beat.last_cycle_started_at),
+        "last_cycle_finished_at": iso(beat.last_cycle_finished_at),
+        "cycles": beat.cycles,
+        "counts": beat.counts,
+        "last_error": beat.last_error,
+        "updated_at": iso(beat.updated_at),
+    }
+
+
+def attempt_dict(attempt: AttemptRow) -> AttemptDoc:
+    return {
+        "id": attempt.id,
+        "trigger": attempt.trigger.value,
+        "actor": attempt.actor,
+        "started_at": iso(attempt.started_at),
+        "finished_at": iso(attempt.finished_at),
+        "outcome": attempt.outcome.value,
+        "error_code": attempt.error_code,
+        "error_message": attempt.error_message,
+        "old_expires_at": iso(attempt.old_expires_at),
+        "new_expires_at": iso(attempt.new_expires_at),
+    }
+
+
+def access_token_dict(token: AccessToken) -> AccessTokenDoc:
+    """The one document that carries a secret: what ``ebay-connector token`` prints."""
+    return {
+        "account_id": token.account_id,
+        "access_token": token.access_token,
+        "expires_at": iso(token.expires_at),
+        "token_type": token.token_type,
     }

@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ebay_connector import log
-from ebay_connector.db.login_throttle import TooManyAttempts
 from ebay_connector.errors import (
     AccessError,
     ConnectFailed,
@@ -28,6 +27,7 @@ from ebay_connector.errors import (
     NotFound,
     RefreshFailed,
     StoreError,
+    TooManyAttempts,
     Unauthorized,
     UsageError,
 )

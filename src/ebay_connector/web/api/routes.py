@@ -48,7 +48,7 @@ async def _owned(runtime: Runtime, principal: Principal, account_id: int) -> Acc
     return account
 
 
-def _account(runtime: Runtime, account: AccountToken) -> dict[str, Any]:
+def _account(runtime: Runtime, account: AccountToken) -> views.AccountDoc:
     return views.account_dict(account, runtime.clock(), runtime.settings.refresh_ahead)
 
 
@@ -241,7 +241,7 @@ async def admin_accounts(principal: SignedIn, runtime: RuntimeDep) -> Any:
 
 async def _refresh(
     runtime: Runtime, principal: Principal, account_id: int, trigger: Trigger
-) -> dict[str, Any]:
+) -> views.RefreshResultDoc:
     await _owned(runtime, principal, account_id)
     result = await runtime.refresher.refresh(account_id, trigger, actor=principal.actor)
     return views.refresh_result_dict(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from ebay_connector.core.roles import Role
 from ebay_connector.db.store import MAX_ID
-from ebay_connector.errors import Forbidden
+from ebay_connector.errors import Forbidden, WebhookNotFound
 from ebay_connector.service import webhooks
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
@@ -157,5 +157,5 @@ async def test_webhook(endpoint_id: EndpointId, principal: Manager, runtime: Run
     endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
     row = await runtime.webhooks.send_test(endpoint, principal.actor)
     if row is None:  # removed between the lookup and the send
-        raise webhooks.WebhookNotFound(f"no webhook {endpoint_id}")
+        raise WebhookNotFound(f"no webhook {endpoint_id}")
     return row.__dict__

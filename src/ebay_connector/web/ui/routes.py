@@ -23,6 +23,7 @@ from ebay_connector.core import quota
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.roles import Role
+from ebay_connector.db.journal import ExchangeRow
 from ebay_connector.db.store import MAX_ID, AccountToken
 from ebay_connector.errors import AccountNotFound, ConnectorError
 from ebay_connector.runtime import Runtime
@@ -121,8 +122,7 @@ async def login(
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
     # Imported here: this handler is the only part of the UI that signs in (issue 6).
-    from ebay_connector.db.login_throttle import TooManyAttempts
-    from ebay_connector.errors import Unauthorized
+    from ebay_connector.errors import TooManyAttempts, Unauthorized
     from ebay_connector.web.api.auth import sign_in
 
     try:
@@ -276,10 +276,9 @@ def _terminal_filters(account: str, trigger: str, outcome: str) -> dict[str, Any
     }
 
 
-def _entry_view(row: Any) -> dict[str, Any]:
-    entry = views.exchange_row_dict(row)
-    entry["lines"] = "\n".join(views.exchange_lines(row.request, row.response, row.error))
-    return entry
+def _entry_view(row: ExchangeRow) -> dict[str, Any]:
+    lines = "\n".join(views.exchange_lines(row.request, row.response, row.error))
+    return {**views.exchange_row_dict(row), "lines": lines}
 
 
 @router.get("/terminal")
