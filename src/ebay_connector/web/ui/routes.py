@@ -25,11 +25,11 @@ from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.roles import Role
 from ebay_connector.db.journal import ExchangeRow
 from ebay_connector.db.store import MAX_ID, AccountToken
-from ebay_connector.errors import AccountNotFound, ConnectorError
+from ebay_connector.errors import AccountNotFound, ConnectorError, TooManyAttempts, Unauthorized
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
 from ebay_connector.web.api import schemas
-from ebay_connector.web.api.auth import Admin, SignedIn, session_cookie
+from ebay_connector.web.api.auth import Admin, SignedIn, session_cookie, sign_in
 from ebay_connector.web.api.state import runtime_of
 
 HERE = Path(__file__).parent
@@ -121,10 +121,6 @@ async def login(
     email: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
-    # Imported here: this handler is the only part of the UI that signs in (issue 6).
-    from ebay_connector.errors import TooManyAttempts, Unauthorized
-    from ebay_connector.web.api.auth import sign_in
-
     try:
         user = await sign_in(request, email, password)
     except TooManyAttempts as exc:
