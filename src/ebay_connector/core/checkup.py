@@ -276,8 +276,8 @@ def key_ring_check(facts: KeyRingFacts, setting: str) -> Check:
                 Status.FAIL,
                 f"{len(facts.failures)} of {facts.tried} ciphertexts tried do not decrypt: "
                 f"{shown}{more}",
-                "`ebay-connector keys check` lists them; a seller whose token is lost connects "
-                "again.",
+                "a key that was rotated away must come back; a seller whose token cannot be "
+                "decrypted connects again.",
             )
         )
     counts = " · ".join(f"{k} {n}" for k, n in sorted(facts.by_key.items())) or "none stored yet"
