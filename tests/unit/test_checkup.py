@@ -8,8 +8,9 @@ from email.utils import format_datetime
 
 import pytest
 
-from ebay_connector.core import checkup
-from ebay_connector.core.checkup import Check, PageAnswer, Report, Status
+from ebay_connector.core import checkup, ebay_setup
+from ebay_connector.core.checkup import Check, Report, Status
+from ebay_connector.core.ebay_setup import PageAnswer
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.quota import QuotaConfig, QuotaState
 
@@ -108,14 +109,14 @@ def test_key_ring() -> None:
 
 
 def test_credentials() -> None:
-    assert checkup.credentials_check(Outcome.OK, "ok", "sandbox").status is Status.OK
-    refused = checkup.credentials_check(
+    assert ebay_setup.credentials_check(Outcome.OK, "ok", "sandbox").status is Status.OK
+    refused = ebay_setup.credentials_check(
         Outcome.INVALID_CLIENT, "invalid_client: client authentication failed", "sandbox"
     )
     assert refused.status is Status.FAIL
     assert refused.detail.startswith("invalid_client")
     assert "sandbox keyset" in refused.remedy
-    down = checkup.credentials_check(Outcome.TRANSIENT, "timeout", "production")
+    down = ebay_setup.credentials_check(Outcome.TRANSIENT, "timeout", "production")
     assert down.status is Status.FAIL and "reaches eBay" in down.remedy
 
 
@@ -146,23 +147,23 @@ ERROR_BODY = json.dumps(
     ],
 )
 def test_consent_page(answer: PageAnswer, status: Status) -> None:
-    assert checkup.consent_check(answer, "Shop-RuName").status is status
+    assert ebay_setup.consent_check(answer, "Shop-RuName").status is status
 
 
 def test_an_error_page_is_named() -> None:
-    check = checkup.consent_check(PageAnswer(400, body=ERROR_BODY), "Shop-RuName")
+    check = ebay_setup.consent_check(PageAnswer(400, body=ERROR_BODY), "Shop-RuName")
     assert "invalid_request" in check.detail and "Shop-RuName" in check.remedy
 
 
 def test_ru_name_against_the_registry() -> None:
-    app = checkup.RegisteredApp("Shop-RuName", CALLBACK)
-    fine = checkup.ru_name_check(
+    app = ebay_setup.RegisteredApp("Shop-RuName", CALLBACK)
+    fine = ebay_setup.ru_name_check(
         app, ru_name="Shop-RuName", callback_url=CALLBACK, connected_at=None
     )
     assert fine.status is Status.OK
-    other = checkup.ru_name_check(app, ru_name="Other", callback_url=CALLBACK, connected_at=None)
+    other = ebay_setup.ru_name_check(app, ru_name="Other", callback_url=CALLBACK, connected_at=None)
     assert other.status is Status.FAIL and "EBAY_CONNECTOR_RU_NAME=Shop-RuName" in other.remedy
-    moved = checkup.ru_name_check(
+    moved = ebay_setup.ru_name_check(
         app,
         ru_name="Shop-RuName",
         callback_url="https://new.example/api/ebay/callback",
@@ -172,9 +173,9 @@ def test_ru_name_against_the_registry() -> None:
 
 
 def test_ru_name_at_real_ebay_needs_a_connect() -> None:
-    unproven = checkup.ru_name_check(None, ru_name="R", callback_url=CALLBACK, connected_at=None)
+    unproven = ebay_setup.ru_name_check(None, ru_name="R", callback_url=CALLBACK, connected_at=None)
     assert unproven.status is Status.WARN and CALLBACK in unproven.remedy
-    proven = checkup.ru_name_check(None, ru_name="R", callback_url=CALLBACK, connected_at=NOW)
+    proven = ebay_setup.ru_name_check(None, ru_name="R", callback_url=CALLBACK, connected_at=NOW)
     assert proven.status is Status.OK
 
 
@@ -183,20 +184,21 @@ OUR_401 = json.dumps({"error": {"code": "unauthorized", "message": "sign in firs
 
 def test_callback() -> None:
     assert (
-        checkup.callback_check(PageAnswer(401, body=OUR_401), CALLBACK, "production").status
+        ebay_setup.callback_check(PageAnswer(401, body=OUR_401), CALLBACK, "production").status
         is Status.OK
     )
-    other = checkup.callback_check(PageAnswer(404, body=b"<html>"), CALLBACK, "production")
+    other = ebay_setup.callback_check(PageAnswer(404, body=b"<html>"), CALLBACK, "production")
     assert other.status is Status.FAIL and "not as ebay-connector" in other.detail
-    silent = checkup.callback_check(PageAnswer(None, error="ConnectError"), CALLBACK, "sandbox")
+    silent = ebay_setup.callback_check(PageAnswer(None, error="ConnectError"), CALLBACK, "sandbox")
     assert silent.status is Status.FAIL and "ConnectError" in silent.detail
     plain = "http://connector.example/api/ebay/callback"
     assert (
-        checkup.callback_check(PageAnswer(401, body=OUR_401), plain, "production").status
+        ebay_setup.callback_check(PageAnswer(401, body=OUR_401), plain, "production").status
         is Status.FAIL
     )
     assert (
-        checkup.callback_check(PageAnswer(401, body=OUR_401), plain, "sandbox").status is Status.OK
+        ebay_setup.callback_check(PageAnswer(401, body=OUR_401), plain, "sandbox").status
+        is Status.OK
     )
 
 
@@ -212,7 +214,7 @@ def deletion(**kw: object) -> Check:
         "answer": PageAnswer(200, body=b'{"challengeResponse": "abc"}'),
         "expected": "abc",
     }
-    return checkup.deletion_check(checkup.DeletionFacts(**{**values, **kw}))  # type: ignore[arg-type]
+    return ebay_setup.deletion_check(ebay_setup.DeletionFacts(**{**values, **kw}))  # type: ignore[arg-type]
 
 
 def test_account_deletion() -> None:

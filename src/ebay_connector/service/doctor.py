@@ -1,5 +1,5 @@
 """The deployment check-up behind ``ebay-connector doctor``: gathers the facts, asks
-``core/checkup.py`` what they mean.
+``core/checkup.py`` and ``core/ebay_setup.py`` what they mean.
 
 Read-only by construction: the database is only read (no journal entry, no heartbeat, no
 application token stored), and eBay is asked for one client-credentials grant whose token is
@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 
-from ebay_connector.core import checkup, deletion
-from ebay_connector.core.checkup import Check, PageAnswer, Report
+from ebay_connector.core import checkup, deletion, ebay_setup
+from ebay_connector.core.checkup import Check, Report
 from ebay_connector.core.clock import Clock, utcnow
+from ebay_connector.core.ebay_setup import PageAnswer
 from ebay_connector.core.exchange import Action
 from ebay_connector.core.quota import WINDOW, QuotaState
 from ebay_connector.db import migrate
@@ -107,12 +108,7 @@ class Doctor:
     async def _check_database(self) -> Check:
         described = describe(self.settings.database_url)
         if self.db is None:
-            return checkup.Check(
-                "database",
-                checkup.Status.FAIL,
-                f"{described} does not exist",
-                "run `ebay-connector db upgrade` (or correct EBAY_CONNECTOR_DATABASE_URL).",
-            )
+            return checkup.database_missing(described)
         try:
             await self.db.ping()
             revision = await migrate.current(self.db)
@@ -196,14 +192,14 @@ class Doctor:
         return self._grant
 
     async def check_credentials(self) -> Check:
-        call = await self._application_grant()
+        call = await asyncio.shield(self._application_grant())
         classified = call.classified
-        return checkup.credentials_check(
+        return ebay_setup.credentials_check(
             classified.outcome, classified.message, self.settings.ebay_environment.value
         )
 
     async def check_clock(self) -> Check:
-        call = await self._application_grant()
+        call = await asyncio.shield(self._application_grant())
         now = self.clock()
         headers = call.exchange.response_headers
         if call.exchange.status is None:
@@ -213,11 +209,11 @@ class Doctor:
     async def check_consent(self) -> Check:
         state = "doctor-" + secrets.token_urlsafe(8)  # never comes back: nobody consents
         answer = await self.client.open_consent_page(self.settings.scope_list, state)
-        return checkup.consent_check(_page(answer), self.settings.app_ru_name)
+        return ebay_setup.consent_check(_page(answer), self.settings.app_ru_name)
 
     async def check_ru_name(self) -> Check:
         conf = self.settings
-        registered: checkup.RegisteredApp | None = None
+        registered: ebay_setup.RegisteredApp | None = None
         connected_at: datetime | None = None
         if conf.ebay_environment is EbayEnvironment.EMULATOR:
             url = conf.emulator_url.rstrip("/") + EMULATOR_APPS_PATH
@@ -225,28 +221,15 @@ class Doctor:
                 answer = await self.web.get(url)
                 apps = answer.json() if answer.status_code == 200 else None
             except (httpx.HTTPError, ValueError) as exc:
-                return checkup.Check(
-                    "ru_name",
-                    checkup.Status.FAIL,
-                    f"the emulator's app registry did not answer at {url}: "
-                    f"{exc.__class__.__name__}",
-                    "start the emulator (`ebay-connector serve` in emulator mode, or "
-                    "`ebay-connector emulator`) or correct EBAY_CONNECTOR_EMULATOR_URL.",
-                )
+                return ebay_setup.registry_unreachable(url, exc.__class__.__name__)
             mine = [
                 a
                 for a in apps or []
                 if isinstance(a, dict) and a.get("client_id") == conf.app_client_id
             ]
             if not mine:
-                return checkup.Check(
-                    "ru_name",
-                    checkup.Status.FAIL,
-                    f"the emulator knows no application {conf.app_client_id}",
-                    "register the keyset at the emulator (`ebay-connector emulator "
-                    "--client-id … --ru-name … --accept-url …`).",
-                )
-            registered = checkup.RegisteredApp(
+                return ebay_setup.app_unknown(conf.app_client_id)
+            registered = ebay_setup.RegisteredApp(
                 str(mine[0].get("ru_name")), str(mine[0].get("accept_url"))
             )
         elif (db := await self._readable()) is not None:
@@ -256,7 +239,7 @@ class Doctor:
                 )
             except StoreError:
                 connected_at = None
-        return checkup.ru_name_check(
+        return ebay_setup.ru_name_check(
             registered,
             ru_name=conf.app_ru_name,
             callback_url=conf.callback_url,
@@ -268,7 +251,7 @@ class Doctor:
     async def check_callback(self) -> Check:
         conf = self.settings
         answer = await self._get(conf.callback_url)
-        return checkup.callback_check(answer, conf.callback_url, conf.ebay_environment.value)
+        return ebay_setup.callback_check(answer, conf.callback_url, conf.ebay_environment.value)
 
     async def check_deletion(self) -> Check:
         conf = self.settings
@@ -279,8 +262,8 @@ class Doctor:
             code = secrets.token_hex(16)
             expected = deletion.challenge_response(code, token.get_secret_value(), endpoint)
             answer = await self._get(endpoint, params={"challenge_code": code})
-        return checkup.deletion_check(
-            checkup.DeletionFacts(
+        return ebay_setup.deletion_check(
+            ebay_setup.DeletionFacts(
                 environment=conf.ebay_environment.value,
                 configured=token is not None,
                 exempt=conf.deletion_exempt,
