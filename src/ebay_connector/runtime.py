@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import aiohttp
+import httpx
 
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
@@ -22,6 +23,7 @@ from ebay_connector.db import login_throttle
 from ebay_connector.db.account_deletions import AccountDeletions
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.connect_states import ConnectStates
+from ebay_connector.db.database import Database, sqlite_path
 from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
 from ebay_connector.db.login_throttle import LoginThrottle
@@ -31,8 +33,10 @@ from ebay_connector.ebay.app_token import AppTokenChore, AppTokens
 from ebay_connector.ebay.client import AppCredentials, EbayClient
 from ebay_connector.ebay.pacing import Pacer
 from ebay_connector.ebay.public_keys import PublicKeys
+from ebay_connector.errors import ConfigError
+from ebay_connector.keys.source import load_keyring
 from ebay_connector.records import Records, open_records
-from ebay_connector.service import retention, webhooks
+from ebay_connector.service import doctor, retention, webhooks
 from ebay_connector.service.chores import Chore
 from ebay_connector.service.connect import Connector
 from ebay_connector.service.metrics import Metrics
@@ -40,7 +44,8 @@ from ebay_connector.service.refresh import RefreshConfig, Refresher
 from ebay_connector.service.retention import RetentionChore
 from ebay_connector.service.webhooks import Dispatcher, NoticeChore, WebhookEndpoints
 from ebay_connector.service.worker import Worker, WorkerConfig, new_instance_id
-from ebay_connector.settings import Settings
+from ebay_connector.settings import EbayEnvironment, Settings
+from ebay_connector.version import code_version
 
 # On-demand bursts share the pool with the worker, so it never shrinks below this.
 MIN_HTTP_CONNECTIONS = 64
@@ -267,3 +272,53 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         metrics=metrics,
         instance_id=instance_id,
     )
+
+
+DOCTOR_POOL_SIZE = 2  # the check-up reads a little, a few statements at once
+
+
+@asynccontextmanager
+async def open_doctor(settings: Settings) -> AsyncIterator[doctor.Doctor]:
+    """The check-up of the configured deployment, changing nothing of it.
+
+    Not built on the records: the key ring that does not fit the database is one of the things
+    the doctor reports, not a reason to stop. A missing SQLite file or key file is not created.
+    """
+    silence_wire_loggers()
+    if (
+        settings.token_keys is None
+        and settings.ebay_environment is EbayEnvironment.EMULATOR
+        and not settings.key_file.exists()
+    ):
+        raise ConfigError(
+            f"EBAY_CONNECTOR_KEY_FILE: no key file at {settings.key_file} (the first "
+            "`ebay-connector serve` or `demo` creates it)"
+        )
+    keys = load_keyring(settings)
+    path = sqlite_path(settings.database_url)
+    db = None
+    if path is None or path.exists():
+        db = Database.open(settings.database_url, pool_size=DOCTOR_POOL_SIZE)
+    http = aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=doctor.HTTP_TIMEOUT_S),
+    )
+    web = httpx.AsyncClient(timeout=doctor.HTTP_TIMEOUT_S, follow_redirects=False)
+    client = EbayClient(
+        http,
+        app=AppCredentials(
+            settings.app_client_id, settings.app_client_secret, settings.app_ru_name
+        ),
+        endpoints=settings.endpoints,
+        fingerprinter=keys.ring,
+        deadline_s=doctor.HTTP_TIMEOUT_S,
+    )
+    try:
+        yield doctor.Doctor(
+            settings=settings, keys=keys, db=db, client=client, web=web, version=code_version()
+        )
+    finally:
+        await web.aclose()
+        await http.close()
+        if db is not None:
+            await db.close()

@@ -15,7 +15,7 @@ import uvicorn
 
 from ebay_connector import demo
 from ebay_connector.db import migrate
-from ebay_connector.db.database import sqlite_path
+from ebay_connector.db.database import describe as describe_database
 from ebay_connector.emulator import Emulator
 from ebay_connector.emulator import create_app as create_emulator_app
 from ebay_connector.errors import ConfigError
@@ -45,15 +45,6 @@ def build_emulator(settings: Settings) -> Emulator:
         accept_url=settings.callback_url,
     )
     return emulator
-
-
-def describe_database(url: str) -> str:
-    path = sqlite_path(url)
-    if path is not None:
-        return f"SQLite file {path.resolve()}"
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 async def run(

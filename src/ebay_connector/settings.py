@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     # registered in eBay's developer portal (both go into the challenge response).
     deletion_verification_token: SecretStr | None = None
     deletion_endpoint_url: str | None = None
+    # eBay exempted this application from the notifications (developer portal): no endpoint.
+    deletion_exempt: bool = False
 
     @field_validator("deletion_verification_token")
     @classmethod

@@ -52,7 +52,9 @@ def loaded_by(*argv: str) -> tuple[int, set[str]]:
     return doc["code"], set(doc["modules"])
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("keys", "--help"), ("accounts", "--help")])
+@pytest.mark.parametrize(
+    "argv", [("--help",), ("keys", "--help"), ("accounts", "--help"), ("doctor", "--help")]
+)
 def test_help_imports_neither_the_web_stack_nor_the_emulator(argv: tuple[str, ...]) -> None:
     code, modules = loaded_by(*argv)
     assert code == 0

@@ -228,6 +228,37 @@ async def test_check_lists_undecryptable_rows_by_account_and_rotation_leaves_the
         assert after is not None and after.refresh_token_ciphertext == moved  # left as it was
 
 
+async def test_key_ids_in_use_counts_what_check_counts_without_decrypting(
+    database: DatabaseTarget,
+    registered: tuple[Emulator, str],
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    """doctor's survey: key ids the ring lacks and values that are no ciphertext are named."""
+    async with env_runtime(database, registered, tmp_path, clock, f"{OLD},{NEW}") as rt:
+        _, b, c, d = await connect_many(rt, registered[0], 4, due=False)
+        ring = rt.keys.ring
+        foreign = KeyRing.from_spec(f"{OTHER},{crypto.format_key('k_9', crypto.generate_key())}")
+        for account, key_id in ((b, "other"), (c, "k_9")):
+            await rt.store.set_refresh_ciphertext(
+                account,
+                foreign.with_primary(key_id).encrypt(
+                    "v^1.1#x", account_id=account, field=TokenField.REFRESH_TOKEN
+                ),
+            )
+        await rt.store.set_refresh_ciphertext(d, "v^1.1#a-plaintext-token-never-sealed")
+        in_use = await rotation.key_ids_in_use(rt.db, ring)
+        assert in_use == (await rotation.check(rt.db, ring)).by_key
+        assert in_use == {"(none)": 1, "k_9": 1, "old": 5, "other": 1}
+        sampled = await rotation.sample(rt.db, ring, per_column=2)
+        assert sampled.total == 4  # two refresh tokens, two access tokens: the newest
+        # The newest refresh tokens are d's (no ciphertext) and c's (under a key not in the ring).
+        assert sorted((f.row["account_id"], f.reason) for f in sampled.failures) == [
+            (c, "unknown_key"),
+            (d, "not_encrypted"),
+        ]
+
+
 async def test_a_wrong_key_fails_fast_at_start_but_one_damaged_row_does_not(
     database: DatabaseTarget,
     registered: tuple[Emulator, str],

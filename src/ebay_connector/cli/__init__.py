@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from ebay_connector import log
-from ebay_connector.cli import accounts, keys, people, running, webhooks
+from ebay_connector.cli import accounts, doctor, keys, people, running, webhooks
 from ebay_connector.cli.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, set_log_format
 from ebay_connector.errors import (
     ConfigError,
@@ -61,6 +61,9 @@ app.command()(running.demo)
 app.command("serve")(running.serve_command)
 app.command()(running.worker)
 app.command()(running.emulator)
+
+# Checking a deployment
+app.command()(doctor.doctor)
 
 # Database and keys
 _group("db", "Database schema.").command("upgrade")(keys.db_upgrade)

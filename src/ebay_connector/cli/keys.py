@@ -27,12 +27,12 @@ if TYPE_CHECKING:
 
 def db_upgrade() -> None:
     """Apply the schema migrations (alembic upgrade head)."""
-    from ebay_connector import serve
     from ebay_connector.db import migrate
+    from ebay_connector.db.database import describe
 
     conf = settings()
     migrate.upgrade(conf.database_url)
-    out.print(f"database at head: {serve.describe_database(conf.database_url)}")
+    out.print(f"database at head: {describe(conf.database_url)}")
 
 
 def keys_generate(

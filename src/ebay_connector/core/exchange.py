@@ -33,6 +33,7 @@ class Action(enum.StrEnum):
     GET_USER = "get_user"
     REVOKE = "revoke"
     GET_PUBLIC_KEY = "get_public_key"  # Notification API, to verify a deletion notification
+    CONSENT_PAGE = "consent_page"  # the authorize page, opened as a browser would (doctor)
 
 
 class RequestDoc(TypedDict):

@@ -46,6 +46,14 @@ def sqlite_path(url: str) -> Path | None:
     return None if parsed.database == ":memory:" else Path(parsed.database)
 
 
+def describe(url: str) -> str:
+    """The database for people: the SQLite file, or the URL without its password."""
+    path = sqlite_path(url)
+    if path is not None:
+        return f"SQLite file {path.resolve()}"
+    return make_url(url).render_as_string(hide_password=True)
+
+
 DEFAULT_POOL_SIZE = 20
 POOL_TIMEOUT_S = 60
 # A server that vanished without a reset (a partition, a dead host) must not hold a caller for
@@ -202,6 +210,13 @@ class Database:
         except TimeoutError as exc:
             message = f"database unavailable: no answer within {timeout_s:g} s"
             raise StoreUnavailable(message) from exc
+
+    async def max_connections(self) -> int | None:
+        """The server's limit on connections (PostgreSQL); None where there is none (SQLite)."""
+        if self.backend != "postgresql":
+            return None
+        async with self.read() as conn:
+            return int((await conn.execute(sa.text("SHOW max_connections"))).scalar_one())
 
     async def create_schema(self) -> None:
         """Create all tables directly (tests); operators use ``db upgrade`` (Alembic)."""

@@ -426,6 +426,18 @@ class Journal:
             )
             return {str(action): int(n) for action, n in result.all()}
 
+    async def last_success(self, action: str, environment: str) -> datetime | None:
+        """When eBay last answered ``action`` with success in ``environment`` (None: never)."""
+        async with self.db.read() as conn:
+            result = await conn.execute(
+                sa.select(sa.func.max(m.EbayExchange.created_at)).where(
+                    m.EbayExchange.action == action,
+                    m.EbayExchange.environment == environment,
+                    m.EbayExchange.outcome == Outcome.OK.value,
+                )
+            )
+            return result.scalar_one_or_none()
+
     async def refresh_outcomes_since(
         self, organization_id: int, since: datetime
     ) -> list[tuple[datetime, str]]:

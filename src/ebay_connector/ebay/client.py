@@ -237,6 +237,19 @@ class EbayClient:
         )
         return f"{self.endpoints.authorize_url}?{query}"
 
+    async def open_consent_page(self, scopes: Sequence[str], state: str) -> Answer | str:
+        """GET the authorize URL as a seller's browser would, without following redirects: the
+        consent (or sign-in) page, or eBay's error page. Nothing is granted, nothing recorded."""
+        request = PreparedRequest(
+            Action.CONSENT_PAGE,
+            "GET",
+            self.consent_url(scopes, state),
+            {"Accept": "text/html"},
+            None,
+            None,
+        )
+        return await self._send(request)
+
     # Sending ---------------------------------------------------------------------------------
 
     async def _send(self, request: PreparedRequest) -> Answer | str:

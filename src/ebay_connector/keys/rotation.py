@@ -193,6 +193,22 @@ async def _count(db: Database, column: SealedColumn, *where: sa.ColumnElement[bo
         return int((await conn.execute(query)).scalar_one())
 
 
+async def _newest(
+    db: Database, column: SealedColumn, limit: int
+) -> list[tuple[dict[str, Any], str]]:
+    ct = column.table.c[column.column]
+    query = (
+        sa.select(*_key_cols(column), ct)
+        .where(ct.is_not(None))
+        .order_by(*(c.desc() for c in _key_cols(column)))
+        .limit(limit)
+    )
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    n = len(column.key_columns)
+    return [(dict(zip(column.key_columns, row[:n], strict=True)), str(row[n])) for row in rows]
+
+
 def _failure(
     column: SealedColumn, key: Mapping[str, Any], exc: DecryptFailed, ring: KeyRing, text: str
 ) -> Failure:
@@ -302,6 +318,80 @@ async def check(
     return CheckReport(total, dict(sorted(by_key.items())), tuple(failures))
 
 
+# Survey (doctor) --------------------------------------------------------------------------------
+
+# Long enough to hold "ENC:v1:<key id of up to 32 characters>:".
+_KEY_ID_PREFIX_CHARS = len(PREFIX) + 32 + 1
+_OUTSIDE_SAMPLE = 200  # rows outside the ring's keys read per round to name their key ids
+_OUTSIDE_ROUNDS = 5
+
+
+def _under(column: SealedColumn, key_id: str) -> sa.ColumnElement[bool]:
+    prefix = f"{PREFIX}{key_id}:"
+    return sa.func.substr(column.table.c[column.column], 1, len(prefix)) == prefix
+
+
+async def key_ids_in_use(
+    db: Database, ring: KeyRing, *, columns: Sequence[SealedColumn] = SEALED_COLUMNS
+) -> dict[str, int]:
+    """Ciphertexts per key id they name, without decrypting or reading whole rows: counted in
+    SQL per key of the ring; key ids outside the ring are named from a few rows' prefixes, then
+    counted too (values that are no ``ENC:v1:`` ciphertext count under ``(none)``)."""
+    by_key: dict[str, int] = {}
+
+    def add(key_id: str, n: int) -> None:
+        if n:
+            by_key[key_id] = by_key.get(key_id, 0) + n
+
+    for column in columns:
+        ct = column.table.c[column.column]
+        for key_id in ring.key_ids:
+            add(key_id, await _count(db, column, _under(column, key_id)))
+        outside = [_not_under(column, k) for k in ring.key_ids]
+        for _ in range(_OUTSIDE_ROUNDS):
+            query = (
+                sa.select(sa.func.substr(ct, 1, _KEY_ID_PREFIX_CHARS))
+                .where(ct.is_not(None), *outside)
+                .limit(_OUTSIDE_SAMPLE)
+            )
+            async with db.read() as conn:
+                prefixes = [str(r[0]) for r in (await conn.execute(query)).all()]
+            if not prefixes:
+                break
+            named = {ring.key_id_of(text) for text in prefixes}
+            for key_id in sorted(k for k in named if k is not None):
+                add(key_id, await _count(db, column, _under(column, key_id)))
+                outside.append(_not_under(column, key_id))
+            if None in named:
+                # What is left names no key: count it once, in one bucket.
+                add(NOT_ENCRYPTED, await _count(db, column, *outside))
+                break
+    return dict(sorted(by_key.items()))
+
+
+async def sample(
+    db: Database,
+    ring: KeyRing,
+    *,
+    per_column: int = STARTUP_SAMPLE,
+    columns: Sequence[SealedColumn] = SEALED_COLUMNS,
+) -> CheckReport:
+    """Decrypt the newest ``per_column`` ciphertexts of each column (``check`` does them all)."""
+    by_key: dict[str, int] = {}
+    failures: list[Failure] = []
+    total = 0
+    for column in columns:
+        for key, text in await _newest(db, column, per_column):
+            total += 1
+            key_id = ring.key_id_of(text) or NOT_ENCRYPTED
+            by_key[key_id] = by_key.get(key_id, 0) + 1
+            try:
+                ring.open(text, context=column.context(key))
+            except DecryptFailed as exc:
+                failures.append(_failure(column, key, exc, ring, text))
+    return CheckReport(total, dict(sorted(by_key.items())), tuple(failures))
+
+
 # Start-up ---------------------------------------------------------------------------------------
 
 
@@ -315,21 +405,11 @@ async def verify_keyring(db: Database, ring: KeyRing, *, setting: str) -> None:
     """
     tried: list[Failure] = []
     for column in SEALED_COLUMNS:
-        ct = column.table.c[column.column]
-        query = (
-            sa.select(*_key_cols(column), ct)
-            .where(ct.is_not(None))
-            .order_by(*(c.desc() for c in _key_cols(column)))
-            .limit(STARTUP_SAMPLE)
-        )
         try:
-            async with db.read() as conn:
-                rows = (await conn.execute(query)).all()
+            rows = await _newest(db, column, STARTUP_SAMPLE)
         except SchemaMissing:
             return
-        n = len(column.key_columns)
-        for row in rows:
-            key, text = dict(zip(column.key_columns, row[:n], strict=True)), str(row[n])
+        for key, text in rows:
             try:
                 ring.open(text, context=column.context(key))
             except DecryptFailed as exc:
