@@ -61,6 +61,7 @@ from ebay_connector.core.exchange import Action
 from ebay_connector.core.outcome import Classified, Outcome, TokenGrant
 from ebay_connector.core.policy import PolicyConfig, Reason, RefreshPolicy
 from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState
+from ebay_connector.core.usage import Use
 from ebay_connector.service.refresh import LAST_USED_THROTTLE, RefreshConfig
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, 00:00 UTC
@@ -79,6 +80,9 @@ POLICIES = (RefreshPolicy.PROACTIVE, RefreshPolicy.ON_DEMAND, RefreshPolicy.AUTO
 TARGET_CALLS_PER_ACCOUNT_DAY = 2.0
 TARGET_NO_WAIT = 0.97
 OK = Classified(Outcome.OK, "ok", grant=TokenGrant("simulated", TOKEN_LIFETIME_S, "Bearer"))
+
+# What a program's request got.
+SERVED, WAITED, REFUSED = 0, 1, 2
 
 # Event kinds, in the order they run at the same instant.
 EV_WAKE, EV_BUSY, EV_OCCASIONAL = 0, 1, 2
@@ -199,8 +203,11 @@ class Stats:
     worker_calls_by_reason: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     waited: int = 0
+    refused: int = 0  # answered 503 by the product's limit guard (or 429 by eBay): no token
     busy_requests: int = 0
     busy_waited: int = 0
+    busy_refused: int = 0
+    ebay_429: int = 0  # calls eBay refused because the 24 h window was full
     deferred: int = 0
     peak_24h_calls: int = 0
     elapsed_s: float = 0.0
@@ -223,7 +230,7 @@ class Simulation:
         self.policy = policy.effective(refresh_policy.value, config)
         self.rng = random.Random(0)  # after_attempt's backoff jitter; unused on success
         self.expires: list[datetime] = [T0 + TOKEN_LIFETIME] * n
-        self.last_used: list[datetime | None] = [None] * n
+        self.use: list[Use] = [Use()] * n
         self.next_at: list[datetime | None] = [None] * n
         self.due_from: list[datetime] = [T0] * n  # max(next_at, when it was set)
         self.reason: list[Reason] = [Reason.ON_DEMAND] * n
@@ -237,7 +244,7 @@ class Simulation:
             first = policy.schedule(
                 self.policy,
                 access_expires_at=self.expires[account],
-                last_used_at=None,
+                use=Use(),
                 last_success_at=T0,
                 now=T0,
                 config=config,
@@ -258,8 +265,16 @@ class Simulation:
         if at is not None:
             heapq.heappush(self.due, (at, account, self.version[account]))
 
-    def _refresh(self, account: int, now: datetime) -> None:
-        """One successful grant through ``token_state.after_attempt`` and ``policy.schedule``."""
+    def _refresh(self, account: int, now: datetime) -> bool:
+        """One grant through ``token_state.after_attempt`` and ``policy.schedule``.
+
+        eBay answers 429 (and grants nothing) once its 24 h window holds the daily limit; the
+        account is then looked at again after the next wake. Returns whether it was granted.
+        """
+        if self._calls_in_window(now) >= self.quota.limits[GRANT]:
+            self.stats.ebay_429 += 1
+            self._set_next(account, now + WAKE, self.reason[account], now)
+            return False
         planned: list[policy.Schedule] = []
 
         def next_after_success(new_expiry: datetime) -> datetime | None:
@@ -267,7 +282,7 @@ class Simulation:
                 policy.schedule(
                     self.policy,
                     access_expires_at=new_expiry,
-                    last_used_at=self.last_used[account],
+                    use=self.use[account],
                     last_success_at=now,
                     now=now,
                     config=self.config,
@@ -283,31 +298,37 @@ class Simulation:
         self.stats.calls += 1
         self.expires[account] = transition.access_expires_at
         self._set_next(account, transition.next_attempt_at, planned[-1].reason, now)
+        return True
 
     # events ----------------------------------------------------------------------------------
 
-    def request(self, account: int, now: datetime, valid_after: datetime, stale: datetime) -> bool:
-        """A program's ``get_access_token``; returns whether it waited for eBay.
+    def request(self, account: int, now: datetime, valid_after: datetime, stale: datetime) -> int:
+        """A program's ``get_access_token``: SERVED, WAITED (for eBay) or REFUSED (no token).
 
-        ``valid_after`` is now + margin, ``stale`` now - the last-used throttle.
+        ``valid_after`` is now + margin, ``stale`` now - the last-used throttle. With the 24 h
+        window full the product answers 503 without calling eBay, as ``Refresher`` does.
         """
-        waited = self.expires[account] <= valid_after
-        if waited:
+        answer = SERVED
+        if self.expires[account] <= valid_after:
+            budget = QuotaState({GRANT: self._calls_in_window(now)}, self.quota)
+            if budget.window_full(GRANT) or not self._refresh(account, now):
+                return REFUSED
             self.stats.on_demand_calls += 1
-            self._refresh(account, now)
-        last_used = self.last_used[account]
-        if last_used is None or last_used < stale:
-            self.last_used[account] = now
+            answer = WAITED
+        use = self.use[account]
+        if use.last_used_at is None or use.last_used_at < stale:
+            self.use[account] = use = use.observed(now)
         moved = policy.after_use(
             self.policy,
             scheduled_at=self.next_at[account],
             access_expires_at=self.expires[account],
+            use=use,
             now=now,
             config=self.config,
         )
         if moved is not None:
             self._set_next(account, moved, Reason.RECENTLY_USED, now)
-        return waited
+        return answer
 
     def wake(self, now: datetime) -> None:
         """One worker cycle: refresh due accounts, most overdue first, within the budget."""
@@ -323,10 +344,11 @@ class Simulation:
                 self.stats.deferred += 1
             reason = self.reason[account]
             self.next_at[account] = None  # claimed
+            if not self._refresh(account, now):
+                continue
             self.stats.worker_calls += 1
             by_reason = self.stats.worker_calls_by_reason
             by_reason[reason.value] = by_reason.get(reason.value, 0) + 1
-            self._refresh(account, now)
             spent += 1
         self.last_wake = now
 
@@ -371,17 +393,21 @@ class Simulation:
     def _busy_batch(self, accounts: list[int], now: datetime) -> None:
         """All busy accounts sharing a phase ask at the same instant: one event, not one each."""
         valid_after, stale = now + MARGIN, now - LAST_USED_THROTTLE
-        waited = sum(self.request(account, now, valid_after, stale) for account in accounts)
+        answers = [self.request(account, now, valid_after, stale) for account in accounts]
+        waited, refused = answers.count(WAITED), answers.count(REFUSED)
         stats = self.stats
         stats.requests += len(accounts)
         stats.busy_requests += len(accounts)
         stats.waited += waited
         stats.busy_waited += waited
+        stats.refused += refused
+        stats.busy_refused += refused
 
     def _occasional(self, account: int, now: datetime) -> None:
-        waited = self.request(account, now, now + MARGIN, now - LAST_USED_THROTTLE)
+        answer = self.request(account, now, now + MARGIN, now - LAST_USED_THROTTLE)
         self.stats.requests += 1
-        self.stats.waited += waited
+        self.stats.waited += answer == WAITED
+        self.stats.refused += answer == REFUSED
 
     def _finish(self) -> None:
         """Count refreshes still left over by the guard; the largest 24 h window."""
@@ -407,16 +433,21 @@ def peak_window(calls: Sequence[datetime]) -> int:
 # --------------------------------------------------------------------------- report
 
 
-def summarise(stats: Stats, workload: Workload, quota: QuotaConfig) -> dict[str, Any]:
+def summarise(
+    stats: Stats, workload: Workload, quota: QuotaConfig, bounds: Bounds
+) -> dict[str, Any]:
+    """One policy's figures; a refused request did not get a token, so it is not "no wait"."""
     occasional_requests = stats.requests - stats.busy_requests
-    occasional_waited = stats.waited - stats.busy_waited
+    occasional_missed = stats.waited + stats.refused - stats.busy_waited - stats.busy_refused
+    busy_missed = stats.busy_waited + stats.busy_refused
     account_days = workload.accounts * workload.days
     return {
         "calls_per_account_day": stats.calls / account_days,
-        "no_wait_share": share(stats.requests - stats.waited, stats.requests),
-        "no_wait_share_busy": share(stats.busy_requests - stats.busy_waited, stats.busy_requests),
+        "ratio_to_minimum": stats.calls / bounds.min_calls if bounds.min_calls else math.nan,
+        "no_wait_share": share(stats.requests - stats.waited - stats.refused, stats.requests),
+        "no_wait_share_busy": share(stats.busy_requests - busy_missed, stats.busy_requests),
         "no_wait_share_occasional": share(
-            occasional_requests - occasional_waited, occasional_requests
+            occasional_requests - occasional_missed, occasional_requests
         ),
         "peak_24h_calls": stats.peak_24h_calls,
         "exceeded_daily_limit": stats.peak_24h_calls > quota.limits[GRANT],
@@ -427,6 +458,8 @@ def summarise(stats: Stats, workload: Workload, quota: QuotaConfig) -> dict[str,
         "worker_calls_by_reason": dict(sorted(stats.worker_calls_by_reason.items())),
         "requests": stats.requests,
         "waited": stats.waited,
+        "refused_requests": stats.refused,
+        "ebay_429": stats.ebay_429,
         "elapsed_s": round(stats.elapsed_s, 2),
     }
 
@@ -547,12 +580,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def simulate_all(
-    workload: Workload, config: PolicyConfig, quota: QuotaConfig
+    workload: Workload, config: PolicyConfig, quota: QuotaConfig, bounds: Bounds
 ) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for refresh_policy in POLICIES:
         stats = Simulation(workload, refresh_policy, config, quota).run()
-        results[refresh_policy.value] = summarise(stats, workload, quota)
+        results[refresh_policy.value] = summarise(stats, workload, quota, bounds)
     return results
 
 
@@ -562,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     config, quota = PolicyConfig(), QuotaConfig()
     workload = make_workload(args.accounts, args.days, args.seed)
     bounds = compute_bounds(workload, quota)
-    results = simulate_all(workload, config, quota)
+    results = simulate_all(workload, config, quota, bounds)
     ratio, text = ratio_line(results)
     found = notes(bounds, workload, quota)
     elapsed = time.perf_counter() - started

@@ -3,6 +3,8 @@
 Usage is counted from the exchange records (every call actually sent), over eBay's rolling
 24-hour window, so every replica sees the same numbers without a coordinator. Proactive work
 stops before the reserve (default 20 %) is touched; on-demand refreshes and connects may use it.
+Nothing is sent once the window holds the whole limit (eBay would answer 429): a program's
+request is refused until the oldest call of the window leaves it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ebay_connector.core.exchange import Action
@@ -39,6 +41,10 @@ class QuotaState:
     def remaining(self, grant: str) -> int:
         return max(0, self.config.limits.get(grant, 0) - self.used.get(grant, 0))
 
+    def window_full(self, grant: str) -> bool:
+        """Whether a call of this grant type now would pass eBay's limit."""
+        return self.remaining(grant) <= 0
+
     def proactive_budget(self) -> int:
         """Refresh grants background work may still spend before it reaches the reserve."""
         grant = Action.REFRESH_TOKEN.value
@@ -54,3 +60,19 @@ class QuotaState:
             }
             for grant, limit in self.config.limits.items()
         } | {"proactive_budget": self.proactive_budget()}
+
+
+def frees_at(window_calls: int, limit: int, nth_oldest: datetime) -> datetime | None:
+    """When the rolling window has room for one more call again.
+
+    ``nth_oldest`` is the ``window_calls - limit + 1``-th oldest call still in the window (see
+    :func:`calls_to_leave`); ``None`` when the window is not full.
+    """
+    if window_calls < limit:
+        return None
+    return nth_oldest + WINDOW
+
+
+def calls_to_leave(window_calls: int, limit: int) -> int:
+    """How many of the oldest calls must leave the window before one more call fits."""
+    return max(0, window_calls - limit + 1)

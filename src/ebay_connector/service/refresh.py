@@ -291,7 +291,7 @@ class Refresher:
             return policy.schedule(
                 policy.effective(account.refresh_policy, self.config.policy),
                 access_expires_at=new_expiry,
-                last_used_at=account.last_used_at,
+                use=account.use,
                 last_success_at=now,
                 now=now,
                 config=self.config.policy,
@@ -555,17 +555,20 @@ class Refresher:
                     else f"refresh failed ({result.outcome.value})"
                 )
                 raise RefreshFailed(f"account {account_id}: {why}", code=result.outcome.value)
+        use = account.use
         if account.last_used_at is None or account.last_used_at < now - LAST_USED_THROTTLE:
-            await self.store.touch_last_used(account_id, now, now - LAST_USED_THROTTLE)
+            use = use.observed(now)
+            await self.store.touch_last_used(account_id, use, now - LAST_USED_THROTTLE)
         moved = policy.after_use(
             policy.effective(account.refresh_policy, self.config.policy),
             scheduled_at=account.next_attempt_at,
             access_expires_at=token.expires_at,
+            use=use,
             now=now,
             config=self.config.policy,
         )
         if moved is not None:
-            # An idle `auto` account is in use again: keep its token warm from now on.
+            # An `auto` account's use now pays for a warm token: keep it warm from now on.
             await self.store.reschedule(account_id, moved)
         return token
 
