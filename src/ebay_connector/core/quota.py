@@ -70,7 +70,8 @@ def frees_at(window_calls: int, limit: int, nth_oldest: datetime) -> datetime | 
     """
     if window_calls < limit:
         return None
-    return nth_oldest + WINDOW
+    # The window [now - 24 h, now] still holds a call made exactly 24 h ago: one second later.
+    return nth_oldest + WINDOW + timedelta(seconds=1)
 
 
 def calls_to_leave(window_calls: int, limit: int) -> int:

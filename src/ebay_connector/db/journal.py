@@ -426,6 +426,22 @@ class Journal:
             )
             return {str(action): int(n) for action, n in result.all()}
 
+    async def nth_call_since(self, action: str, since: datetime, n: int) -> datetime | None:
+        """When the ``n``-th oldest call of this grant type since ``since`` was sent (1-based)."""
+        async with self.db.read() as conn:
+            found = await conn.execute(
+                sa.select(m.EbayExchange.created_at)
+                .where(
+                    m.EbayExchange.action == action,
+                    m.EbayExchange.sent.is_(True),
+                    m.EbayExchange.created_at >= since,
+                )
+                .order_by(m.EbayExchange.created_at)
+                .offset(max(0, n - 1))
+                .limit(1)
+            )
+            return found.scalar_one_or_none()
+
     async def refresh_outcomes_since(
         self, organization_id: int, since: datetime
     ) -> list[tuple[datetime, str]]:
