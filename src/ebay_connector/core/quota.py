@@ -18,6 +18,11 @@ from typing import Any
 from ebay_connector.core.exchange import Action
 
 WINDOW = timedelta(hours=24)
+# The projection extrapolates the pace of the last 12 h (a day's growth shows in it), but never
+# from less than an hour of history (a start-up burst is not a day's pace).
+PACE = timedelta(hours=12)
+MIN_PACE = timedelta(hours=1)
+REARM_SHARE = 0.9  # a crossing is over once the projection is back under 90 % of the limit
 DEFAULT_DAILY_LIMITS: Mapping[str, int] = {
     Action.REFRESH_TOKEN.value: 50_000,
     Action.AUTHORIZATION_CODE.value: 10_000,
@@ -77,3 +82,46 @@ def frees_at(window_calls: int, limit: int, nth_oldest: datetime) -> datetime | 
 def calls_to_leave(window_calls: int, limit: int) -> int:
     """How many of the oldest calls must leave the window before one more call fits."""
     return max(0, window_calls - limit + 1)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Refresh grants the next 24 h will take if the recent pace holds, against the limit."""
+
+    used: int  # sent over the last 24 h
+    projected: int
+    limit: int
+
+    @property
+    def exceeded(self) -> bool:
+        return self.projected > self.limit
+
+    @property
+    def rearmed(self) -> bool:
+        """Far enough under the limit that passing it again is a new crossing."""
+        return self.projected < REARM_SHARE * self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "used_24h": self.used,
+            "projected_24h": self.projected,
+            "limit": self.limit,
+            "exceeded": self.exceeded,
+        }
+
+
+def pace_span(history: timedelta) -> timedelta:
+    """Over how long the recent pace is measured, given how old the window's oldest call is."""
+    return min(PACE, max(history, MIN_PACE))
+
+
+def project(used: int, recent: int, history: timedelta, limit: int) -> Projection:
+    """Project the next 24 h from the last 24 h.
+
+    ``used`` calls were sent over the last 24 h, ``recent`` of them over the last ``min(PACE,
+    history)``, where ``history`` is how long ago the oldest of them was sent. The next 24 h take
+    that recent pace over a whole day, and never fewer than the last 24 h took: with the window
+    full, the pace shows the limit itself, so a crossing lasts as long as the demand does.
+    """
+    paced = math.ceil(recent * (WINDOW / pace_span(history)))
+    return Projection(used, max(used, paced), limit)
