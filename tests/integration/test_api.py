@@ -398,6 +398,14 @@ async def test_token_api_refuses_past_the_daily_limit_without_calling_ebay(
             frees = first_at + timedelta(hours=24, seconds=1) - clock()
             assert int(refused.headers["retry-after"]) == int(frees.total_seconds())
             assert emu.calls.count(grant_type="refresh_token") == calls
+            # The Workers page says why: two calls in minutes are a pace past the limit.
+            login = {"email": org.admin, "password": PASSWORD}
+            assert (await program.post("/api/auth/login", json=login)).status_code == 200
+            page = await program.get("/workers")
+            assert page.status_code == 200
+            assert 'role="alert" id="quota-projection"' in page.text
+            assert "Application Growth Check" in page.text
+            assert "EBAY_CONNECTOR_DAILY_REFRESH_LIMIT" in page.text
             clock.advance(seconds=int(refused.headers["retry-after"]))
             served = await program.get(path, headers=headers)
             assert served.status_code == 200, served.text

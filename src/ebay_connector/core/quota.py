@@ -94,7 +94,8 @@ class Projection:
 
     @property
     def exceeded(self) -> bool:
-        return self.projected > self.limit
+        """Reaching the limit is enough: the next call past it would be refused."""
+        return self.projected >= self.limit
 
     @property
     def rearmed(self) -> bool:
