@@ -16,35 +16,43 @@ Model (virtual clock, no sleeping, no I/O, deterministic for a given ``--seed``)
     (order sync), starting at a per-account phase drawn uniformly from [0 s, 900 s);
   - occasional accounts (80 %): Poisson(3 uses/week) uses at uniform random times.
 * A program request is ``Refresher.get_access_token``: a stored token valid for more than the
-  5-minute margin is served without a call ("no wait"); otherwise one on-demand refresh (one
-  eBay call; the request waited). Then ``last_used_at`` is touched (at most once per 60 s) and
-  ``policy.after_use`` may move the schedule, exactly in the product's order.
+  5-minute margin is served without a call ("no wait"); otherwise, if the rolling 24 h window
+  still has room under the daily limit, one on-demand refresh (one eBay call; the request
+  waited), else the product answers 503 and makes no call (the request is refused). Then the
+  use is recorded (``usage.Use.observed``, at most once per 60 s, as the store's
+  ``touch_last_used``) and ``policy.after_use`` may move the schedule, in the product's order.
 * The worker wakes every 60 s of virtual time (t0, t0+60 s, ...). It computes
   ``QuotaState(calls of the last 24 h).proactive_budget()`` (the calls are kept in a rolling
   24 h window) and refreshes due accounts (``next_attempt_at <= now``), most overdue first, up
   to that budget. A due account left for a later wake counts once as "deferred" (by the guard:
-  nothing else can delay it here). On-demand refreshes are never blocked, but are counted in
-  the window. At equal instants the worker runs before program requests.
+  nothing else can delay it here). On-demand refreshes use the reserve, never past the limit.
+  eBay itself answers 429 (and grants nothing) to a call that would pass its limit: counted as
+  ``ebay_429``, which the product's guards keep at 0. At equal instants the worker runs before
+  program requests.
 * Every refresh goes through ``token_state.after_attempt`` with a 7200 s grant; its schedule
-  callback is ``policy.schedule(...)`` with the account's ``last_used_at`` as read before the
+  callback is ``policy.schedule(...)`` with the account's learned use as read before the
   refresh, as ``Refresher._attempt`` does.
 
 Printed per policy: calls per account-day (all refresh grants / accounts / days), the share of
-program requests answered without waiting (overall, busy, occasional), worker vs on-demand calls,
-the largest number of calls in any 24 h window, whether that ever exceeded the daily limit, and
-the deferred count. Then a lower bound that no policy can beat on this workload (the fewest
-refreshes that can serve every request: a token issued at t serves requests in [t, t + 6900 s)),
-``note:`` lines for any target that bound makes impossible, and last a ratio line.
+program requests answered without waiting (overall, busy, occasional; a refused request did not
+get a token), worker vs on-demand calls, the calls over the lower bound (``ratio_to_minimum``),
+the requests refused at the limit, the largest number of calls in any 24 h window, whether that
+ever exceeded the daily limit, and the deferred count. Then a lower bound that no policy can
+beat on this workload (the fewest refreshes that can serve every request: a token issued at t
+serves requests in [t, t + 6900 s)), ``note:`` lines for any target that bound makes
+impossible, and last a ratio line.
 
 Usage (from the repository root)::
 
     .venv/bin/python bench/quota.py
     .venv/bin/python bench/quota.py --accounts 2000 --days 7 --seed 1 --json
+    .venv/bin/python bench/quota.py --accounts 200 --days 2 --daily-limit 500
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import json
 import math
@@ -60,7 +68,7 @@ from ebay_connector.core import policy, token_state
 from ebay_connector.core.exchange import Action
 from ebay_connector.core.outcome import Classified, Outcome, TokenGrant
 from ebay_connector.core.policy import PolicyConfig, Reason, RefreshPolicy
-from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState
+from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState, pace_span, project
 from ebay_connector.core.usage import Use
 from ebay_connector.service.refresh import LAST_USED_THROTTLE, RefreshConfig
 
@@ -68,6 +76,7 @@ T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, 00:00 UTC
 TOKEN_LIFETIME_S = 7200
 TOKEN_LIFETIME = timedelta(seconds=TOKEN_LIFETIME_S)
 WAKE = timedelta(seconds=60)
+PROJECT_EVERY = timedelta(minutes=10)  # how often the simulated notice chore projects
 DAY_S = 86_400
 BUSY_SHARE = 0.2
 BUSY_PERIOD_S = 900
@@ -208,6 +217,8 @@ class Stats:
     busy_waited: int = 0
     busy_refused: int = 0
     ebay_429: int = 0  # calls eBay refused because the 24 h window was full
+    warned_at_h: float | None = None  # the projection first reached the limit (hours after t0)
+    first_refusal_at_h: float | None = None
     deferred: int = 0
     peak_24h_calls: int = 0
     elapsed_s: float = 0.0
@@ -312,6 +323,8 @@ class Simulation:
         if self.expires[account] <= valid_after:
             budget = QuotaState({GRANT: self._calls_in_window(now)}, self.quota)
             if budget.window_full(GRANT) or not self._refresh(account, now):
+                if self.stats.first_refusal_at_h is None:
+                    self.stats.first_refusal_at_h = hours_after_t0(now)
                 return REFUSED
             self.stats.on_demand_calls += 1
             answer = WAITED
@@ -351,6 +364,19 @@ class Simulation:
             by_reason[reason.value] = by_reason.get(reason.value, 0) + 1
             spent += 1
         self.last_wake = now
+        if self.stats.warned_at_h is None and (now - T0) % PROJECT_EVERY == timedelta(0):
+            self._project(now)
+
+    def _project(self, now: datetime) -> None:
+        """The product's projection (``Journal.quota_projection``) over the calls so far."""
+        calls, since = self.calls, now - WINDOW
+        used = len(calls) - bisect.bisect_left(calls, since)
+        if not used:
+            return
+        history = now - calls[bisect.bisect_left(calls, since)]
+        recent = len(calls) - bisect.bisect_left(calls, now - pace_span(history))
+        if project(used, recent, history, self.quota.limits[GRANT]).exceeded:
+            self.stats.warned_at_h = hours_after_t0(now)
 
     def _calls_in_window(self, now: datetime) -> int:
         """Calls since now - 24 h (inclusive, as ``Journal.quota_usage``)."""
@@ -419,6 +445,10 @@ class Simulation:
         self.stats.peak_24h_calls = peak_window(self.calls)
 
 
+def hours_after_t0(now: datetime) -> float:
+    return round((now - T0) / timedelta(hours=1), 2)
+
+
 def peak_window(calls: Sequence[datetime]) -> int:
     """The most calls in any closed 24 h window [t - 24 h, t] (sorted call times)."""
     best, start = 0, 0
@@ -460,6 +490,8 @@ def summarise(
         "waited": stats.waited,
         "refused_requests": stats.refused,
         "ebay_429": stats.ebay_429,
+        "projection_warned_after_h": stats.warned_at_h,
+        "first_refusal_after_h": stats.first_refusal_at_h,
         "elapsed_s": round(stats.elapsed_s, 2),
     }
 
@@ -529,23 +561,26 @@ def print_table(
     )
     print(
         f"token {TOKEN_LIFETIME_S} s, margin {int(MARGIN.total_seconds())} s, refresh_ahead "
-        f"{config.refresh_ahead}, recent_use {config.recent_use}, probe {config.probe_interval}; "
+        f"{config.refresh_ahead}, warm at {config.warm_use_share:.0%} chance of use, recent_use "
+        f"{config.recent_use}, probe {config.probe_interval}; "
         f"limit {quota.limits[GRANT]:,}/24 h, proactive ceiling "
         f"{bounds.proactive_ceiling_per_day:,}/24 h; worker wakes every "
         f"{int(WAKE.total_seconds())} s"
     )
     print()
     header = (
-        f"{'policy':<10} {'calls/acct-day':>14} {'no_wait':>8} {'busy':>8} {'occas.':>8} "
-        f"{'worker':>9} {'on_demand':>9} {'peak 24h':>9} {'>limit':>6} {'deferred':>9} {'s':>5}"
+        f"{'policy':<10} {'calls/acct-day':>14} {'x min':>6} {'no_wait':>8} {'busy':>8} "
+        f"{'occas.':>8} {'worker':>9} {'on_demand':>9} {'refused':>9} {'peak 24h':>9} "
+        f"{'>limit':>6} {'deferred':>9} {'s':>5}"
     )
     print(header)
     print("-" * len(header))
     for name, row in results.items():
         print(
-            f"{name:<10} {row['calls_per_account_day']:>14.3f} {row['no_wait_share']:>8.4f} "
-            f"{row['no_wait_share_busy']:>8.4f} {row['no_wait_share_occasional']:>8.4f} "
-            f"{row['worker_calls']:>9,} {row['on_demand_calls']:>9,} "
+            f"{name:<10} {row['calls_per_account_day']:>14.3f} {row['ratio_to_minimum']:>6.3f} "
+            f"{row['no_wait_share']:>8.4f} {row['no_wait_share_busy']:>8.4f} "
+            f"{row['no_wait_share_occasional']:>8.4f} {row['worker_calls']:>9,} "
+            f"{row['on_demand_calls']:>9,} {row['refused_requests']:>9,} "
             f"{row['peak_24h_calls']:>9,} {'yes' if row['exceeded_daily_limit'] else 'no':>6} "
             f"{row['deferred']:>9,} {row['elapsed_s']:>5.1f}"
         )
@@ -553,6 +588,13 @@ def print_table(
     for name, row in results.items():
         reasons = ", ".join(f"{k} {v:,}" for k, v in row["worker_calls_by_reason"].items())
         print(f"worker calls by schedule reason, {name}: {reasons or 'none'}")
+    for name, row in results.items():
+        warned, refused = row["projection_warned_after_h"], row["first_refusal_after_h"]
+        if warned is not None or refused is not None:
+            print(
+                f"limit, {name}: projection reached it after {warned} h, first request refused "
+                f"after {refused} h"
+            )
     print(
         f"lower bound (any policy, serving every request): {bounds.min_calls:,} calls = "
         f"{bounds.min_calls_per_account_day:.3f} calls/account-day = "
@@ -569,13 +611,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=20_000, help="connected accounts")
     parser.add_argument("--days", type=int, default=7, help="simulated days")
     parser.add_argument("--seed", type=int, default=1, help="workload random seed")
+    parser.add_argument(
+        "--daily-limit", type=int, default=50_000, help="eBay's refresh grants per 24 h"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     unused = "unused: accepted for symmetry with the other benchmarks (this one does no I/O)"
     parser.add_argument("--latency-ms", type=float, default=None, help=unused)
     parser.add_argument("--database-url", default=None, help=unused)
     args = parser.parse_args(argv)
-    if args.accounts < 1 or args.days < 1:
-        parser.error("--accounts and --days must be at least 1")
+    if args.accounts < 1 or args.days < 1 or args.daily_limit < 1:
+        parser.error("--accounts, --days and --daily-limit must be at least 1")
     return args
 
 
@@ -592,7 +637,8 @@ def simulate_all(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    config, quota = PolicyConfig(), QuotaConfig()
+    config = PolicyConfig()
+    quota = QuotaConfig(limits={**QuotaConfig().limits, GRANT: args.daily_limit})
     workload = make_workload(args.accounts, args.days, args.seed)
     bounds = compute_bounds(workload, quota)
     results = simulate_all(workload, config, quota, bounds)
@@ -610,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 "busy": workload.busy,
                 "days": workload.days,
                 "seed": args.seed,
+                "daily_limit": args.daily_limit,
                 "requests": workload.requests,
             },
             "elapsed_s": round(elapsed, 2),
