@@ -424,7 +424,7 @@ async def test_the_projection_says_when_the_recent_pace_passes_the_daily_limit(
 ) -> None:
     emu, _ = emulator
     async with (
-        open_test_runtime(database, emulator, tmp_path, clock, daily_refresh_limit=50) as rt,
+        open_test_runtime(database, emulator, tmp_path, clock, daily_refresh_limit=10) as rt,
         serve_asgi(create_app(rt)) as base,
     ):
         org = await rt.store.create_organization("Projection org")
@@ -433,12 +433,12 @@ async def test_the_projection_says_when_the_recent_pace_passes_the_daily_limit(
         for _ in range(2):
             assert (await rt.refresher.refresh(account, Trigger.ADMIN, actor="test")).ok
         under = await served.scrape()
-        # Two calls within the first hour: a pace of 48 a day, under the limit of 50.
-        assert under.get(P + "quota_projected", grant="refresh_token") == 48
+        # Two calls within the first hours: a pace of 8 a day, under the limit of 10.
+        assert under.get(P + "quota_projected", grant="refresh_token") == 8
         assert under.get(P + "quota_projected_exceeded", grant="refresh_token") == 0
         assert (await rt.refresher.refresh(account, Trigger.ADMIN, actor="test")).ok
         over = await served.scrape()
-        assert over.get(P + "quota_projected", grant="refresh_token") == 72
+        assert over.get(P + "quota_projected", grant="refresh_token") == 12
         assert over.get(P + "quota_projected_exceeded", grant="refresh_token") == 1
         # Twelve hours later the same three calls are a pace of 6 a day, yet the last 24 h
         # still hold them: the projection never falls below what was used.

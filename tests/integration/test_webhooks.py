@@ -585,8 +585,8 @@ async def test_a_projection_past_the_daily_limit_is_notified_once_per_crossing(
 ) -> None:
     rt = setup.runtime
     account = await setup.connect("pace_seller")
-    setup.chore.quota_config = QuotaConfig(limits={"refresh_token": 50})
-    for _ in range(3):  # three calls within the hour: a pace of 72 a day
+    setup.chore.quota_config = QuotaConfig(limits={"refresh_token": 10})
+    for _ in range(3):  # three calls within the first hours: a pace of 12 a day
         assert (await rt.refresher.refresh(account, Trigger.ADMIN, actor="test")).ok
     for _ in range(3):
         await setup.notice()
@@ -594,7 +594,7 @@ async def test_a_projection_past_the_daily_limit_is_notified_once_per_crossing(
     events = receiver.events("quota.projected_exceeded")
     assert len(events) == 1
     data = events[0]["data"]
-    assert (data["grant"], data["projected_24h"], data["limit"]) == ("refresh_token", 72, 50)
+    assert (data["grant"], data["projected_24h"], data["limit"]) == ("refresh_token", 12, 10)
     assert "Application Growth Check" in data["remedy"]
     assert "EBAY_CONNECTOR_DAILY_REFRESH_LIMIT" in data["remedy"]
     # A day later the pace is gone (re-armed); a new burst is a new crossing.

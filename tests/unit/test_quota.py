@@ -32,8 +32,9 @@ def test_a_full_window_frees_a_call_just_after_its_oldest_extra_call_leaves() ->
     ("used", "recent", "history", "projected"),
     [
         (0, 0, timedelta(0), 0),
-        (2, 2, timedelta(minutes=5), 48),  # less than an hour: paced over an hour
-        (10, 10, timedelta(hours=5), 48),  # five hours of history: 2 an hour
+        (2, 2, timedelta(minutes=5), 8),  # less than 6 h: paced over 6 h
+        (10, 10, timedelta(hours=5), 40),
+        (20, 20, timedelta(hours=8), 60),  # eight hours of history: 2.5 an hour
         (240, 120, timedelta(hours=23), 240),  # steady: as much as the last 24 h
         (300, 200, timedelta(hours=23), 400),  # growing: the last 12 h's pace
         (300, 50, timedelta(hours=23), 300),  # shrinking: never below the last 24 h

@@ -19,9 +19,10 @@ from ebay_connector.core.exchange import Action
 
 WINDOW = timedelta(hours=24)
 # The projection extrapolates the pace of the last 12 h (a day's growth shows in it), but never
-# from less than an hour of history (a start-up burst is not a day's pace).
+# from less than 6 h (accounts connected together refresh together: a burst is not a day's pace;
+# see docs/decisions.md, "Projecting the next 24 h").
 PACE = timedelta(hours=12)
-MIN_PACE = timedelta(hours=1)
+MIN_PACE = timedelta(hours=6)
 REARM_SHARE = 0.9  # a crossing is over once the projection is back under 90 % of the limit
 DEFAULT_DAILY_LIMITS: Mapping[str, int] = {
     Action.REFRESH_TOKEN.value: 50_000,
