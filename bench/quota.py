@@ -16,35 +16,43 @@ Model (virtual clock, no sleeping, no I/O, deterministic for a given ``--seed``)
     (order sync), starting at a per-account phase drawn uniformly from [0 s, 900 s);
   - occasional accounts (80 %): Poisson(3 uses/week) uses at uniform random times.
 * A program request is ``Refresher.get_access_token``: a stored token valid for more than the
-  5-minute margin is served without a call ("no wait"); otherwise one on-demand refresh (one
-  eBay call; the request waited). Then ``last_used_at`` is touched (at most once per 60 s) and
-  ``policy.after_use`` may move the schedule, exactly in the product's order.
+  5-minute margin is served without a call ("no wait"); otherwise, if the rolling 24 h window
+  still has room under the daily limit, one on-demand refresh (one eBay call; the request
+  waited), else the product answers 503 and makes no call (the request is refused). Then the
+  use is recorded (``usage.Use.observed``, at most once per 60 s, as the store's
+  ``touch_last_used``) and ``policy.after_use`` may move the schedule, in the product's order.
 * The worker wakes every 60 s of virtual time (t0, t0+60 s, ...). It computes
   ``QuotaState(calls of the last 24 h).proactive_budget()`` (the calls are kept in a rolling
   24 h window) and refreshes due accounts (``next_attempt_at <= now``), most overdue first, up
   to that budget. A due account left for a later wake counts once as "deferred" (by the guard:
-  nothing else can delay it here). On-demand refreshes are never blocked, but are counted in
-  the window. At equal instants the worker runs before program requests.
+  nothing else can delay it here). On-demand refreshes use the reserve, never past the limit.
+  eBay itself answers 429 (and grants nothing) to a call that would pass its limit: counted as
+  ``ebay_429``, which the product's guards keep at 0. At equal instants the worker runs before
+  program requests.
 * Every refresh goes through ``token_state.after_attempt`` with a 7200 s grant; its schedule
-  callback is ``policy.schedule(...)`` with the account's ``last_used_at`` as read before the
+  callback is ``policy.schedule(...)`` with the account's learned use as read before the
   refresh, as ``Refresher._attempt`` does.
 
 Printed per policy: calls per account-day (all refresh grants / accounts / days), the share of
-program requests answered without waiting (overall, busy, occasional), worker vs on-demand calls,
-the largest number of calls in any 24 h window, whether that ever exceeded the daily limit, and
-the deferred count. Then a lower bound that no policy can beat on this workload (the fewest
-refreshes that can serve every request: a token issued at t serves requests in [t, t + 6900 s)),
-``note:`` lines for any target that bound makes impossible, and last a ratio line.
+program requests answered without waiting (overall, busy, occasional; a refused request did not
+get a token), worker vs on-demand calls, the calls over the lower bound (``ratio_to_minimum``),
+the requests refused at the limit, the largest number of calls in any 24 h window, whether that
+ever exceeded the daily limit, and the deferred count. Then a lower bound that no policy can
+beat on this workload (the fewest refreshes that can serve every request: a token issued at t
+serves requests in [t, t + 6900 s)), ``note:`` lines for any target that bound makes
+impossible, and last a ratio line.
 
 Usage (from the repository root)::
 
     .venv/bin/python bench/quota.py
     .venv/bin/python bench/quota.py --accounts 2000 --days 7 --seed 1 --json
+    .venv/bin/python bench/quota.py --accounts 200 --days 2 --daily-limit 500
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import json
 import math
@@ -60,13 +68,15 @@ from ebay_connector.core import policy, token_state
 from ebay_connector.core.exchange import Action
 from ebay_connector.core.outcome import Classified, Outcome, TokenGrant
 from ebay_connector.core.policy import PolicyConfig, Reason, RefreshPolicy
-from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState
+from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState, pace_span, project
+from ebay_connector.core.usage import Use
 from ebay_connector.service.refresh import LAST_USED_THROTTLE, RefreshConfig
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, 00:00 UTC
 TOKEN_LIFETIME_S = 7200
 TOKEN_LIFETIME = timedelta(seconds=TOKEN_LIFETIME_S)
 WAKE = timedelta(seconds=60)
+PROJECT_EVERY = timedelta(minutes=10)  # how often the simulated notice chore projects
 DAY_S = 86_400
 BUSY_SHARE = 0.2
 BUSY_PERIOD_S = 900
@@ -79,6 +89,9 @@ POLICIES = (RefreshPolicy.PROACTIVE, RefreshPolicy.ON_DEMAND, RefreshPolicy.AUTO
 TARGET_CALLS_PER_ACCOUNT_DAY = 2.0
 TARGET_NO_WAIT = 0.97
 OK = Classified(Outcome.OK, "ok", grant=TokenGrant("simulated", TOKEN_LIFETIME_S, "Bearer"))
+
+# What a program's request got.
+SERVED, WAITED, REFUSED = 0, 1, 2
 
 # Event kinds, in the order they run at the same instant.
 EV_WAKE, EV_BUSY, EV_OCCASIONAL = 0, 1, 2
@@ -199,8 +212,13 @@ class Stats:
     worker_calls_by_reason: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     waited: int = 0
+    refused: int = 0  # answered 503 by the product's limit guard (or 429 by eBay): no token
     busy_requests: int = 0
     busy_waited: int = 0
+    busy_refused: int = 0
+    ebay_429: int = 0  # calls eBay refused because the 24 h window was full
+    warned_at_h: float | None = None  # the projection first reached the limit (hours after t0)
+    first_refusal_at_h: float | None = None
     deferred: int = 0
     peak_24h_calls: int = 0
     elapsed_s: float = 0.0
@@ -223,7 +241,7 @@ class Simulation:
         self.policy = policy.effective(refresh_policy.value, config)
         self.rng = random.Random(0)  # after_attempt's backoff jitter; unused on success
         self.expires: list[datetime] = [T0 + TOKEN_LIFETIME] * n
-        self.last_used: list[datetime | None] = [None] * n
+        self.use: list[Use] = [Use()] * n
         self.next_at: list[datetime | None] = [None] * n
         self.due_from: list[datetime] = [T0] * n  # max(next_at, when it was set)
         self.reason: list[Reason] = [Reason.ON_DEMAND] * n
@@ -237,7 +255,7 @@ class Simulation:
             first = policy.schedule(
                 self.policy,
                 access_expires_at=self.expires[account],
-                last_used_at=None,
+                use=Use(),
                 last_success_at=T0,
                 now=T0,
                 config=config,
@@ -258,8 +276,16 @@ class Simulation:
         if at is not None:
             heapq.heappush(self.due, (at, account, self.version[account]))
 
-    def _refresh(self, account: int, now: datetime) -> None:
-        """One successful grant through ``token_state.after_attempt`` and ``policy.schedule``."""
+    def _refresh(self, account: int, now: datetime) -> bool:
+        """One grant through ``token_state.after_attempt`` and ``policy.schedule``.
+
+        eBay answers 429 (and grants nothing) once its 24 h window holds the daily limit; the
+        account is then looked at again after the next wake. Returns whether it was granted.
+        """
+        if self._calls_in_window(now) >= self.quota.limits[GRANT]:
+            self.stats.ebay_429 += 1
+            self._set_next(account, now + WAKE, self.reason[account], now)
+            return False
         planned: list[policy.Schedule] = []
 
         def next_after_success(new_expiry: datetime) -> datetime | None:
@@ -267,7 +293,7 @@ class Simulation:
                 policy.schedule(
                     self.policy,
                     access_expires_at=new_expiry,
-                    last_used_at=self.last_used[account],
+                    use=self.use[account],
                     last_success_at=now,
                     now=now,
                     config=self.config,
@@ -283,31 +309,39 @@ class Simulation:
         self.stats.calls += 1
         self.expires[account] = transition.access_expires_at
         self._set_next(account, transition.next_attempt_at, planned[-1].reason, now)
+        return True
 
     # events ----------------------------------------------------------------------------------
 
-    def request(self, account: int, now: datetime, valid_after: datetime, stale: datetime) -> bool:
-        """A program's ``get_access_token``; returns whether it waited for eBay.
+    def request(self, account: int, now: datetime, valid_after: datetime, stale: datetime) -> int:
+        """A program's ``get_access_token``: SERVED, WAITED (for eBay) or REFUSED (no token).
 
-        ``valid_after`` is now + margin, ``stale`` now - the last-used throttle.
+        ``valid_after`` is now + margin, ``stale`` now - the last-used throttle. With the 24 h
+        window full the product answers 503 without calling eBay, as ``Refresher`` does.
         """
-        waited = self.expires[account] <= valid_after
-        if waited:
+        answer = SERVED
+        if self.expires[account] <= valid_after:
+            budget = QuotaState({GRANT: self._calls_in_window(now)}, self.quota)
+            if budget.window_full(GRANT) or not self._refresh(account, now):
+                if self.stats.first_refusal_at_h is None:
+                    self.stats.first_refusal_at_h = hours_after_t0(now)
+                return REFUSED
             self.stats.on_demand_calls += 1
-            self._refresh(account, now)
-        last_used = self.last_used[account]
-        if last_used is None or last_used < stale:
-            self.last_used[account] = now
+            answer = WAITED
+        use = self.use[account]
+        if use.last_used_at is None or use.last_used_at < stale:
+            self.use[account] = use = use.observed(now)
         moved = policy.after_use(
             self.policy,
             scheduled_at=self.next_at[account],
             access_expires_at=self.expires[account],
+            use=use,
             now=now,
             config=self.config,
         )
         if moved is not None:
             self._set_next(account, moved, Reason.RECENTLY_USED, now)
-        return waited
+        return answer
 
     def wake(self, now: datetime) -> None:
         """One worker cycle: refresh due accounts, most overdue first, within the budget."""
@@ -323,12 +357,26 @@ class Simulation:
                 self.stats.deferred += 1
             reason = self.reason[account]
             self.next_at[account] = None  # claimed
+            if not self._refresh(account, now):
+                continue
             self.stats.worker_calls += 1
             by_reason = self.stats.worker_calls_by_reason
             by_reason[reason.value] = by_reason.get(reason.value, 0) + 1
-            self._refresh(account, now)
             spent += 1
         self.last_wake = now
+        if self.stats.warned_at_h is None and (now - T0) % PROJECT_EVERY == timedelta(0):
+            self._project(now)
+
+    def _project(self, now: datetime) -> None:
+        """The product's projection (``Journal.quota_projection``) over the calls so far."""
+        calls, since = self.calls, now - WINDOW
+        used = len(calls) - bisect.bisect_left(calls, since)
+        if not used:
+            return
+        history = now - calls[bisect.bisect_left(calls, since)]
+        recent = len(calls) - bisect.bisect_left(calls, now - pace_span(history))
+        if project(used, recent, history, self.quota.limits[GRANT]).exceeded:
+            self.stats.warned_at_h = hours_after_t0(now)
 
     def _calls_in_window(self, now: datetime) -> int:
         """Calls since now - 24 h (inclusive, as ``Journal.quota_usage``)."""
@@ -371,17 +419,21 @@ class Simulation:
     def _busy_batch(self, accounts: list[int], now: datetime) -> None:
         """All busy accounts sharing a phase ask at the same instant: one event, not one each."""
         valid_after, stale = now + MARGIN, now - LAST_USED_THROTTLE
-        waited = sum(self.request(account, now, valid_after, stale) for account in accounts)
+        answers = [self.request(account, now, valid_after, stale) for account in accounts]
+        waited, refused = answers.count(WAITED), answers.count(REFUSED)
         stats = self.stats
         stats.requests += len(accounts)
         stats.busy_requests += len(accounts)
         stats.waited += waited
         stats.busy_waited += waited
+        stats.refused += refused
+        stats.busy_refused += refused
 
     def _occasional(self, account: int, now: datetime) -> None:
-        waited = self.request(account, now, now + MARGIN, now - LAST_USED_THROTTLE)
+        answer = self.request(account, now, now + MARGIN, now - LAST_USED_THROTTLE)
         self.stats.requests += 1
-        self.stats.waited += waited
+        self.stats.waited += answer == WAITED
+        self.stats.refused += answer == REFUSED
 
     def _finish(self) -> None:
         """Count refreshes still left over by the guard; the largest 24 h window."""
@@ -391,6 +443,10 @@ class Simulation:
             if at is not None and due_from <= self.last_wake
         )
         self.stats.peak_24h_calls = peak_window(self.calls)
+
+
+def hours_after_t0(now: datetime) -> float:
+    return round((now - T0) / timedelta(hours=1), 2)
 
 
 def peak_window(calls: Sequence[datetime]) -> int:
@@ -407,16 +463,21 @@ def peak_window(calls: Sequence[datetime]) -> int:
 # --------------------------------------------------------------------------- report
 
 
-def summarise(stats: Stats, workload: Workload, quota: QuotaConfig) -> dict[str, Any]:
+def summarise(
+    stats: Stats, workload: Workload, quota: QuotaConfig, bounds: Bounds
+) -> dict[str, Any]:
+    """One policy's figures; a refused request did not get a token, so it is not "no wait"."""
     occasional_requests = stats.requests - stats.busy_requests
-    occasional_waited = stats.waited - stats.busy_waited
+    occasional_missed = stats.waited + stats.refused - stats.busy_waited - stats.busy_refused
+    busy_missed = stats.busy_waited + stats.busy_refused
     account_days = workload.accounts * workload.days
     return {
         "calls_per_account_day": stats.calls / account_days,
-        "no_wait_share": share(stats.requests - stats.waited, stats.requests),
-        "no_wait_share_busy": share(stats.busy_requests - stats.busy_waited, stats.busy_requests),
+        "ratio_to_minimum": stats.calls / bounds.min_calls if bounds.min_calls else math.nan,
+        "no_wait_share": share(stats.requests - stats.waited - stats.refused, stats.requests),
+        "no_wait_share_busy": share(stats.busy_requests - busy_missed, stats.busy_requests),
         "no_wait_share_occasional": share(
-            occasional_requests - occasional_waited, occasional_requests
+            occasional_requests - occasional_missed, occasional_requests
         ),
         "peak_24h_calls": stats.peak_24h_calls,
         "exceeded_daily_limit": stats.peak_24h_calls > quota.limits[GRANT],
@@ -427,6 +488,10 @@ def summarise(stats: Stats, workload: Workload, quota: QuotaConfig) -> dict[str,
         "worker_calls_by_reason": dict(sorted(stats.worker_calls_by_reason.items())),
         "requests": stats.requests,
         "waited": stats.waited,
+        "refused_requests": stats.refused,
+        "ebay_429": stats.ebay_429,
+        "projection_warned_after_h": stats.warned_at_h,
+        "first_refusal_after_h": stats.first_refusal_at_h,
         "elapsed_s": round(stats.elapsed_s, 2),
     }
 
@@ -496,23 +561,26 @@ def print_table(
     )
     print(
         f"token {TOKEN_LIFETIME_S} s, margin {int(MARGIN.total_seconds())} s, refresh_ahead "
-        f"{config.refresh_ahead}, recent_use {config.recent_use}, probe {config.probe_interval}; "
+        f"{config.refresh_ahead}, warm at {config.warm_use_share:.0%} chance of use, recent_use "
+        f"{config.recent_use}, probe {config.probe_interval}; "
         f"limit {quota.limits[GRANT]:,}/24 h, proactive ceiling "
         f"{bounds.proactive_ceiling_per_day:,}/24 h; worker wakes every "
         f"{int(WAKE.total_seconds())} s"
     )
     print()
     header = (
-        f"{'policy':<10} {'calls/acct-day':>14} {'no_wait':>8} {'busy':>8} {'occas.':>8} "
-        f"{'worker':>9} {'on_demand':>9} {'peak 24h':>9} {'>limit':>6} {'deferred':>9} {'s':>5}"
+        f"{'policy':<10} {'calls/acct-day':>14} {'x min':>6} {'no_wait':>8} {'busy':>8} "
+        f"{'occas.':>8} {'worker':>9} {'on_demand':>9} {'refused':>9} {'peak 24h':>9} "
+        f"{'>limit':>6} {'deferred':>9} {'s':>5}"
     )
     print(header)
     print("-" * len(header))
     for name, row in results.items():
         print(
-            f"{name:<10} {row['calls_per_account_day']:>14.3f} {row['no_wait_share']:>8.4f} "
-            f"{row['no_wait_share_busy']:>8.4f} {row['no_wait_share_occasional']:>8.4f} "
-            f"{row['worker_calls']:>9,} {row['on_demand_calls']:>9,} "
+            f"{name:<10} {row['calls_per_account_day']:>14.3f} {row['ratio_to_minimum']:>6.3f} "
+            f"{row['no_wait_share']:>8.4f} {row['no_wait_share_busy']:>8.4f} "
+            f"{row['no_wait_share_occasional']:>8.4f} {row['worker_calls']:>9,} "
+            f"{row['on_demand_calls']:>9,} {row['refused_requests']:>9,} "
             f"{row['peak_24h_calls']:>9,} {'yes' if row['exceeded_daily_limit'] else 'no':>6} "
             f"{row['deferred']:>9,} {row['elapsed_s']:>5.1f}"
         )
@@ -520,6 +588,13 @@ def print_table(
     for name, row in results.items():
         reasons = ", ".join(f"{k} {v:,}" for k, v in row["worker_calls_by_reason"].items())
         print(f"worker calls by schedule reason, {name}: {reasons or 'none'}")
+    for name, row in results.items():
+        warned, refused = row["projection_warned_after_h"], row["first_refusal_after_h"]
+        if warned is not None or refused is not None:
+            print(
+                f"limit, {name}: projection reached it after {warned} h, first request refused "
+                f"after {refused} h"
+            )
     print(
         f"lower bound (any policy, serving every request): {bounds.min_calls:,} calls = "
         f"{bounds.min_calls_per_account_day:.3f} calls/account-day = "
@@ -536,33 +611,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=20_000, help="connected accounts")
     parser.add_argument("--days", type=int, default=7, help="simulated days")
     parser.add_argument("--seed", type=int, default=1, help="workload random seed")
+    parser.add_argument(
+        "--daily-limit", type=int, default=50_000, help="eBay's refresh grants per 24 h"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     unused = "unused: accepted for symmetry with the other benchmarks (this one does no I/O)"
     parser.add_argument("--latency-ms", type=float, default=None, help=unused)
     parser.add_argument("--database-url", default=None, help=unused)
     args = parser.parse_args(argv)
-    if args.accounts < 1 or args.days < 1:
-        parser.error("--accounts and --days must be at least 1")
+    if args.accounts < 1 or args.days < 1 or args.daily_limit < 1:
+        parser.error("--accounts, --days and --daily-limit must be at least 1")
     return args
 
 
 def simulate_all(
-    workload: Workload, config: PolicyConfig, quota: QuotaConfig
+    workload: Workload, config: PolicyConfig, quota: QuotaConfig, bounds: Bounds
 ) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for refresh_policy in POLICIES:
         stats = Simulation(workload, refresh_policy, config, quota).run()
-        results[refresh_policy.value] = summarise(stats, workload, quota)
+        results[refresh_policy.value] = summarise(stats, workload, quota, bounds)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    config, quota = PolicyConfig(), QuotaConfig()
+    config = PolicyConfig()
+    quota = QuotaConfig(limits={**QuotaConfig().limits, GRANT: args.daily_limit})
     workload = make_workload(args.accounts, args.days, args.seed)
     bounds = compute_bounds(workload, quota)
-    results = simulate_all(workload, config, quota)
+    results = simulate_all(workload, config, quota, bounds)
     ratio, text = ratio_line(results)
     found = notes(bounds, workload, quota)
     elapsed = time.perf_counter() - started
@@ -577,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 "busy": workload.busy,
                 "days": workload.days,
                 "seed": args.seed,
+                "daily_limit": args.daily_limit,
                 "requests": workload.requests,
             },
             "elapsed_s": round(elapsed, 2),

@@ -18,6 +18,7 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   └── SchemaMissing               schema_missing
     ├── NeedsReconnect                  needs_reconnect      (on-demand refused; carries reason)
     ├── RefreshFailed                   refresh_failed       (raised with the failed outcome's code)
+    │   └── QuotaExhausted              quota_exhausted      (24 h limit used up; retry_after)
     ├── ConnectFailed                   connect_failed       (raised with the failed outcome's code,
     │                                                         get_user_failed or consent_failed)
     ├── AccessError                     access_denied
@@ -150,6 +151,20 @@ class RefreshFailed(ConnectorError):
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message, code=code)
+
+
+class QuotaExhausted(RefreshFailed):
+    """eBay's daily refresh limit is used up for the rolling 24 h window: no call was made."""
+
+    code = "quota_exhausted"
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message, code=self.code)
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after.total_seconds()))
 
 
 class ConnectFailed(ConnectorError):

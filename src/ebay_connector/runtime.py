@@ -82,6 +82,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         on_demand_cooldown=settings.on_demand_cooldown,
         lease=settings.lease,
         policy=settings.policy,
+        quota=settings.quota,
     )
 
 

@@ -49,10 +49,18 @@ TOKEN_API_LEVELS = (1, 4)
 TRANSPORT_REQUESTS = 50
 QUOTA_ACCOUNTS = 200
 QUOTA_DAYS = 2
+QUOTA_LIMIT = 500  # under what serving every request takes (~540 a day): the guard must hold
 
 # The small setting of each benchmark; PostgreSQL ones get the suite's server appended.
 SMOKE_ARGS: dict[str, list[str]] = {
-    "quota": ["--accounts", str(QUOTA_ACCOUNTS), "--days", str(QUOTA_DAYS)],
+    "quota": [
+        "--accounts",
+        str(QUOTA_ACCOUNTS),
+        "--days",
+        str(QUOTA_DAYS),
+        "--daily-limit",
+        str(QUOTA_LIMIT),
+    ],
     "client_transport": [
         "--requests",
         str(TRANSPORT_REQUESTS),
@@ -227,6 +235,8 @@ def test_benchmark_runs_small_and_its_json_adds_up(
 def check_quota(doc: dict[str, Any]) -> None:
     workload = doc["workload"]
     assert (workload["accounts"], workload["days"]) == (QUOTA_ACCOUNTS, QUOTA_DAYS)
+    assert workload["daily_limit"] == QUOTA_LIMIT
+    refused_any = False
     requests = workload["requests"]
     assert requests > 0
     bounds = doc["bounds"]
@@ -235,12 +245,22 @@ def check_quota(doc: dict[str, Any]) -> None:
         assert r["requests"] == requests, policy
         assert r["calls"] == r["worker_calls"] + r["on_demand_calls"], policy
         assert sum(r["worker_calls_by_reason"].values()) == r["worker_calls"], policy
-        assert 0 <= r["waited"] <= requests, policy
-        assert r["no_wait_share"] == pytest.approx((requests - r["waited"]) / requests), policy
+        assert 0 <= r["waited"] + r["refused_requests"] <= requests, policy
+        served = requests - r["waited"] - r["refused_requests"]
+        assert r["no_wait_share"] == pytest.approx(served / requests), policy
         per_account_day = r["calls"] / (QUOTA_ACCOUNTS * QUOTA_DAYS)
         assert r["calls_per_account_day"] == pytest.approx(per_account_day), policy
-        assert bounds["min_calls"] <= r["calls"], f"{policy} beat the lower bound"
-        assert r["peak_24h_calls"] <= r["calls"], policy
+        assert r["ratio_to_minimum"] == pytest.approx(r["calls"] / bounds["min_calls"]), policy
+        # Never past eBay's limit: no 24 h window holds more, and eBay never had to say 429.
+        assert r["peak_24h_calls"] <= min(r["calls"], QUOTA_LIMIT), policy
+        refused_any = refused_any or r["refused_requests"] > 0
+        if r["refused_requests"]:  # warned before it bit
+            assert r["projection_warned_after_h"] is not None, policy
+            assert r["projection_warned_after_h"] <= r["first_refusal_after_h"], policy
+        assert not r["exceeded_daily_limit"] and r["ebay_429"] == 0, policy
+        if r["refused_requests"] == 0:
+            assert bounds["min_calls"] <= r["calls"], f"{policy} beat the lower bound"
+    assert refused_any, "the smoke run puts no pressure on the limit: the guard is untested"
     expected = doc["auto"]["calls_per_account_day"] / doc["proactive"]["calls_per_account_day"]
     assert doc["ratio"] == pytest.approx(expected)
 

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,8 +21,8 @@ from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.app import create_app
-from tests.conftest import FakeClock
-from tests.helpers import serve_asgi
+from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
+from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -364,3 +365,48 @@ async def test_disconnect_revokes_at_ebay_and_records_who_did_it(api: Api) -> No
     assert len(revokes) == 1
     assert (revokes[0].actor or "").startswith("user:")
     assert revokes[0].status == 200
+
+
+async def test_token_api_refuses_past_the_daily_limit_without_calling_ebay(
+    database: DatabaseTarget, emulator: tuple[Emulator, str], tmp_path: Path, clock: FakeClock
+) -> None:
+    emu, _ = emulator
+    async with (
+        open_test_runtime(database, emulator, tmp_path, clock, daily_refresh_limit=2) as runtime,
+        serve_asgi(create_app(runtime)) as base,
+    ):
+        org = await _org(runtime, "limited")
+        ids = [await connect_seller(runtime, org.id, f"limit_{i}") for i in range(3)]
+        headers = {"Authorization": f"Bearer {org.key}"}
+        async with httpx.AsyncClient(base_url=base, timeout=10) as program:
+            first_at = clock()
+            for account_id in ids[:2]:
+                await runtime.store.set_access_expiry(account_id, clock(), clock())
+                ok = await program.get(
+                    f"/api/v1/accounts/{account_id}/access-token", headers=headers
+                )
+                assert ok.status_code == 200, ok.text
+                clock.advance(minutes=10)
+            calls = emu.calls.count(grant_type="refresh_token")
+            await runtime.store.set_access_expiry(ids[2], clock(), clock())
+            path = f"/api/v1/accounts/{ids[2]}/access-token"
+            refused = await program.get(path, headers=headers)
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "quota_exhausted"
+            assert "EBAY_CONNECTOR_DAILY_REFRESH_LIMIT" in refused.json()["error"]["message"]
+            # The window frees a call when the first of the two has left it, 24 h after it.
+            frees = first_at + timedelta(hours=24, seconds=1) - clock()
+            assert int(refused.headers["retry-after"]) == int(frees.total_seconds())
+            assert emu.calls.count(grant_type="refresh_token") == calls
+            # The Workers page says why: two calls in minutes are a pace past the limit.
+            login = {"email": org.admin, "password": PASSWORD}
+            assert (await program.post("/api/auth/login", json=login)).status_code == 200
+            page = await program.get("/workers")
+            assert page.status_code == 200
+            assert 'role="alert" id="quota-projection"' in page.text
+            assert "Application Growth Check" in page.text
+            assert "EBAY_CONNECTOR_DAILY_REFRESH_LIMIT" in page.text
+            clock.advance(seconds=int(refused.headers["retry-after"]))
+            served = await program.get(path, headers=headers)
+            assert served.status_code == 200, served.text
+            assert emu.calls.count(grant_type="refresh_token") == calls + 1

@@ -29,7 +29,7 @@ from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.service import metrics
 from ebay_connector.web.app import create_app
-from tests.conftest import FakeClock, in_thread
+from tests.conftest import DatabaseTarget, FakeClock, in_thread, open_test_runtime
 from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,8 @@ EXPECTED_FAMILIES = {
     P + "due_backlog": "gauge",
     P + "quota_used": "gauge",
     P + "quota_limit": "gauge",
+    P + "quota_projected": "gauge",
+    P + "quota_projected_exceeded": "gauge",
     P + "token_api_requests": "counter",
     P + "token_api_duration_seconds": "histogram",
     P + "webhook_deliveries": "counter",
@@ -131,6 +133,8 @@ async def test_every_metric_is_present_in_the_first_scrape(served: Served) -> No
         assert scrape.has(P + "quota_used", grant=grant)
     assert scrape.get(P + "worker_last_success_timestamp_seconds") == 0
     assert scrape.get(P + "worker_cycle_duration_seconds_count") == 0
+    assert scrape.has(P + "quota_projected", grant="refresh_token")
+    assert scrape.get(P + "quota_projected_exceeded", grant="refresh_token") == 0
 
 
 async def test_each_metric_moves_when_its_event_happens(served: Served) -> None:
@@ -413,3 +417,32 @@ def test_serve_answers_metrics_and_logs_json_with_its_in_process_worker(tmp_path
         _, err = process.communicate(timeout=PROCESS_TIMEOUT_S)
     assert process.returncode == 0, err
     assert any(d["event"] == "worker.cycle" for d in _json_lines(err))
+
+
+async def test_the_projection_says_when_the_recent_pace_passes_the_daily_limit(
+    database: DatabaseTarget, emulator: tuple[Emulator, str], tmp_path: Path, clock: FakeClock
+) -> None:
+    emu, _ = emulator
+    async with (
+        open_test_runtime(database, emulator, tmp_path, clock, daily_refresh_limit=10) as rt,
+        serve_asgi(create_app(rt)) as base,
+    ):
+        org = await rt.store.create_organization("Projection org")
+        served = Served(base, rt, emu, clock, org, "")
+        account = await served.connect("metrics_pace")
+        for _ in range(2):
+            assert (await rt.refresher.refresh(account, Trigger.ADMIN, actor="test")).ok
+        under = await served.scrape()
+        # Two calls within the first hours: a pace of 8 a day, under the limit of 10.
+        assert under.get(P + "quota_projected", grant="refresh_token") == 8
+        assert under.get(P + "quota_projected_exceeded", grant="refresh_token") == 0
+        assert (await rt.refresher.refresh(account, Trigger.ADMIN, actor="test")).ok
+        over = await served.scrape()
+        assert over.get(P + "quota_projected", grant="refresh_token") == 12
+        assert over.get(P + "quota_projected_exceeded", grant="refresh_token") == 1
+        # Twelve hours later the same three calls are a pace of 6 a day, yet the last 24 h
+        # still hold them: the projection never falls below what was used.
+        clock.advance(hours=13)
+        later = await served.scrape()
+        assert later.get(P + "quota_projected", grant="refresh_token") == 3
+        assert later.get(P + "quota_projected_exceeded", grant="refresh_token") == 0

@@ -384,3 +384,24 @@ async def test_a_lost_lease_is_never_applied_over_the_new_holder(
     assert final.access_token_ciphertext == after_fast.access_token_ciphertext
     attempts = await runtime.journal.attempts(account_id, limit=3)
     assert "lease lost" in (attempts[0].error_message or "")
+
+
+async def test_regular_use_is_learned_and_keeps_the_token_warm(
+    runtime: Runtime, connect: Connect, emulator: tuple[Emulator, str], clock: FakeClock
+) -> None:
+    account_id = await connect("seller_sync")
+    connected = await runtime.store.account_token(account_id)
+    assert connected is not None and connected.next_attempt_at is not None
+    probe_at = connected.next_attempt_at
+    await runtime.refresher.get_access_token(account_id)
+    once = await runtime.store.account_token(account_id)
+    assert once is not None and once.use_interval_s is None
+    assert once.next_attempt_at == probe_at  # one use says nothing of the next
+    for _ in range(3):  # an order sync every 15 minutes
+        clock.advance(minutes=15)
+        await runtime.refresher.get_access_token(account_id)
+    learned = await runtime.store.account_token(account_id)
+    assert learned is not None and learned.use_interval_s == pytest.approx(900)
+    assert learned.access_expires_at is not None
+    assert learned.next_attempt_at == learned.access_expires_at - timedelta(minutes=15)
+    assert learned.next_attempt_at < probe_at

@@ -578,3 +578,30 @@ def test_cli_adds_lists_and_removes_webhooks(
     capsys.readouterr()
     assert in_thread(cli.main, ["webhooks", "remove", "--org", "Cli shop", hook]) == 2
     assert "error: not_found: no webhook" in capsys.readouterr().err
+
+
+async def test_a_projection_past_the_daily_limit_is_notified_once_per_crossing(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    rt = setup.runtime
+    account = await setup.connect("pace_seller")
+    setup.chore.quota_config = QuotaConfig(limits={"refresh_token": 10})
+    for _ in range(3):  # three calls within the first hours: a pace of 12 a day
+        assert (await rt.refresher.refresh(account, Trigger.ADMIN, actor="test")).ok
+    for _ in range(3):
+        await setup.notice()
+        clock.advance(seconds=10)
+    events = receiver.events("quota.projected_exceeded")
+    assert len(events) == 1
+    data = events[0]["data"]
+    assert (data["grant"], data["projected_24h"], data["limit"]) == ("refresh_token", 12, 10)
+    assert "Application Growth Check" in data["remedy"]
+    assert "EBAY_CONNECTOR_DAILY_REFRESH_LIMIT" in data["remedy"]
+    # A day later the pace is gone (re-armed); a new burst is a new crossing.
+    clock.advance(hours=25)
+    await setup.notice()
+    for _ in range(3):
+        assert (await rt.refresher.refresh(account, Trigger.ADMIN, actor="test")).ok
+    await setup.notice()
+    await setup.notice()
+    assert len(receiver.events("quota.projected_exceeded")) == 2

@@ -25,6 +25,8 @@ BASE = AccountToken(
     scopes=(),
     refresh_policy=None,
     last_used_at=None,
+    use_interval_s=None,
+    use_jitter_s=None,
     created_at=NOW,
     access_token_ciphertext="ENC:v1:k:x",
     access_expires_at=NOW + timedelta(hours=1),

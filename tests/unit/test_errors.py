@@ -115,6 +115,7 @@ def test_outcome_errors_carry_the_code_they_are_given(cls: type[ConnectorError])
         (errors.WebhookNotFound("none"), 404),
         (errors.NeedsReconnect("reconnect", reason="invalid_grant"), 409),
         (errors.RefreshFailed("later", code="transient"), 503),
+        (errors.QuotaExhausted("limit", retry_after=timedelta(seconds=1)), 503),
         (errors.ConnectFailed("eBay said no", code="invalid_scope"), 502),
         (errors.ConnectFailed("code reused", code="invalid_grant"), 400),
         (errors.StoreError("failed"), 503),

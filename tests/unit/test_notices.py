@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector.core import notices
+from ebay_connector.core import notices, quota
 from ebay_connector.core.notices import Condition, EventType, Mark, TokenFacts
 from ebay_connector.errors import InvalidWebhookUrl
 from ebay_connector.service import webhooks
@@ -189,3 +189,21 @@ def test_retries_back_off_and_stop_on_2xx_or_after_the_last_attempt() -> None:
         attempt=3, status_code=None, now=NOW, config=config, rng=rng
     )
     assert (status, at) == ("failed", None)
+
+
+def test_a_projection_past_the_limit_notifies_once_per_crossing() -> None:
+    over = quota.project(120, 60, timedelta(hours=20), limit=100)
+    at_limit = quota.project(100, 50, timedelta(hours=20), limit=100)
+    near = quota.project(95, 45, timedelta(hours=20), limit=100)
+    under = quota.project(80, 40, timedelta(hours=20), limit=100)
+    sent, armed = notices.quota_projected(over, True, NOW)
+    assert [n.type for n in sent] == [EventType.QUOTA_PROJECTED_EXCEEDED] and not armed
+    assert sent[0].data["projected_24h"] == 120 and "Growth Check" in sent[0].data["remedy"]
+    # Hovering at the limit, or just under it, is the same crossing.
+    for projection in (at_limit, near, over):
+        sent, armed = notices.quota_projected(projection, armed, NOW)
+        assert sent == [] and not armed
+    sent, armed = notices.quota_projected(under, armed, NOW)
+    assert sent == [] and armed
+    sent, armed = notices.quota_projected(at_limit, armed, NOW + timedelta(hours=1))
+    assert len(sent) == 1 and not armed

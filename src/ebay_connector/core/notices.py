@@ -11,7 +11,8 @@ the mark with the token row as it is now and answers the notices to send and the
 
 Because the mark only moves on a transition, 500 failed attempts in one outage are one
 ``refresh_failing``; the refresh path is never told anything (it does not change for this).
-Application-wide notices (a stale worker, a low eBay quota) carry a deduplication key instead.
+Application-wide notices (a stale worker, a low eBay quota, a projection past eBay's limit)
+carry a deduplication key instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from ebay_connector.core.quota import Projection
 
 EXPIRY_WARNING_DAYS = (30, 14, 7)  # before the refresh token's 18-month end
 REFRESH_FAILING_AFTER = timedelta(hours=1)
@@ -34,6 +37,7 @@ class EventType(enum.StrEnum):
     REFRESH_TOKEN_EXPIRING = "refresh_token.expiring"
     WORKER_STALE = "worker.stale"
     QUOTA_LOW = "quota.low"
+    QUOTA_PROJECTED_EXCEEDED = "quota.projected_exceeded"
     TEST = "webhook.test"
 
 
@@ -199,3 +203,28 @@ def quota_low(
             key = f"quota.low:{grant}:{now.date().isoformat()}"
             out.append(Notice(EventType.QUOTA_LOW, data, dedup=key))
     return out
+
+
+QUOTA_REMEDY = (
+    "ask eBay to raise the limit (Application Growth Check in eBay's developer portal), "
+    "then set EBAY_CONNECTOR_DAILY_REFRESH_LIMIT to the new limit"
+)
+
+
+def quota_projected(
+    projection: Projection, armed: bool, now: datetime, grant: str = "refresh_token"
+) -> tuple[list[Notice], bool]:
+    """One ``quota.projected_exceeded`` per crossing, and whether the next crossing may notify.
+
+    ``armed`` until the projection reaches the limit; re-armed only once it is back under
+    :data:`~ebay_connector.core.quota.REARM_SHARE` of it, so a projection hovering at the limit
+    (a full window) is one crossing, not one per cycle. The key (the hour) lets replicas that
+    see the same crossing send it once.
+    """
+    if armed and projection.exceeded:
+        data = {"grant": grant, **projection.to_dict(), "remedy": QUOTA_REMEDY}
+        key = f"quota.projected_exceeded:{grant}:{now:%Y-%m-%dT%H}"
+        return [Notice(EventType.QUOTA_PROJECTED_EXCEEDED, data, dedup=key)], False
+    if not armed and projection.rearmed:
+        return [], True
+    return [], armed

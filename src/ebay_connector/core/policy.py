@@ -6,9 +6,17 @@ the account, so the default policy spends them only where a program needs a toke
 
     proactive  keep the access token valid at all times (refresh inside the refresh-ahead window)
     on_demand  never refresh in the background; programs' requests refresh when they need to
-    auto       proactive while a program used the account recently (default: within 6 h);
-               otherwise on demand, plus one validity probe a day so that a revoked grant is
-               found within a day rather than when a seller needs the account
+    auto       proactive while keeping the token warm pays for itself: while the account's
+               learned rate of use (:mod:`ebay_connector.core.usage`) makes a use of the next
+               token likely (default: 80 %); otherwise on demand, plus one validity probe a day
+               so that a revoked grant is found within a day rather than when a seller needs
+               the account
+
+A warm refresh costs a call whether or not the token is then used; on demand, that call is
+made only when a program asks, and the program waits for it. So an account is kept warm only
+when the new token will very likely serve a request, and a regular user's refresh (an order sync
+every 15 minutes) is timed just before the first request the old token cannot serve, so each
+token serves as many requests as it can.
 """
 
 from __future__ import annotations
@@ -16,6 +24,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from ebay_connector.core.usage import Use
+
+# eBay's user access tokens live 2 h: the window a warm refresh's token can serve requests in.
+TOKEN_LIFETIME = timedelta(hours=2)
 
 
 class RefreshPolicy(enum.StrEnum):
@@ -28,7 +41,7 @@ class Reason(enum.StrEnum):
     """Why the account is scheduled as it is (shown to operators)."""
 
     PROACTIVE = "proactive"  # keep the token valid
-    RECENTLY_USED = "recently_used"  # auto, used within the recent-use period
+    RECENTLY_USED = "recently_used"  # auto, in use: the next token will likely serve a request
     PROBE = "probe"  # auto, idle: daily validity probe
     ON_DEMAND = "on_demand"  # nothing scheduled
 
@@ -38,7 +51,13 @@ class PolicyConfig:
     default: RefreshPolicy = RefreshPolicy.AUTO
     refresh_ahead: timedelta = timedelta(minutes=15)
     recent_use: timedelta = timedelta(hours=6)
-    probe_interval: timedelta = timedelta(days=1)
+    probe_interval: timedelta = timedelta(days=3)
+    # Keep warm only while a use of the next token is at least this likely.
+    warm_use_share: float = 0.8
+    # A token this close to its expiry is not served (RefreshConfig.access_token_margin).
+    access_token_margin: timedelta = timedelta(minutes=5)
+    # A regular user's refresh runs this long before its next expected use: two worker wakes.
+    lead: timedelta = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -51,15 +70,32 @@ def effective(account_policy: str | None, config: PolicyConfig) -> RefreshPolicy
     return RefreshPolicy(account_policy) if account_policy else config.default
 
 
-def recently_used(last_used_at: datetime | None, now: datetime, config: PolicyConfig) -> bool:
-    return last_used_at is not None and now - last_used_at < config.recent_use
+def keep_warm(use: Use, now: datetime, config: PolicyConfig) -> bool:
+    """Whether an ``auto`` account's token is worth keeping valid in the background."""
+    if use.last_used_at is None or now - use.last_used_at >= config.recent_use:
+        return False
+    return use.chance_of_use(TOKEN_LIFETIME, now) >= config.warm_use_share
+
+
+def warm_refresh_at(
+    access_expires_at: datetime, use: Use, now: datetime, config: PolicyConfig
+) -> datetime:
+    """When to refresh a warm account: ``refresh_ahead`` before expiry, or, for a regular user,
+    just before the first request the current token cannot serve (the old token then serves
+    every request it can, and the new one starts as late as it may)."""
+    ahead = access_expires_at - config.refresh_ahead
+    unusable = access_expires_at - config.access_token_margin
+    expected = use.next_use_after(unusable, now, slack=config.refresh_ahead)
+    if expected is None or use.jitter_s is None:
+        return ahead
+    return max(ahead, expected - config.lead - timedelta(seconds=3 * use.jitter_s))
 
 
 def schedule(
     policy: RefreshPolicy,
     *,
     access_expires_at: datetime | None,
-    last_used_at: datetime | None,
+    use: Use,
     last_success_at: datetime | None,
     now: datetime,
     config: PolicyConfig,
@@ -72,9 +108,11 @@ def schedule(
         return Schedule(proactive_at, Reason.PROACTIVE)
     if policy is RefreshPolicy.ON_DEMAND:
         return Schedule(None, Reason.ON_DEMAND)
-    if recently_used(last_used_at, now, config):
-        return Schedule(proactive_at, Reason.RECENTLY_USED)
-    # Idle: the next probe a day after the last time eBay accepted the grant.
+    if keep_warm(use, now, config):
+        if access_expires_at is None:
+            return Schedule(now, Reason.RECENTLY_USED)
+        return Schedule(warm_refresh_at(access_expires_at, use, now, config), Reason.RECENTLY_USED)
+    # Idle: the next probe a probe interval after the last time eBay accepted the grant.
     validated = last_success_at or now
     return Schedule(max(validated + config.probe_interval, now), Reason.PROBE)
 
@@ -84,17 +122,21 @@ def after_use(
     *,
     scheduled_at: datetime | None,
     access_expires_at: datetime | None,
+    use: Use,
     now: datetime,
     config: PolicyConfig,
 ) -> datetime | None:
-    """A program just used the account: the schedule it should have now, if it must change.
+    """A program just used the account (``use`` includes this use): the schedule it should have
+    now, if it must change.
 
-    An idle ``auto`` account becomes proactive on its first use; returns ``None`` when the
+    An idle ``auto`` account becomes warm once its use makes that pay; returns ``None`` when the
     stored schedule is already right (so the hot token path writes nothing).
     """
     if policy is not RefreshPolicy.AUTO or access_expires_at is None:
         return None
-    proactive_at = access_expires_at - config.refresh_ahead
-    if scheduled_at is None or scheduled_at > proactive_at:
-        return proactive_at
+    if not keep_warm(use, now, config):
+        return None
+    warm_at = warm_refresh_at(access_expires_at, use, now, config)
+    if scheduled_at is None or scheduled_at > warm_at:
+        return warm_at
     return None

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ebay_connector.core import quota
 from ebay_connector.core.exchange import Action, ExchangeRecord, Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.db import models as m
@@ -437,6 +438,33 @@ class Journal:
                 )
             )
             return result.scalar_one_or_none()
+
+    async def quota_projection(self, now: datetime, limit: int) -> quota.Projection:
+        """The refresh grants the next 24 h will take at the recent pace (``quota.project``)."""
+        grant = Action.REFRESH_TOKEN.value
+        since = now - quota.WINDOW
+        used = (await self.quota_usage(since)).get(grant, 0)
+        oldest = await self.nth_call_since(grant, since, 1) if used else None
+        history = now - oldest if oldest is not None else timedelta(0)
+        since_pace = now - quota.pace_span(history)
+        recent = (await self.quota_usage(since_pace)).get(grant, 0) if used else 0
+        return quota.project(used, recent, history, limit)
+
+    async def nth_call_since(self, action: str, since: datetime, n: int) -> datetime | None:
+        """When the ``n``-th oldest call of this grant type since ``since`` was sent (1-based)."""
+        async with self.db.read() as conn:
+            found = await conn.execute(
+                sa.select(m.EbayExchange.created_at)
+                .where(
+                    m.EbayExchange.action == action,
+                    m.EbayExchange.sent.is_(True),
+                    m.EbayExchange.created_at >= since,
+                )
+                .order_by(m.EbayExchange.created_at)
+                .offset(max(0, n - 1))
+                .limit(1)
+            )
+            return found.scalar_one_or_none()
 
     async def refresh_outcomes_since(
         self, organization_id: int, since: datetime

@@ -81,6 +81,9 @@ class EbayAccount(Base):
     scopes: Mapped[str] = mapped_column(sa.Text)  # space-separated, exactly as granted
     refresh_policy: Mapped[str | None] = mapped_column(sa.String(16))  # None: the global one
     last_used_at: Mapped[datetime | None]
+    # The learned rate of use (core/usage.py): typical seconds between uses and their spread.
+    use_interval_s: Mapped[float | None] = mapped_column(sa.Float)
+    use_jitter_s: Mapped[float | None] = mapped_column(sa.Float)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

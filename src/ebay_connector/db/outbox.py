@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ebay_connector.core import notices
+from ebay_connector.core.clock import as_utc
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
 
@@ -332,6 +333,17 @@ class Outbox:
                 .limit(limit)
             )
             return [dict(r._mapping) for r in rows]
+
+    async def last_emitted(self, event_type: str) -> datetime | None:
+        """When an event of this type was last written, for any organization."""
+        async with self.db.read() as conn:
+            found = await conn.execute(
+                sa.select(sa.func.max(m.NoticeEvent.created_at)).where(
+                    m.NoticeEvent.type == event_type
+                )
+            )
+            value = found.scalar_one_or_none()
+            return None if value is None else as_utc(value)
 
     async def prune(self, before: datetime, limit: int) -> int:
         """Delete up to ``limit`` events older than ``before`` (their deliveries go with them),

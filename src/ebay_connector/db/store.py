@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ebay_connector.core.exchange import ExchangeRecord, Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.token_state import TokenState, Transition
+from ebay_connector.core.usage import Use
 from ebay_connector.db import journal
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
@@ -38,6 +39,8 @@ class AccountToken:
     scopes: tuple[str, ...]
     refresh_policy: str | None
     last_used_at: datetime | None
+    use_interval_s: float | None
+    use_jitter_s: float | None
     created_at: datetime
     access_token_ciphertext: str | None
     access_expires_at: datetime | None
@@ -55,6 +58,11 @@ class AccountToken:
     lease_owner: str | None
     lease_until: datetime | None
 
+    @property
+    def use(self) -> Use:
+        """What is known of the account's use, for the refresh policy."""
+        return Use(self.last_used_at, self.use_interval_s, self.use_jitter_s)
+
 
 _ACCOUNT_COLUMNS = ("organization_id", "environment", "ebay_user_id", "ebay_username", "label")
 _ACCOUNT_TOKEN_COLUMNS = (
@@ -63,6 +71,8 @@ _ACCOUNT_TOKEN_COLUMNS = (
     m.EbayAccount.scopes,
     m.EbayAccount.refresh_policy,
     m.EbayAccount.last_used_at,
+    m.EbayAccount.use_interval_s,
+    m.EbayAccount.use_jitter_s,
     m.EbayAccount.created_at,
     *(c for c in m.EbayToken.__table__.c if c.name not in ("account_id", "updated_at")),
 )
@@ -606,8 +616,9 @@ class Store:
             )
             return bool(result.rowcount)
 
-    async def touch_last_used(self, account_id: int, now: datetime, older_than: datetime) -> None:
-        """Record use, at most once per throttle period: a hot token API must not write per call."""
+    async def touch_last_used(self, account_id: int, use: Use, older_than: datetime) -> None:
+        """Record a use and the estimate it gives, at most once per throttle period (a hot token
+        API must not write per call); of two callers at once, only the first writes."""
         async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(m.EbayAccount)
@@ -618,7 +629,11 @@ class Store:
                         m.EbayAccount.last_used_at < older_than,
                     ),
                 )
-                .values(last_used_at=now)
+                .values(
+                    last_used_at=use.last_used_at,
+                    use_interval_s=use.interval_s,
+                    use_jitter_s=use.jitter_s,
+                )
             )
 
     # The refresh lease -----------------------------------------------------------------------

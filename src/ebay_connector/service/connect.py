@@ -22,6 +22,7 @@ from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.policy import PolicyConfig
+from ebay_connector.core.usage import Use
 from ebay_connector.db.journal import Journal
 from ebay_connector.db.store import AccountToken, Store
 from ebay_connector.ebay.client import EbayClient
@@ -106,7 +107,7 @@ async def connect_with_code(
         next_attempt_at=policy.schedule(
             policy_config.default,
             access_expires_at=access_expires,
-            last_used_at=None,
+            use=Use(),
             last_success_at=started,
             now=started,
             config=policy_config,
@@ -184,7 +185,7 @@ async def set_policy(
     due = policy.schedule(
         policy.effective(chosen.value if chosen else None, config),
         access_expires_at=row.access_expires_at,
-        last_used_at=row.last_used_at,
+        use=row.use,
         last_success_at=row.last_success_at,
         now=now,
         config=config,

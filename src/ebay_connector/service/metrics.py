@@ -35,7 +35,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ebay_connector.core.quota import WINDOW, QuotaConfig
+from ebay_connector.core.exchange import Action
+from ebay_connector.core.quota import WINDOW, Projection, QuotaConfig
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.heartbeats import HeartbeatRow, Heartbeats
 from ebay_connector.db.journal import Journal
@@ -96,6 +97,7 @@ class DatabaseSnapshot:
     quota_limits: Mapping[str, int]
     workers_by_status: Mapping[str, int] = field(default_factory=dict)
     last_successful_cycle: datetime | None = None
+    quota_projection: Projection | None = None  # refresh grants, the next 24 h
 
 
 def last_successful_cycle(beats: Iterable[HeartbeatRow]) -> datetime | None:
@@ -133,6 +135,9 @@ async def read_database(
         quota_limits=dict(quota.limits),
         workers_by_status=workers_by_status(beats, now),
         last_successful_cycle=last_successful_cycle(beats),
+        quota_projection=await journal.quota_projection(
+            now, quota.limits.get(Action.REFRESH_TOKEN.value, 0)
+        ),
     )
 
 
@@ -265,6 +270,23 @@ class Metrics:
                 limit.add_metric([grant], n)
             yield used
             yield limit
+            if snapshot.quota_projection is not None:
+                projection = snapshot.quota_projection
+                refresh = [Action.REFRESH_TOKEN.value]
+                projected = GaugeMetricFamily(
+                    PREFIX + "quota_projected",
+                    "eBay token calls the next 24 hours take at the recent pace, by grant type.",
+                    labels=["grant"],
+                )
+                projected.add_metric(refresh, projection.projected)
+                yield projected
+                exceeded = GaugeMetricFamily(
+                    PREFIX + "quota_projected_exceeded",
+                    "1 when that projection passes eBay's daily limit, else 0.",
+                    labels=["grant"],
+                )
+                exceeded.add_metric(refresh, int(projection.exceeded))
+                yield exceeded
             workers = GaugeMetricFamily(
                 PREFIX + "workers", "Registered workers by heartbeat status.", labels=["status"]
             )

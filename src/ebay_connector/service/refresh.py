@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ebay_connector import log
-from ebay_connector.core import policy, retry, token_state
+from ebay_connector.core import policy, quota, retry, token_state
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Action, ExchangeRecord, Trigger
 from ebay_connector.core.outcome import MEANINGS, Classified, Outcome
 from ebay_connector.core.policy import PolicyConfig
+from ebay_connector.core.quota import QuotaConfig
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.journal import ExchangeRow, Journal
 from ebay_connector.db.store import AccountToken, RefreshWrite, Store
@@ -37,6 +38,7 @@ from ebay_connector.errors import (
     DecryptFailed,
     InvalidStoredToken,
     NeedsReconnect,
+    QuotaExhausted,
     RefreshFailed,
     StoreError,
 )
@@ -64,6 +66,7 @@ class RefreshConfig:
     lease: timedelta = timedelta(seconds=120)
     backoff: retry.Backoff = retry.DEFAULT_BACKOFF
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,7 @@ class Refresher:
             return policy.schedule(
                 policy.effective(account.refresh_policy, self.config.policy),
                 access_expires_at=new_expiry,
-                last_used_at=account.last_used_at,
+                use=account.use,
                 last_success_at=now,
                 now=now,
                 config=self.config.policy,
@@ -543,6 +546,7 @@ class Refresher:
                     f"account {account_id}: {APP_CREDENTIALS_REJECTED}; retry after the cooldown",
                     code=Outcome.INVALID_CLIENT.value,
                 )
+            await self._refuse_past_limit(account_id, now)
             result = await self.refresh(account_id, Trigger.ON_DEMAND, actor=actor, seen=account)
             account = await self._snapshot(account_id)
             token = self._valid_token(account, self.clock())
@@ -555,19 +559,43 @@ class Refresher:
                     else f"refresh failed ({result.outcome.value})"
                 )
                 raise RefreshFailed(f"account {account_id}: {why}", code=result.outcome.value)
+        use = account.use
         if account.last_used_at is None or account.last_used_at < now - LAST_USED_THROTTLE:
-            await self.store.touch_last_used(account_id, now, now - LAST_USED_THROTTLE)
+            use = use.observed(now)
+            await self.store.touch_last_used(account_id, use, now - LAST_USED_THROTTLE)
         moved = policy.after_use(
             policy.effective(account.refresh_policy, self.config.policy),
             scheduled_at=account.next_attempt_at,
             access_expires_at=token.expires_at,
+            use=use,
             now=now,
             config=self.config.policy,
         )
         if moved is not None:
-            # An idle `auto` account is in use again: keep its token warm from now on.
+            # An `auto` account's use now pays for a warm token: keep it warm from now on.
             await self.store.reschedule(account_id, moved)
         return token
+
+    async def _refuse_past_limit(self, account_id: int, now: datetime) -> None:
+        """Raise ``QuotaExhausted`` when eBay's rolling 24 h window holds its whole daily limit:
+        eBay would answer 429, so no call is made until the window's oldest call leaves it."""
+        grant = Action.REFRESH_TOKEN.value
+        since = now - quota.WINDOW
+        used = await self.journal.quota_usage(since)
+        state = quota.QuotaState(used, self.config.quota)
+        if not state.window_full(grant):
+            return
+        limit, sent = self.config.quota.limits.get(grant, 0), used.get(grant, 0)
+        oldest = await self.journal.nth_call_since(grant, since, quota.calls_to_leave(sent, limit))
+        frees = quota.frees_at(sent, limit, oldest) if oldest is not None else None
+        wait = max(timedelta(seconds=1), (frees or now + self.config.on_demand_cooldown) - now)
+        log.event(logger, "refresh.quota_exhausted", logging.WARNING, account=account_id)
+        raise QuotaExhausted(
+            f"account {account_id}: eBay's daily limit of {limit:,} refresh grants is used up "
+            f"for the last 24 h; no call was made (raise it with eBay's Application Growth "
+            f"Check, then set EBAY_CONNECTOR_DAILY_REFRESH_LIMIT)",
+            retry_after=wait,
+        )
 
     def _app_rejected_since(self, since: datetime) -> bool:
         verdict = self.app_credentials

@@ -38,6 +38,7 @@ import httpx
 from ebay_connector import log
 from ebay_connector.core import notices, quota, retry
 from ebay_connector.core.clock import Clock, utcnow
+from ebay_connector.core.exchange import Action
 from ebay_connector.db import outbox
 from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
@@ -360,6 +361,9 @@ class NoticeChore:
         self.quota_low_share = quota_low_share
         self.batch = batch
         self._after = 0  # a bounded batch per run; the next run continues after it
+        # May the next projection past the limit notify? Unknown until the first run reads the
+        # outbox (a restart in the middle of a crossing must not announce it again).
+        self._projection_armed: bool | None = None
 
     async def run(self, now: datetime) -> Mapping[str, int]:
         events = 0
@@ -400,6 +404,7 @@ class NoticeChore:
         found = notices.stale_workers(beats) + notices.quota_low(
             used, self.quota_config.limits, now, self.quota_low_share
         )
+        found += await self._projection(now)
         events = 0
         for organization in organizations:
             for notice in found:
@@ -409,6 +414,19 @@ class NoticeChore:
                 ):
                     events += 1
         return events
+
+    async def _projection(self, now: datetime) -> list[notices.Notice]:
+        grant = Action.REFRESH_TOKEN.value
+        if self._projection_armed is None:
+            last = await self.outbox.last_emitted(notices.EventType.QUOTA_PROJECTED_EXCEEDED.value)
+            self._projection_armed = last is None or last < now - quota.WINDOW
+        projection = await self.journal.quota_projection(
+            now, self.quota_config.limits.get(grant, 0)
+        )
+        found, self._projection_armed = notices.quota_projected(
+            projection, self._projection_armed, now, grant
+        )
+        return found
 
 
 def _account_data(row: outbox.Candidate, notice: notices.Notice) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ebay_connector.errors import (
     InvalidState,
     NeedsReconnect,
     NotFound,
+    QuotaExhausted,
     RefreshFailed,
     StoreError,
     TooManyAttempts,
@@ -124,7 +125,7 @@ def install(app: FastAPI) -> None:
             extra["reason"] = exc.reason
         if isinstance(exc, RefreshFailed | StoreError):
             headers = {"Retry-After": "30"}
-        if isinstance(exc, TooManyAttempts):
+        if isinstance(exc, TooManyAttempts | QuotaExhausted):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
         if status >= 500:
             log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ebay_connector.core import quota
-from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.exchange import Action, Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.roles import Role
 from ebay_connector.db.journal import ExchangeRow
@@ -403,6 +403,9 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
         {"grant": g, "used": usage.used.get(g, 0), "limit": limit, "remaining": usage.remaining(g)}
         for g, limit in usage.config.limits.items()
     ]
+    projection = await runtime.journal.quota_projection(
+        now, usage.config.limits.get(Action.REFRESH_TOKEN.value, 0)
+    )
     points = await runtime.journal.refresh_outcomes_since(
         me.organization_id, now - timedelta(hours=24)
     )
@@ -426,6 +429,7 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
         mixed_versions=len(versions) > 1,
         quota=table,
         proactive_budget=usage.proactive_budget(),
+        projection=projection,
         chart=activity_svg(points, now),
         expiries=expiries,
     )
