@@ -204,6 +204,9 @@ class ApiKey(Base):
     key_id: Mapped[str] = mapped_column(sa.String(32), unique=True)  # the public part
     secret_hash: Mapped[str] = mapped_column(sa.String(64))
     can_read_tokens: Mapped[bool]
+    # Each permission is its own: a key that hands sellers connect links need not read tokens.
+    can_connect: Mapped[bool] = mapped_column(server_default=sa.false())
+    can_proxy: Mapped[bool] = mapped_column(server_default=sa.false())
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
