@@ -47,6 +47,69 @@ def orgs_create(name: Annotated[str, typer.Argument(help="Organization name.")])
     out.print(f"organization #{with_records(body)} {name!r} created")
 
 
+def return_urls_add(
+    org: OrgOpt,
+    url: Annotated[
+        str, typer.Argument(help="Origin and path prefix, e.g. https://app.example.com/ebay")
+    ],
+) -> None:
+    """Allow connect sessions to send sellers back to URL (exact origin, path prefix)."""
+    from ebay_connector.core import return_urls
+
+    try:
+        entry = return_urls.normalize_entry(url)
+    except ValueError as exc:
+        raise UsageError(f"URL {exc}") from exc
+
+    async def body(records: Records) -> bool:
+        from ebay_connector.db.return_urls import ReturnUrls
+
+        organization_id = await organization_by_name(records.db, org)
+        return await ReturnUrls(records.db).add(organization_id, entry)
+
+    added = with_records(body)
+    out.print(f"return URL {entry} {'allowed' if added else 'was already allowed'} for {org!r}")
+
+
+def return_urls_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
+    """List the return URLs connect sessions of an organization may send sellers to."""
+
+    async def body(records: Records) -> list[str]:
+        from ebay_connector.db.return_urls import ReturnUrls
+
+        organization_id = await organization_by_name(records.db, org)
+        return await ReturnUrls(records.db).list(organization_id)
+
+    urls = with_records(body)
+    if as_json:
+        print_json({"return_urls": urls})
+        return
+    for url in urls:
+        out.print(url, markup=False)
+
+
+def return_urls_remove(
+    org: OrgOpt, url: Annotated[str, typer.Argument(help="An allowed URL (see list).")]
+) -> None:
+    """Stop allowing URL; sessions already created keep their return URL."""
+    from ebay_connector.core import return_urls
+
+    try:
+        entry = return_urls.normalize_entry(url)
+    except ValueError as exc:
+        raise UsageError(f"URL {exc}") from exc
+
+    async def body(records: Records) -> bool:
+        from ebay_connector.db.return_urls import ReturnUrls
+
+        organization_id = await organization_by_name(records.db, org)
+        return await ReturnUrls(records.db).remove(organization_id, entry)
+
+    if not with_records(body):
+        raise NotFound(f"{entry} is not an allowed return URL of {org!r}")
+    out.print(f"return URL {entry} removed from {org!r}")
+
+
 def users_create(
     org: OrgOpt,
     email: Annotated[str, typer.Option("--email", help="E-mail address (the sign-in name).")],

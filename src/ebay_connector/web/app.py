@@ -17,12 +17,14 @@ from ebay_connector.version import code_version
 from ebay_connector.web.api import errors
 from ebay_connector.web.api import metrics as metrics_api
 from ebay_connector.web.api import notifications as notifications_api
+from ebay_connector.web.api import programs as programs_api
 from ebay_connector.web.api import webhooks as webhooks_api
 from ebay_connector.web.api.auth import Sessions
 from ebay_connector.web.api.guard import Guard
 from ebay_connector.web.api.routes import router
 from ebay_connector.web.api.schemas import Health, Readiness
 from ebay_connector.web.ui import routes as ui
+from ebay_connector.web.ui import seller as seller_ui
 
 EMULATOR_MOUNT = "/emulator"
 MAX_BODY_BYTES = 64 * 1024  # no request of this API needs more
@@ -93,8 +95,10 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
     app.include_router(router)
     app.include_router(webhooks_api.router)
     app.include_router(notifications_api.router)
+    app.include_router(programs_api.router)
     metrics_api.install(app, runtime)  # GET /metrics + token API timing
     app.include_router(ui.router)
+    app.include_router(seller_ui.router)
     app.mount("/ui/static", ui.static, name="static")
     if emulator_app is not None:
         app.mount(EMULATOR_MOUNT, emulator_app)

@@ -63,6 +63,28 @@ class Account(BaseModel):
     last_used_at: str | None
     refresh_policy: str
     scopes: list[str]
+    end_user_id: str | None = None
+    end_user_label: str | None = None
+
+
+class ConnectSessionRequest(Strict):
+    end_user_id: str = Field(min_length=1, max_length=200)
+    end_user_label: str | None = Field(default=None, max_length=200)
+    return_url: str = Field(min_length=1, max_length=2048)
+    account_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+    @field_validator("end_user_id", "end_user_label")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not printable(value):
+            raise ValueError("contains control characters or invalid unicode")
+        return value
+
+
+class ConnectSessionCreated(BaseModel):
+    id: str
+    url: str
+    expires_at: datetime
 
 
 class AccountList(BaseModel):
