@@ -39,6 +39,7 @@ from ebay_connector.service.chores import Chore
 from ebay_connector.service.connect import Connector
 from ebay_connector.service.connect_sessions import ConnectSessions
 from ebay_connector.service.metrics import Metrics
+from ebay_connector.service.proxy import Proxy
 from ebay_connector.service.refresh import RefreshConfig, Refresher
 from ebay_connector.service.retention import RetentionChore
 from ebay_connector.service.webhooks import Dispatcher, NoticeChore, WebhookEndpoints
@@ -107,6 +108,7 @@ class Runtime(Records):
     connect_states: ConnectStates
     return_urls: ReturnUrls
     connect_sessions: ConnectSessions
+    proxy: Proxy
     outbox: Outbox
     webhooks: WebhookEndpoints
     app_tokens: AppTokens
@@ -234,6 +236,16 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         outbox=box,
     )
     connect_states = ConnectStates(db, ring.derive_secret("oauth state"))
+    proxy = Proxy(
+        refresher=refresher,
+        store=store,
+        http=http,
+        endpoints=settings.endpoints,
+        max_body_bytes=settings.proxy_max_body_bytes,
+        timeout_seconds=settings.http_timeout_seconds,
+        clock=clock,
+    )
+    proxy.observers.append(metrics.observe_proxy_call)
     allowed_urls = ReturnUrls(db)
     return Runtime(
         **records.parts(),
@@ -258,6 +270,7 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
             ttl=timedelta(seconds=settings.connect_session_ttl_seconds),
             csrf_secret=ring.derive_secret("connect session form"),
         ),
+        proxy=proxy,
         outbox=box,
         webhooks=WebhookEndpoints(box, dispatcher, ring),
         app_tokens=app_tokens,

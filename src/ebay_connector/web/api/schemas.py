@@ -87,6 +87,19 @@ class ConnectSessionCreated(BaseModel):
     expires_at: datetime
 
 
+class ProxyError(BaseModel):
+    status: int
+    api: str
+    at: str | None
+
+
+class ProxyCalls(BaseModel):
+    account_id: int
+    day: str
+    calls: int
+    last_error: ProxyError | None
+
+
 class AccountList(BaseModel):
     accounts: list[Account]
 
