@@ -287,7 +287,7 @@ async def test_token_api_for_programs(api: Api, clock: FakeClock) -> None:
         assert answer.headers["cache-control"] == "no-store"
         token = answer.json()
         assert token["access_token"].startswith("v^1.1#")
-        assert set(token) == {"access_token", "expires_at", "token_type"}
+        assert set(token) == {"access_token", "expires_at", "expires_in", "token_type"}
         api.emulator.revoke_user("gone_seller")
         now = clock()
         await api.runtime.store.set_access_expiry(revoked_id, now - timedelta(minutes=1), now)

@@ -13,6 +13,8 @@ answers carry buyers' personal data.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from ebay_connector.db.store import Store
 from ebay_connector.ebay import rest
 from ebay_connector.errors import AccountNotFound, ProxyFailed
 from ebay_connector.keys.crypto import TokenField
-from ebay_connector.service.refresh import Refresher
+from ebay_connector.service.refresh import AccessToken, Refresher
 from ebay_connector.settings import Endpoints
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,11 @@ CHUNK = 64 * 1024
 MAX_ERROR_BODY = 64 * 1024  # a 401 is read whole to look for errorId 1001; eBay's are tiny
 
 ProxyObserver = Callable[[int, str, int, datetime], None]  # account id, API, status, when
+
+
+def token_digest(access_token: str) -> str:
+    """How a program names a token eBay rejected without sending the token itself."""
+    return hashlib.sha256(access_token.encode()).hexdigest()
 
 
 class _Body:
@@ -118,8 +125,13 @@ class Proxy:
             if rest.invalid_access_token(rejected):
                 response.release()
                 log.event(logger, "proxy.token_rejected", account=account_id, api=api)
-                fresh = await self._replace(account_id, token.access_token, actor, organization_id)
-                response = await self._send(method, url, sent_headers, fresh, kept)
+                fresh = await self.replace_rejected(
+                    account_id,
+                    token_digest(token.access_token),
+                    actor=actor,
+                    organization_id=organization_id,
+                )
+                response = await self._send(method, url, sent_headers, fresh.access_token, kept)
             else:
                 return self._answer(account_id, api, response, prefix=rejected)
         return self._answer(account_id, api, response)
@@ -152,11 +164,13 @@ class Proxy:
                 ) from exc
             raise ProxyFailed(f"eBay could not be reached ({type(exc).__name__})") from exc
 
-    async def _replace(
-        self, account_id: int, rejected: str, actor: str, organization_id: int
-    ) -> str:
-        """A token eBay accepts instead of ``rejected``: one forced refresh, unless another
-        caller already replaced it (then theirs)."""
+    async def replace_rejected(
+        self, account_id: int, rejected_digest: str, *, actor: str, organization_id: int
+    ) -> AccessToken:
+        """A token to use instead of one eBay rejected (``rejected_digest``: its SHA-256, hex):
+        one forced refresh through the canonical path if it is still the stored token; if another
+        caller already replaced it, theirs. Used by the proxy and by programs calling eBay
+        directly (``GET …/access-token?rejected=<sha256>``)."""
         seen = await self.store.account_token(account_id)
         if seen is None or seen.organization_id != organization_id:
             raise AccountNotFound(f"account {account_id} does not exist")
@@ -165,12 +179,11 @@ class Proxy:
             current = self.refresher.keyring.decrypt(
                 seen.access_token_ciphertext, account_id=account_id, field=TokenField.ACCESS_TOKEN
             )
-        if current == rejected:
+        if current is not None and hmac.compare_digest(token_digest(current), rejected_digest):
             await self.refresher.refresh(account_id, Trigger.ON_DEMAND, actor=actor, seen=seen)
-        token = await self.refresher.get_access_token(
+        return await self.refresher.get_access_token(
             account_id, actor=actor, organization_id=organization_id
         )
-        return token.access_token
 
     def _answer(
         self,

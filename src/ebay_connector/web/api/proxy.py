@@ -29,15 +29,6 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-@router.api_route(
-    "/api/v1/accounts/{account_id}/proxy/{path:path}",
-    methods=METHODS,
-    responses={
-        200: {"description": "eBay's answer, as eBay sent it"},
-        **responses(401, 403, 404, 409, 413, 422, 502, 503, 504),
-    },
-    tags=["programs"],
-)
 async def proxy(
     account_id: AccountId, path: str, request: Request, principal: ProxyCaller, runtime: RuntimeDep
 ) -> Response:
@@ -61,6 +52,20 @@ async def proxy(
         body=request.stream().__aiter__() if has_body else None,
     )
     return StreamingResponse(answer.body, status_code=answer.status, headers=dict(answer.headers))
+
+
+for _method in METHODS:  # one operation per method: OpenAPI operation ids must be unique
+    router.add_api_route(
+        "/api/v1/accounts/{account_id}/proxy/{path:path}",
+        proxy,
+        methods=[_method],
+        operation_id=f"proxy_{_method.lower()}",
+        responses={
+            200: {"description": "eBay's answer, as eBay sent it"},
+            **responses(401, 403, 404, 409, 413, 422, 502, 503, 504),
+        },
+        tags=["programs"],
+    )
 
 
 @router.get(

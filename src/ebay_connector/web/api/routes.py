@@ -234,15 +234,31 @@ async def program_accounts(
     responses=responses(401, 403, 404, 409, 422, 503),
     tags=["programs"],
 )
-async def access_token(account_id: AccountId, principal: TokenReader, runtime: RuntimeDep) -> Any:
+async def access_token(
+    account_id: AccountId,
+    principal: TokenReader,
+    runtime: RuntimeDep,
+    rejected: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
+) -> Any:
     """A valid user access token (refreshed on demand; one eBay call for many callers).
-    409 `needs_reconnect` when only the seller can fix it; 503 when eBay failed (retry later)."""
-    token = await runtime.refresher.get_access_token(
-        account_id, actor=principal.actor, organization_id=principal.organization_id
-    )
+    409 `needs_reconnect` when only the seller can fix it; 503 when eBay failed (retry later).
+    `rejected` (the SHA-256, hex, of a token eBay answered 401 to): a fresh one, refreshed once
+    however many callers report the same token."""
+    if rejected is not None:
+        token = await runtime.proxy.replace_rejected(
+            account_id,
+            rejected,
+            actor=principal.actor,
+            organization_id=principal.organization_id,
+        )
+    else:
+        token = await runtime.refresher.get_access_token(
+            account_id, actor=principal.actor, organization_id=principal.organization_id
+        )
     return {
         "access_token": token.access_token,
         "expires_at": token.expires_at,
+        "expires_in": max(0, int((token.expires_at - runtime.clock()).total_seconds())),
         "token_type": token.token_type,
     }
 

@@ -107,6 +107,8 @@ class AccountList(BaseModel):
 class AccessToken(BaseModel):
     access_token: str
     expires_at: datetime
+    # Seconds left by the connector's clock: a program caches by it, whatever its own clock says.
+    expires_in: int
     token_type: str
 
 
