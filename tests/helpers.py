@@ -26,17 +26,24 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-@contextlib.asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app on a fresh 127.0.0.1 port in this event loop; yields its base URL.
-
-    The socket is bound here and handed to uvicorn, so no other process can take the port
-    between choosing and listening.
-    """
+def loopback_socket() -> socket.socket:
+    """A TCP socket bound to a free 127.0.0.1 port (for a server whose URL must be known first)."""
     # IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on accepted sockets whose proto is TCP.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app on a fresh 127.0.0.1 port (or ``sock``) in this event loop; yields its
+    base URL.
+
+    The socket is bound before uvicorn starts, so no other process can take the port between
+    choosing and listening.
+    """
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     server = QuietServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
