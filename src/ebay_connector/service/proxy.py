@@ -35,9 +35,25 @@ from ebay_connector.settings import Endpoints
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+# An answer of announced length up to this is read whole and sent in one piece: most of eBay's
+# JSON answers are this small, and streaming them costs more ASGI messages than it saves memory.
+SMALL_BODY = 64 * 1024
 MAX_ERROR_BODY = 64 * 1024  # a 401 is read whole to look for errorId 1001; eBay's are tiny
 
 ProxyObserver = Callable[[int, str, int, datetime], None]  # account id, API, status, when
+
+
+async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < limit and (chunk := await response.content.read(limit - size)):
+            parts.append(chunk)
+            size += len(chunk)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        response.release()
+        raise ProxyFailed("eBay's answer broke off") from exc
+    return b"".join(parts)
 
 
 def token_digest(access_token: str) -> str:
@@ -77,11 +93,13 @@ class _Body:
 
 @dataclass(frozen=True)
 class ProxyAnswer:
-    """eBay's answer: status, the headers that cross, and the body to stream (then close)."""
+    """eBay's answer: status, the headers that cross, and the body — read whole when small
+    (``content``), else to stream (``body``, which closes eBay's answer when done)."""
 
     status: int
     headers: Mapping[str, str]
-    body: AsyncIterator[bytes]
+    content: bytes | None = None
+    body: AsyncIterator[bytes] | None = None
 
 
 @dataclass
@@ -121,7 +139,7 @@ class Proxy:
         )
         response = await self._send(method, url, sent_headers, token.access_token, kept)
         if response.status == 401:
-            rejected = await response.content.read(MAX_ERROR_BODY)
+            rejected = await _read_up_to(response, MAX_ERROR_BODY)
             if rest.invalid_access_token(rejected):
                 response.release()
                 log.event(logger, "proxy.token_rejected", account=account_id, api=api)
@@ -133,8 +151,8 @@ class Proxy:
                 )
                 response = await self._send(method, url, sent_headers, fresh.access_token, kept)
             else:
-                return self._answer(account_id, api, response, prefix=rejected)
-        return self._answer(account_id, api, response)
+                return await self._answer(account_id, api, response, prefix=rejected)
+        return await self._answer(account_id, api, response)
 
     async def _send(
         self,
@@ -185,7 +203,7 @@ class Proxy:
             account_id, actor=actor, organization_id=organization_id
         )
 
-    def _answer(
+    async def _answer(
         self,
         account_id: int,
         api: str,
@@ -202,14 +220,22 @@ class Proxy:
         headers = rest.forwarded(response.headers.items(), rest.RESPONSE_HEADERS)
         length = response.headers.get("content-length")
         encoded = response.headers.get("content-encoding")
-        if prefix is None and length is not None and encoded is None:
-            if length.isdigit() and int(length) > self.max_body_bytes:
+        if prefix is None and length is not None and length.isdigit() and encoded is None:
+            if int(length) > self.max_body_bytes:
                 response.release()
                 raise ProxyFailed(
                     f"eBay's answer is over {self.max_body_bytes} bytes", code="too_large"
                 )
+            if int(length) <= SMALL_BODY:
+                try:
+                    content = await response.read()
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    raise ProxyFailed("eBay's answer broke off") from exc
+                finally:
+                    response.release()
+                return ProxyAnswer(response.status, headers, content=content)
             headers["Content-Length"] = length
-        return ProxyAnswer(response.status, headers, self._stream(response, prefix))
+        return ProxyAnswer(response.status, headers, body=self._stream(response, prefix))
 
     async def _stream(
         self, response: aiohttp.ClientResponse, prefix: bytes | None

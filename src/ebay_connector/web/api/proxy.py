@@ -51,6 +51,8 @@ async def proxy(
         headers=list(headers.items()),
         body=request.stream().__aiter__() if has_body else None,
     )
+    if answer.body is None:
+        return Response(answer.content, status_code=answer.status, headers=dict(answer.headers))
     return StreamingResponse(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
 
