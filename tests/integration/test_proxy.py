@@ -4,6 +4,7 @@ accounts connected through the emulator's consent page."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -220,3 +221,20 @@ async def test_the_emulator_refuses_user_scopes_for_an_application_token(
         )
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_scope"
+
+
+async def test_a_program_reports_a_rejected_token_by_its_digest(setup: Setup) -> None:
+    path = f"/api/v1/accounts/{setup.account}/access-token"
+    headers = {"Authorization": f"Bearer {setup.plain_key}"}
+    async with httpx.AsyncClient(base_url=setup.base, headers=headers) as client:
+        first = (await client.get(path)).json()
+        before = setup.refreshes()
+        digest = hashlib.sha256(first["access_token"].encode()).hexdigest()
+        fresh = (await client.get(path, params={"rejected": digest})).json()
+        again = (await client.get(path, params={"rejected": digest})).json()
+        malformed = await client.get(path, params={"rejected": first["access_token"][:64]})
+    assert 0 < first["expires_in"] <= 7200
+    assert fresh["access_token"] != first["access_token"]
+    assert again["access_token"] == fresh["access_token"]  # a stale report refreshes nothing
+    assert setup.refreshes() == before + 1
+    assert malformed.status_code == 422
