@@ -17,8 +17,8 @@ product's proxy, with the API key). Latency = from sending the request to having
 answer (``time.perf_counter``), one keep-alive client per kind with one connection per worker.
 Overhead at a percentile = proxied minus direct at that percentile.
 
-Checked: every answer (warm-up included: ``answers_checked``) is 200 with the same inventory; the emulator saw no refresh-token call
-(every proxied call used the stored token).
+Checked: every answer (warm-up included: ``answers_checked``) is 200 with the same inventory;
+the emulator saw no refresh-token call (every proxied call used the stored token).
 
 Usage (repository root)::
 
