@@ -9,11 +9,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS:-base}"
+stamp=".venv/.installed-$(cat pyproject.toml clients/python/pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS:-base}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   if [ "${EXTRAS:-base}" = dev ]; then
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    # The Python client for programs (clients/python) is tested in the suite, against the server.
+    .venv/bin/python -m pip install --quiet -e '.[dev]' -e clients/python
   else
     .venv/bin/python -m pip install --quiet -e .
   fi

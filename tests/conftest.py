@@ -163,8 +163,7 @@ def make_settings(database: DatabaseTarget, emulator_url: str, tmp_path: Path, *
         database_url=database.url,
         emulator_url=emulator_url,
         key_file=tmp_path / "keys" / "keyring.json",
-        public_url="http://127.0.0.1:9",
-        **extra,
+        **{"public_url": "http://127.0.0.1:9", **extra},
     )
 
 

@@ -27,7 +27,11 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   ├── InvalidState                invalid_state        (OAuth state forged, replayed, expired)
     │   └── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
     ├── UsageError                      usage_error
-    │   └── InvalidWebhookUrl           invalid_webhook_url
+    │   ├── InvalidWebhookUrl           invalid_webhook_url
+    │   ├── ReturnUrlNotAllowed         return_url_not_allowed
+    │   ├── EndUserMismatch             end_user_mismatch    (a reconnect for another end user)
+    │   └── InvalidProxyPath            invalid_proxy_path
+    ├── ProxyFailed                     ebay_unreachable / too_large (the eBay API proxy)
     ├── AppTokenUnavailable             app_token_unavailable
     ├── NotificationRejected            signature_invalid
     ├── NotificationInvalid             invalid_notification
@@ -182,6 +186,30 @@ class UsageError(ConnectorError):
 
 class InvalidWebhookUrl(UsageError):
     code = "invalid_webhook_url"
+
+
+class ReturnUrlNotAllowed(UsageError):
+    """A connect session's return URL is not on the organization's allow-list."""
+
+    code = "return_url_not_allowed"
+
+
+class EndUserMismatch(UsageError):
+    """A reconnect session names an account that belongs to another end user."""
+
+    code = "end_user_mismatch"
+
+
+class InvalidProxyPath(UsageError):
+    """A proxied path that could leave the eBay API host or is not a plain path."""
+
+    code = "invalid_proxy_path"
+
+
+class ProxyFailed(ConnectorError):
+    """The proxy could not get eBay's answer (unreachable, timed out) or a body was too large."""
+
+    code = "ebay_unreachable"
 
 
 class AccessError(ConnectorError):

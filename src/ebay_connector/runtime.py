@@ -22,12 +22,14 @@ from ebay_connector.core.exchange import Trigger
 from ebay_connector.db import login_throttle
 from ebay_connector.db.account_deletions import AccountDeletions
 from ebay_connector.db.api_keys import ApiKeys
+from ebay_connector.db.connect_sessions import ConnectSessionStore
 from ebay_connector.db.connect_states import ConnectStates
 from ebay_connector.db.database import Database, sqlite_path
 from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
 from ebay_connector.db.login_throttle import LoginThrottle
 from ebay_connector.db.outbox import Outbox
+from ebay_connector.db.return_urls import ReturnUrls
 from ebay_connector.db.users import Users
 from ebay_connector.ebay.app_token import AppTokenChore, AppTokens
 from ebay_connector.ebay.client import AppCredentials, EbayClient
@@ -39,7 +41,9 @@ from ebay_connector.records import Records, open_records
 from ebay_connector.service import doctor, retention, webhooks
 from ebay_connector.service.chores import Chore
 from ebay_connector.service.connect import Connector
+from ebay_connector.service.connect_sessions import ConnectSessions
 from ebay_connector.service.metrics import Metrics
+from ebay_connector.service.proxy import Proxy
 from ebay_connector.service.refresh import RefreshConfig, Refresher
 from ebay_connector.service.retention import RetentionChore
 from ebay_connector.service.webhooks import Dispatcher, NoticeChore, WebhookEndpoints
@@ -108,6 +112,9 @@ class Runtime(Records):
     users: Users
     api_keys: ApiKeys
     connect_states: ConnectStates
+    return_urls: ReturnUrls
+    connect_sessions: ConnectSessions
+    proxy: Proxy
     outbox: Outbox
     webhooks: WebhookEndpoints
     app_tokens: AppTokens
@@ -223,25 +230,53 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         clock=clock,
         lease=settings.lease,
     )
+    connector = Connector(
+        store=store,
+        journal=journal,
+        client=client,
+        keyring=ring,
+        environment=settings.ebay_environment.value,
+        scopes=settings.scope_list,
+        policy_config=settings.policy,
+        clock=clock,
+        outbox=box,
+    )
+    connect_states = ConnectStates(db, ring.derive_secret("oauth state"))
+    proxy = Proxy(
+        refresher=refresher,
+        store=store,
+        http=http,
+        endpoints=settings.endpoints,
+        max_body_bytes=settings.proxy_max_body_bytes,
+        timeout_seconds=settings.http_timeout_seconds,
+        clock=clock,
+    )
+    proxy.observers.append(metrics.observe_proxy_call)
+    allowed_urls = ReturnUrls(db)
     return Runtime(
         **records.parts(),
         http=http,
         client=client,
         pacer=pacer,
         refresher=refresher,
-        connector=Connector(
-            store=store,
-            journal=journal,
-            client=client,
-            keyring=ring,
-            environment=settings.ebay_environment.value,
-            scopes=settings.scope_list,
-            policy_config=settings.policy,
-            clock=clock,
-        ),
+        connector=connector,
         users=Users(db),
         api_keys=ApiKeys(db),
-        connect_states=ConnectStates(db, ring.derive_secret("oauth state")),
+        connect_states=connect_states,
+        return_urls=allowed_urls,
+        connect_sessions=ConnectSessions(
+            sessions=ConnectSessionStore(db),
+            allowed_urls=allowed_urls,
+            states=connect_states,
+            store=store,
+            connector=connector,
+            client=client,
+            scopes=settings.scope_list,
+            public_url=settings.public_url,
+            ttl=timedelta(seconds=settings.connect_session_ttl_seconds),
+            csrf_secret=ring.derive_secret("connect session form"),
+        ),
+        proxy=proxy,
         outbox=box,
         webhooks=WebhookEndpoints(box, dispatcher, ring),
         app_tokens=app_tokens,

@@ -51,12 +51,15 @@ class EbayEnvironment(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where eBay's identity service lives for one environment."""
+    """Where eBay's identity service and REST APIs live for one environment."""
 
     token_url: str
     authorize_url: str
     identity_url: str
     revoke_url: str
+    # The REST APIs' host (the proxy's upstream); the identity API has a host of its own, as
+    # eBay has it (``identity_url``'s).
+    api_url: str
 
 
 EBAY_ENDPOINTS = {
@@ -65,12 +68,14 @@ EBAY_ENDPOINTS = {
         authorize_url="https://auth.ebay.com/oauth2/authorize",
         identity_url="https://apiz.ebay.com/commerce/identity/v1/user/",
         revoke_url="https://api.ebay.com/identity/v1/oauth2/token/revoke",
+        api_url="https://api.ebay.com",
     ),
     EbayEnvironment.SANDBOX: Endpoints(
         token_url="https://api.sandbox.ebay.com/identity/v1/oauth2/token",
         authorize_url="https://auth.sandbox.ebay.com/oauth2/authorize",
         identity_url="https://apiz.sandbox.ebay.com/commerce/identity/v1/user/",
         revoke_url="https://api.sandbox.ebay.com/identity/v1/oauth2/token/revoke",
+        api_url="https://api.sandbox.ebay.com",
     ),
 }
 
@@ -82,6 +87,7 @@ def emulator_endpoints(base_url: str) -> Endpoints:
         authorize_url=f"{base}/oauth2/authorize",
         identity_url=f"{base}/commerce/identity/v1/user/",
         revoke_url=f"{base}/identity/v1/oauth2/token/revoke",
+        api_url=base,
     )
 
 
@@ -163,6 +169,10 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be the endpoint's full public URL (https://...)")
         return value
+
+    # -- programs: connect sessions and the eBay API proxy --
+    connect_session_ttl_seconds: int = Field(default=30 * 60, ge=60, le=7 * 86400)
+    proxy_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
     # -- metrics and logs --
     # `text` (readable) or `json` (one object per line); `--log-format` overrides it.

@@ -125,6 +125,19 @@ SMOKE_ARGS: dict[str, list[str]] = {
     ],
 }
 SMOKE_ARGS["cli_startup"] = ["--runs", "1"]
+PROXY_REQUESTS = 50
+SMOKE_ARGS["proxy"] = [
+    "--requests",
+    str(PROXY_REQUESTS),
+    "--warmup",
+    "0",
+    "--concurrency",
+    "1,4",
+    "--quiet-wait-s",
+    "0",
+    "--budget-s",
+    "180",
+]
 ON_POSTGRES = {"replicas", "soak"}
 
 
@@ -360,7 +373,23 @@ def check_cli_startup(doc: dict[str, Any]) -> None:
     assert doc["accounts_ratio"] == pytest.approx(doc["accounts_json_s"] / doc["sqlalchemy_s"])
 
 
+def check_proxy(doc: dict[str, Any]) -> None:
+    levels = doc["levels"]
+    assert [level["concurrency"] for level in levels] == [1, 4]
+    assert doc["concurrency"] == 1 and doc["requests"] == PROXY_REQUESTS
+    # Every measured call answered: direct and proxied, at each level.
+    assert doc["answers_checked"] == 2 * PROXY_REQUESTS * len(levels)
+    for level in levels:
+        for kind in ("direct", "proxied"):
+            assert 0 < level[kind]["p50_ms"] <= level[kind]["p99_ms"] <= level[kind]["max_ms"]
+        overhead = level["proxied"]["p99_ms"] - level["direct"]["p99_ms"]
+        assert level["overhead_p99_ms"] == pytest.approx(overhead, abs=0.002)
+    assert doc["overhead_p99_ms"] == levels[0]["overhead_p99_ms"]
+    assert doc["target_met"] is (doc["overhead_p99_ms"] <= doc["target_p99_overhead_ms"])
+
+
 CHECKS = {
+    "proxy": check_proxy,
     "quota": check_quota,
     "client_transport": check_client_transport,
     "token_api": check_token_api,

@@ -34,7 +34,7 @@ class Org:
     id: int
     admin: str
     viewer: str
-    key: str  # may read tokens
+    key: str  # may read tokens, create connect sessions and use the proxy
     list_key: str  # may only list
 
 
@@ -65,7 +65,9 @@ async def _org(runtime: Runtime, name: str) -> Org:
     people, keys = Users(runtime.db), ApiKeys(runtime.db)
     await people.create(org_id, f"admin@{name}.test", Role.ADMIN, PASSWORD)
     await people.create(org_id, f"viewer@{name}.test", Role.VIEWER, PASSWORD)
-    _, key = await keys.create(org_id, "sync", can_read_tokens=True)
+    _, key = await keys.create(
+        org_id, "sync", can_read_tokens=True, can_connect=True, can_proxy=True
+    )
     _, list_key = await keys.create(org_id, "list", can_read_tokens=False)
     return Org(org_id, f"admin@{name}.test", f"viewer@{name}.test", key, list_key)
 
@@ -248,6 +250,7 @@ async def test_every_route_hides_other_organizations_data(api: Api) -> None:
         checked = 0
         for method, path in _routes(schema):
             url = path.replace("{account_id}", str(b_account))
+            url = url.replace("{path}", "sell/inventory/v1/inventory_item")
             kwargs: dict[str, Any] = {"headers": key_headers} if path.startswith("/api/v1") else {}
             if method == "POST" and "ebay/token" in path:
                 kwargs["json"] = {"ebay_account_id": b_account}
@@ -288,7 +291,7 @@ async def test_token_api_for_programs(api: Api, clock: FakeClock) -> None:
         assert answer.headers["cache-control"] == "no-store"
         token = answer.json()
         assert token["access_token"].startswith("v^1.1#")
-        assert set(token) == {"access_token", "expires_at", "token_type"}
+        assert set(token) == {"access_token", "expires_at", "expires_in", "token_type"}
         api.emulator.revoke_user("gone_seller")
         now = clock()
         await api.runtime.store.set_access_expiry(revoked_id, now - timedelta(minutes=1), now)

@@ -74,7 +74,15 @@ keys_group.command("check")(keys.keys_check)
 keys_group.command("remove")(keys.keys_remove)
 
 # Organizations, people, programs
-_group("orgs", "Organizations.").command("create")(people.orgs_create)
+orgs_group = _group("orgs", "Organizations.")
+orgs_group.command("create")(people.orgs_create)
+return_urls_group = typer.Typer(
+    no_args_is_help=True, help="Where connect sessions may send sellers back (docs/programs.md)."
+)
+orgs_group.add_typer(return_urls_group, name="return-urls")
+return_urls_group.command("add")(people.return_urls_add)
+return_urls_group.command("list")(people.return_urls_list)
+return_urls_group.command("remove")(people.return_urls_remove)
 _group("users", "People who sign in.").command("create")(people.users_create)
 api_keys_group = _group("api-keys", "Programs' API keys.")
 api_keys_group.command("create")(people.api_keys_create)

@@ -47,6 +47,69 @@ def orgs_create(name: Annotated[str, typer.Argument(help="Organization name.")])
     out.print(f"organization #{with_records(body)} {name!r} created")
 
 
+def return_urls_add(
+    org: OrgOpt,
+    url: Annotated[
+        str, typer.Argument(help="Origin and path prefix, e.g. https://app.example.com/ebay")
+    ],
+) -> None:
+    """Allow connect sessions to send sellers back to URL (exact origin, path prefix)."""
+    from ebay_connector.core import return_urls
+
+    try:
+        entry = return_urls.normalize_entry(url)
+    except ValueError as exc:
+        raise UsageError(f"URL {exc}") from exc
+
+    async def body(records: Records) -> bool:
+        from ebay_connector.db.return_urls import ReturnUrls
+
+        organization_id = await organization_by_name(records.db, org)
+        return await ReturnUrls(records.db).add(organization_id, entry)
+
+    added = with_records(body)
+    out.print(f"return URL {entry} {'allowed' if added else 'was already allowed'} for {org!r}")
+
+
+def return_urls_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
+    """List the return URLs connect sessions of an organization may send sellers to."""
+
+    async def body(records: Records) -> list[str]:
+        from ebay_connector.db.return_urls import ReturnUrls
+
+        organization_id = await organization_by_name(records.db, org)
+        return await ReturnUrls(records.db).list(organization_id)
+
+    urls = with_records(body)
+    if as_json:
+        print_json({"return_urls": urls})
+        return
+    for url in urls:
+        out.print(url, markup=False)
+
+
+def return_urls_remove(
+    org: OrgOpt, url: Annotated[str, typer.Argument(help="An allowed URL (see list).")]
+) -> None:
+    """Stop allowing URL; sessions already created keep their return URL."""
+    from ebay_connector.core import return_urls
+
+    try:
+        entry = return_urls.normalize_entry(url)
+    except ValueError as exc:
+        raise UsageError(f"URL {exc}") from exc
+
+    async def body(records: Records) -> bool:
+        from ebay_connector.db.return_urls import ReturnUrls
+
+        organization_id = await organization_by_name(records.db, org)
+        return await ReturnUrls(records.db).remove(organization_id, entry)
+
+    if not with_records(body):
+        raise NotFound(f"{entry} is not an allowed return URL of {org!r}")
+    out.print(f"return URL {entry} removed from {org!r}")
+
+
 def users_create(
     org: OrgOpt,
     email: Annotated[str, typer.Option("--email", help="E-mail address (the sign-in name).")],
@@ -73,20 +136,43 @@ def api_keys_create(
     tokens: Annotated[
         bool, typer.Option("--tokens", help="Allow this key to read access tokens.")
     ] = False,
+    connect: Annotated[
+        bool,
+        typer.Option("--connect", help="Allow this key to create connect sessions for sellers."),
+    ] = False,
+    proxy: Annotated[
+        bool, typer.Option("--proxy", help="Allow this key to call eBay through the proxy.")
+    ] = False,
 ) -> None:
-    """Create an API key; it is printed once and cannot be shown again."""
+    """Create an API key; it is printed once and cannot be shown again.
+
+    Every key lists its organization's accounts; each other permission is granted by its flag."""
 
     async def body(runtime: Runtime) -> tuple[ApiKeyRow, str]:
         organization_id = await organization_by_name(runtime.db, org)
-        return await runtime.api_keys.create(organization_id, name, can_read_tokens=tokens)
+        return await runtime.api_keys.create(
+            organization_id, name, can_read_tokens=tokens, can_connect=connect, can_proxy=proxy
+        )
 
     row, full = with_runtime(body)
     err.print(
-        f"API key {row.key_id} ({'may read tokens' if row.can_read_tokens else 'no token access'})"
-        " — store it now, it is not shown again:",
+        f"API key {row.key_id} ({_permissions(row)}) — store it now, it is not shown again:",
         markup=False,
     )
     sys.stdout.write(full + "\n")
+
+
+def _permissions(row: ApiKeyRow) -> str:
+    granted = [
+        name
+        for name, allowed in (
+            ("tokens", row.can_read_tokens),
+            ("connect", row.can_connect),
+            ("proxy", row.can_proxy),
+        )
+        if allowed
+    ]
+    return "may " + ", ".join(granted) if granted else "list accounts only"
 
 
 def api_keys_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
@@ -103,6 +189,8 @@ def api_keys_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
             "key_id": r.key_id,
             "name": r.name,
             "can_read_tokens": r.can_read_tokens,
+            "can_connect": r.can_connect,
+            "can_proxy": r.can_proxy,
             "created_at": views.iso(r.created_at),
             "last_used_at": views.iso(r.last_used_at),
             "revoked_at": views.iso(r.revoked_at),
@@ -112,12 +200,14 @@ def api_keys_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json({"api_keys": docs})
         return
-    table = Table("key id", "name", "tokens", "created", "last used", "revoked")
+    table = Table("key id", "name", "tokens", "connect", "proxy", "created", "last used", "revoked")
     for d in docs:
         table.add_row(
             d["key_id"],
             d["name"],
             "yes" if d["can_read_tokens"] else "no",
+            "yes" if d["can_connect"] else "no",
+            "yes" if d["can_proxy"] else "no",
             d["created_at"] or "-",
             d["last_used_at"] or "-",
             d["revoked_at"] or "-",

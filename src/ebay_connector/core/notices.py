@@ -31,6 +31,8 @@ QUOTA_LOW_SHARE = 0.25
 
 
 class EventType(enum.StrEnum):
+    CONNECTED = "account.connected"
+    RECONNECTED = "account.reconnected"
     NEEDS_RECONNECT = "account.needs_reconnect"
     RECOVERED = "account.recovered"
     REFRESH_FAILING = "account.refresh_failing"

@@ -1,8 +1,9 @@
 """Programs' credentials: API keys, shown once, stored hashed, scoped to one organization.
 
 A key reads ``ebc_<key_id>_<secret>``: the key id finds the row, the secret is compared by its
-SHA-256 (a random 256-bit secret needs no slow hash). Least privilege: a key may list accounts
-without being allowed to read tokens.
+SHA-256 (a random 256-bit secret needs no slow hash). Least privilege: every key may list its
+organization's accounts; reading tokens (``--tokens``), creating connect sessions (``--connect``)
+and calling eBay through the proxy (``--proxy``) are each granted explicitly.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ApiKeyRow:
     name: str
     key_id: str
     can_read_tokens: bool
+    can_connect: bool
+    can_proxy: bool
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -61,7 +64,13 @@ class ApiKeys:
         self.db = db
 
     async def create(
-        self, organization_id: int, name: str, *, can_read_tokens: bool
+        self,
+        organization_id: int,
+        name: str,
+        *,
+        can_read_tokens: bool,
+        can_connect: bool = False,
+        can_proxy: bool = False,
     ) -> tuple[ApiKeyRow, str]:
         """A new key; the full key is returned once and never stored."""
         key_id = secrets.token_hex(8)
@@ -76,12 +85,25 @@ class ApiKeys:
                     key_id=key_id,
                     secret_hash=_hash(secret),
                     can_read_tokens=can_read_tokens,
+                    can_connect=can_connect,
+                    can_proxy=can_proxy,
                     created_at=now,
                 )
                 .returning(m.ApiKey.id)
             )
             row_id = int(result.scalar_one())
-        row = ApiKeyRow(row_id, organization_id, name, key_id, can_read_tokens, now, None, None)
+        row = ApiKeyRow(
+            row_id,
+            organization_id,
+            name,
+            key_id,
+            can_read_tokens,
+            can_connect,
+            can_proxy,
+            now,
+            None,
+            None,
+        )
         return row, f"{PREFIX}{key_id}_{secret}"
 
     async def list(self, organization_id: int) -> list[ApiKeyRow]:

@@ -3,6 +3,10 @@
 The value sent to eBay is a signed nonce (tampering is refused before any lookup); the nonce's
 row says who started the connect, from which session, for which account (reconnect). Using a
 state deletes its row in the same statement that reads it, so a replayed state finds nothing.
+
+Two kinds share the table and the one callback: an admin's connect (bound to the sign-in session)
+and a seller's connect through a connect session (bound to that session, no user). Their states
+are signed with different salts, so one can never be passed off as the other.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ STATE_TTL = timedelta(minutes=10)
 @dataclass(frozen=True)
 class PendingConnect:
     organization_id: int
-    user_id: int
+    user_id: int | None
     session_id: str
     account_id: int | None
 
@@ -32,9 +36,48 @@ class ConnectStates:
     def __init__(self, db: Database, secret: bytes) -> None:
         self.db = db
         self._signer = URLSafeTimedSerializer(secret, salt="ebay-connector oauth state")
+        self._seller_signer = URLSafeTimedSerializer(
+            secret, salt="ebay-connector connect session state"
+        )
 
     async def create(
         self, *, organization_id: int, user_id: int, session_id: str, account_id: int | None
+    ) -> str:
+        nonce = await self._insert(organization_id, user_id, session_id, account_id)
+        return str(self._signer.dumps(nonce))
+
+    async def create_for_seller(
+        self, *, organization_id: int, connect_session_id: str, account_id: int | None
+    ) -> str:
+        """A state for a seller's connect: it names its connect session even once used up."""
+        nonce = await self._insert(organization_id, None, connect_session_id, account_id)
+        return str(self._seller_signer.dumps([nonce, connect_session_id]))
+
+    def seller_session_of(self, state: str) -> str | None:
+        """The connect session a seller's state was signed for; None for any other state."""
+        try:
+            value = self._seller_signer.loads(state)
+        except BadSignature:
+            return None
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
+            return None
+        return value[1]
+
+    async def consume_for_seller(self, state: str) -> PendingConnect | None:
+        """A seller's connect, once; None if forged, expired or used."""
+        try:
+            value = self._seller_signer.loads(state, max_age=int(STATE_TTL.total_seconds()))
+        except BadSignature:
+            return None
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+            return None
+        pending = await self._take(value[0])
+        if pending is None or pending.user_id is not None or pending.session_id != value[1]:
+            return None
+        return pending
+
+    async def _insert(
+        self, organization_id: int, user_id: int | None, session_id: str, account_id: int | None
     ) -> str:
         nonce = secrets.token_urlsafe(24)
         now = self.db.clock()
@@ -51,7 +94,7 @@ class ConnectStates:
                     expires_at=now + STATE_TTL,
                 )
             )
-        return str(self._signer.dumps(nonce))
+        return nonce
 
     async def consume(self, state: str, session_id: str) -> PendingConnect | None:
         """The connect this state belongs to, once; None if forged, expired, used or foreign."""
@@ -61,6 +104,16 @@ class ConnectStates:
             return None
         if not isinstance(nonce, str):
             return None
+        pending = await self._take(nonce)
+        if (
+            pending is None
+            or pending.user_id is None
+            or not secrets.compare_digest(pending.session_id, session_id)
+        ):
+            return None
+        return pending
+
+    async def _take(self, nonce: str) -> PendingConnect | None:
         now: datetime = self.db.clock()
         async with self.db.transaction() as conn:
             row = (
@@ -70,6 +123,6 @@ class ConnectStates:
                     .returning(*m.ConnectState.__table__.c)
                 )
             ).first()
-        if row is None or not secrets.compare_digest(row.session_id, session_id):
+        if row is None:
             return None
         return PendingConnect(row.organization_id, row.user_id, row.session_id, row.account_id)

@@ -68,7 +68,10 @@ class User(Base):
 
 class EbayAccount(Base):
     __tablename__ = "ebay_accounts"
-    __table_args__ = (sa.UniqueConstraint("organization_id", "environment", "ebay_user_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("organization_id", "environment", "ebay_user_id"),
+        sa.Index("ix_ebay_accounts_org_end_user", "organization_id", "end_user_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(
@@ -80,6 +83,9 @@ class EbayAccount(Base):
     label: Mapped[str] = mapped_column(sa.String(200))
     scopes: Mapped[str] = mapped_column(sa.Text)  # space-separated, exactly as granted
     refresh_policy: Mapped[str | None] = mapped_column(sa.String(16))  # None: the global one
+    # A program's own id (and name) for the seller, set by the connect session that connected it.
+    end_user_id: Mapped[str | None] = mapped_column(sa.String(200))
+    end_user_label: Mapped[str | None] = mapped_column(sa.String(200))
     last_used_at: Mapped[datetime | None]
     # The learned rate of use (core/usage.py): typical seconds between uses and their spread.
     use_interval_s: Mapped[float | None] = mapped_column(sa.Float)
@@ -207,13 +213,19 @@ class ApiKey(Base):
     key_id: Mapped[str] = mapped_column(sa.String(32), unique=True)  # the public part
     secret_hash: Mapped[str] = mapped_column(sa.String(64))
     can_read_tokens: Mapped[bool]
+    # Each permission is its own: a key that hands sellers connect links need not read tokens.
+    can_connect: Mapped[bool] = mapped_column(server_default=sa.false())
+    can_proxy: Mapped[bool] = mapped_column(server_default=sa.false())
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
 
 
 class ConnectState(Base):
-    """An OAuth ``state`` in flight: single use (deleted when used), bound to a session."""
+    """An OAuth ``state`` in flight: single use (deleted when used), bound to a session.
+
+    An admin's connect has a user and the id of their sign-in session; a seller's connect (through
+    a connect session) has no user, and ``session_id`` is the connect session's id."""
 
     __tablename__ = "connect_states"
 
@@ -221,13 +233,57 @@ class ConnectState(Base):
     organization_id: Mapped[int] = mapped_column(
         sa.ForeignKey("organizations.id", ondelete="CASCADE")
     )
-    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
     session_id: Mapped[str] = mapped_column(sa.String(64))
     account_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("ebay_accounts.id", ondelete="CASCADE")
     )
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# --- programs: connect sessions -----------------------------------------------------------------
+
+
+class ReturnUrl(Base):
+    """Where an organization lets connect sessions send sellers back (origin + path prefix)."""
+
+    __tablename__ = "return_urls"
+    __table_args__ = (sa.UniqueConstraint("organization_id", "url"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    created_at: Mapped[datetime]
+
+
+class ConnectSession(Base):
+    """A link a program hands to its seller: single use, expiring, no login needed."""
+
+    __tablename__ = "connect_sessions"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # cs_…, unguessable
+    organization_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    created_by: Mapped[str] = mapped_column(sa.String(200))  # key:<key id>
+    end_user_id: Mapped[str] = mapped_column(sa.String(200))
+    end_user_label: Mapped[str | None] = mapped_column(sa.String(200))
+    return_url: Mapped[str] = mapped_column(sa.String(2048))
+    # Set: a reconnect of this account (the seller must be its eBay user).
+    account_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(sa.String(16))  # pending / started / connected / failed
+    error: Mapped[str | None] = mapped_column(sa.String(64))
+    connected_account_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("ebay_accounts.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
 
 
 # --- webhooks and notices ---------------------------------------------------------------------

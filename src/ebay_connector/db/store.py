@@ -23,7 +23,15 @@ from ebay_connector.db import journal
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
 from ebay_connector.db.group_commit import GroupCommit
-from ebay_connector.errors import AccountNotFound, StoreUnavailable, UsageError
+from ebay_connector.errors import AccountNotFound, ConnectFailed, StoreUnavailable, UsageError
+
+
+@dataclass(frozen=True)
+class EndUser:
+    """A program's own id and name for a seller (``end_user_id`` / ``end_user_label``)."""
+
+    id: str
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class AccountToken:
     version: int
     lease_owner: str | None
     lease_until: datetime | None
+    end_user_id: str | None = None
+    end_user_label: str | None = None
 
     @property
     def use(self) -> Use:
@@ -75,6 +85,8 @@ _ACCOUNT_TOKEN_COLUMNS = (
     m.EbayAccount.use_jitter_s,
     m.EbayAccount.created_at,
     *(c for c in m.EbayToken.__table__.c if c.name not in ("account_id", "updated_at")),
+    m.EbayAccount.end_user_id,
+    m.EbayAccount.end_user_label,
 )
 # The hottest read (every token request): built once, not per call.
 _ACCOUNT_TOKEN_BY_ID = (
@@ -456,8 +468,13 @@ class Store:
         next_attempt_at: datetime | None,
         exchanges: Sequence[ExchangeRecord],
         actor: str | None = None,
+        end_user: EndUser | None = None,
     ) -> tuple[int, bool]:
         """Create the account, or replace the tokens of the same eBay user in this organization.
+
+        With ``end_user`` (a connect session's), the account is that end user's; the eBay user
+        already connected for another end user (or by an admin, for none) is refused with
+        ``ConnectFailed`` / ``end_user_conflict`` and nothing is written.
 
         ``encrypt(account_id, field, plaintext)`` is called inside the transaction because the
         ciphertext is bound to the account id, which a new account only gets here. Returns
@@ -466,15 +483,28 @@ class Store:
         """
         now = self.db.clock()
         async with self.db.transaction() as conn:
-            existing = await conn.execute(
-                sa.select(m.EbayAccount.id).where(
-                    m.EbayAccount.organization_id == organization_id,
-                    m.EbayAccount.environment == environment,
-                    m.EbayAccount.ebay_user_id == ebay_user_id,
+            existing = (
+                await conn.execute(
+                    sa.select(m.EbayAccount.id, m.EbayAccount.end_user_id).where(
+                        m.EbayAccount.organization_id == organization_id,
+                        m.EbayAccount.environment == environment,
+                        m.EbayAccount.ebay_user_id == ebay_user_id,
+                    )
                 )
-            )
-            account_id = existing.scalar_one_or_none()
+            ).first()
+            account_id = None if existing is None else int(existing[0])
             created = account_id is None
+            if end_user is not None and existing is not None and existing[1] != end_user.id:
+                raise ConnectFailed(
+                    f"this eBay account is already connected as account {account_id} "
+                    "for another end user; it is not moved",
+                    code="end_user_conflict",
+                )
+            end_user_values = (
+                {}
+                if end_user is None
+                else {"end_user_id": end_user.id, "end_user_label": end_user.label}
+            )
             if account_id is None:
                 result = await conn.execute(
                     sa.insert(m.EbayAccount)
@@ -488,6 +518,7 @@ class Store:
                         scopes=" ".join(scopes),
                         created_at=now,
                         updated_at=now,
+                        **end_user_values,
                     )
                     .returning(m.EbayAccount.id)
                 )
@@ -496,7 +527,12 @@ class Store:
                 await conn.execute(
                     sa.update(m.EbayAccount)
                     .where(m.EbayAccount.id == account_id)
-                    .values(ebay_username=ebay_username, scopes=" ".join(scopes), updated_at=now)
+                    .values(
+                        ebay_username=ebay_username,
+                        scopes=" ".join(scopes),
+                        updated_at=now,
+                        **end_user_values,
+                    )
                 )
             token_values: dict[str, Any] = {
                 "access_token_ciphertext": encrypt(account_id, "access_token", access_token),
@@ -582,7 +618,9 @@ class Store:
             row = (await conn.execute(_ACCOUNT_TOKEN_BY_ID, {"account_id": account_id})).first()
             return None if row is None else _account_token(row)
 
-    async def accounts(self, organization_id: int | None = None) -> list[AccountToken]:
+    async def accounts(
+        self, organization_id: int | None = None, *, end_user_id: str | None = None
+    ) -> list[AccountToken]:
         query = (
             sa.select(*_ACCOUNT_TOKEN_COLUMNS)
             .join(m.EbayToken, m.EbayToken.account_id == m.EbayAccount.id)
@@ -590,6 +628,8 @@ class Store:
         )
         if organization_id is not None:
             query = query.where(m.EbayAccount.organization_id == organization_id)
+        if end_user_id is not None:
+            query = query.where(m.EbayAccount.end_user_id == end_user_id)
         async with self.db.read() as conn:
             return [_account_token(row) for row in (await conn.execute(query)).all()]
 

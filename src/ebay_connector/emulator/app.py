@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import secrets
 import socket
 import struct
 import threading
@@ -23,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ebay_connector.emulator import consent, notifications, wire
+from ebay_connector.emulator import consent, notifications, sell, wire
 from ebay_connector.emulator.state import Emulator
 from ebay_connector.emulator.store import App, User
 from ebay_connector.emulator.wire import Answer, Endpoint, Faults
@@ -226,7 +227,36 @@ def _routes(emulator: Emulator, hangs: HangRelease) -> list[Route]:
         username = (form.get("new_username") or "").strip() or form.get("username")
         return render(emulator.consent(found, username, decision == "agree"))
 
+    def sell_route(operation: str) -> Handler:
+        async def handler(request: Request) -> Response:
+            auth = request.headers.get("authorization")
+            faults, owner = emulator.faults_for(None, auth)
+            if await _wait_faults(
+                request, faults, hangs, lambda: emulator.note_unanswered(Endpoint.SELL, None, owner)
+            ):
+                return render(_HUNG)
+            body = await request.body() if request.method == "PUT" else b""
+            answer = emulator.sell(
+                operation,
+                auth,
+                faults,
+                query=dict(request.query_params),
+                sku=request.path_params.get("sku", ""),
+                body=body,
+                content_language=request.headers.get("content-language"),
+            )
+            response = render(answer)
+            response.headers["X-EBAY-C-REQUEST-ID"] = secrets.token_hex(8)
+            return response
+
+        return handler
+
     return [
+        Route(sell.INVENTORY_PATH, sell_route("inventory_items"), methods=["GET"]),
+        Route(sell.INVENTORY_PATH + "/{sku}", sell_route("inventory_item"), methods=["GET"]),
+        Route(sell.INVENTORY_PATH + "/{sku}", sell_route("put_inventory_item"), methods=["PUT"]),
+        Route(sell.ORDER_PATH, sell_route("orders"), methods=["GET"]),
+        Route(sell.PRIVILEGE_PATH, sell_route("privileges"), methods=["GET"]),
         Route(TOKEN_PATH, token, methods=["POST"]),
         Route(REVOKE_PATH, revoke, methods=["POST"]),
         Route(USER_PATH, get_user, methods=["GET"]),
@@ -310,6 +340,14 @@ def _control_routes(emulator: Emulator) -> list[Route]:
     async def revoke_user(request: Request) -> Response:
         return JSONResponse({"revoked": emulator.revoke_user(request.path_params["username"])})
 
+    async def reject_tokens(request: Request) -> Response:
+        emulator.reject_access_tokens(request.path_params["username"])
+        return JSONResponse({"rejected": True})
+
+    async def add_order(request: Request) -> Response:
+        emulator.add_order(request.path_params["username"], await _object(request))
+        return JSONResponse({"added": True}, 201)
+
     async def refresh_expiry(request: Request) -> Response:
         value = (await _object(request)).get("expires_at")
         if not isinstance(value, str):
@@ -391,6 +429,8 @@ def _control_routes(emulator: Emulator) -> list[Route]:
     return [
         *routes,
         Route(user + "/revoke", _control(revoke_user), methods=["POST"]),
+        Route(user + "/reject-access-tokens", _control(reject_tokens), methods=["POST"]),
+        Route(user + "/orders", _control(add_order), methods=["POST"]),
         Route(user + "/refresh-expiry", _control(refresh_expiry), methods=["PUT"]),
         Route(user + "/faults", _control(set_faults), methods=["PUT"]),
         Route(user + "/faults", _control(clear_faults), methods=["DELETE"]),

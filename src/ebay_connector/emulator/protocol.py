@@ -103,6 +103,9 @@ def _client_credentials(store: Store, app: App, form: Mapping[str, str], now: da
         return _malformed_request()
     if not all(app.allows(s) for s in scopes):
         return oauth_error(400, "invalid_scope", wire.SCOPE_INVALID)
+    if any(s.startswith(wire.USER_ONLY_SCOPE_PREFIXES) for s in scopes):
+        # eBay's rule: an application token carries only application scopes.
+        return oauth_error(400, "invalid_scope", wire.SCOPE_INVALID)
     return Answer(
         200,
         {

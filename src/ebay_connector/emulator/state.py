@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from ebay_connector.emulator import consent, protocol, wire
+from ebay_connector.emulator import consent, protocol, sell, wire
 from ebay_connector.emulator.store import App, Config, Store, User
 from ebay_connector.emulator.wire import Answer, Call, CallLog, Endpoint, Faults, GrantType
 
@@ -145,6 +145,19 @@ class Emulator:
                 grant.expires_at = when
             return len(grants)
 
+    def reject_access_tokens(self, username: str) -> None:
+        """eBay rejects every access token the seller holds now (errorId 1001), as after a
+        password change on eBay's side; tokens minted later work again."""
+        with self._lock:
+            self._store.reject_access_tokens(username)
+
+    def add_order(self, username: str, order: Mapping[str, object]) -> None:
+        """Give the seller an order (getOrders answers it as given)."""
+        with self._lock:
+            if username not in self._store.users:
+                raise LookupError(f"unknown user {username!r}")
+            self._store.seller(username).orders.append(dict(order))
+
     def set_faults(self, faults: Faults, username: str | None = None) -> None:
         with self._lock:
             if username is None:
@@ -230,6 +243,48 @@ class Emulator:
             answer = protocol.get_user(self._store, access, faults)
             client_id, owner = (access.client_id, access.username) if access else (None, None)
             self.calls.add(Call(Endpoint.USER, None, client_id, owner, answer.status, now))
+            return answer
+
+    def sell(
+        self,
+        operation: str,
+        authorization: str | None,
+        faults: Faults,
+        *,
+        query: Mapping[str, str],
+        sku: str = "",
+        body: bytes = b"",
+        content_language: str | None = None,
+    ) -> Answer:
+        """One Sell API call (``sell.py``); ``operation`` names it."""
+        scopes = {
+            "inventory_items": sell.INVENTORY_READ,
+            "inventory_item": sell.INVENTORY_READ,
+            "put_inventory_item": sell.INVENTORY_WRITE,
+            "orders": sell.FULFILLMENT_READ,
+            "privileges": sell.ACCOUNT_READ,
+        }[operation]
+        with self._lock:
+            now = self._now()
+            access = self._store.bearer(wire.bearer_token(authorization), now)
+            answer = self._store.fault_answer(faults, Endpoint.SELL) or sell.authorize(
+                access, scopes
+            )
+            if answer is None:
+                assert access is not None and access.username is not None
+                data = self._store.seller(access.username)
+                if operation == "inventory_items":
+                    answer = sell.inventory_items(data, query)
+                elif operation == "inventory_item":
+                    answer = sell.inventory_item(data, sku)
+                elif operation == "put_inventory_item":
+                    answer = sell.put_inventory_item(data, sku, body, content_language)
+                elif operation == "orders":
+                    answer = sell.orders(data, query)
+                else:
+                    answer = sell.privileges()
+            client_id, owner = (access.client_id, access.username) if access else (None, None)
+            self.calls.add(Call(Endpoint.SELL, None, client_id, owner, answer.status, now))
             return answer
 
     def consent_request(self, params: Mapping[str, str]) -> consent.ConsentRequest | None:

@@ -12,9 +12,9 @@ import math
 import random
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ebay_connector.emulator import tokens, wire
 from ebay_connector.emulator.wire import Answer, Endpoint, Faults, GrantType
@@ -85,6 +85,15 @@ class Access:
     scopes: frozenset[str]
     expires_at: datetime
     grant: Grant | None
+    serial: int = 0  # mint order: the reject-access-tokens knob refuses those minted before it
+
+
+@dataclass
+class SellerData:
+    """One seller's listings and orders (the Sell APIs, ``sell.py``)."""
+
+    inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    orders: list[dict[str, Any]] = field(default_factory=list)
 
 
 _V = TypeVar("_V", Code, Access)
@@ -135,6 +144,10 @@ class Store:
         self.quota: dict[tuple[str, GrantType], deque[datetime]] = {}
         self.global_faults = Faults()
         self.user_faults: dict[str, Faults] = {}
+        self.minted = 0
+        # username -> the first serial still accepted (eBay rejecting a seller's current tokens)
+        self.accepted_from: dict[str, int] = {}
+        self.sellers: dict[str, SellerData] = {}
 
     def add_user(
         self,
@@ -164,7 +177,20 @@ class Store:
         access = self.access.get(tokens.token_key(token), now) if token else None
         if access is None or (access.grant is not None and access.grant.revoked):
             return None
+        if access.username is not None and access.serial < self.accepted_from.get(
+            access.username, 0
+        ):
+            return None
         return access
+
+    def reject_access_tokens(self, username: str) -> None:
+        """From now on, every access token the user holds is invalid (new ones work)."""
+        if username not in self.users:
+            raise LookupError(f"unknown user {username!r}")
+        self.accepted_from[username] = self.minted + 1  # serials start at 1
+
+    def seller(self, username: str) -> SellerData:
+        return self.sellers.setdefault(username, SellerData())
 
     def owner(
         self, form: Mapping[str, str] | None, bearer: str | None, now: datetime
@@ -201,7 +227,10 @@ class Store:
             headers = {} if after is None else {"Retry-After": str(after)}
             return Answer(429, wire.TOO_MANY_REQUESTS, headers=headers)
         if faults.error_rate > 0 and self.random.random() < faults.error_rate:
-            body = wire.IDENTITY_ERROR if endpoint is Endpoint.USER else wire.SERVER_ERROR
+            body = {
+                Endpoint.USER: wire.IDENTITY_ERROR,
+                Endpoint.SELL: wire.SELL_ERROR,
+            }.get(endpoint, wire.SERVER_ERROR)
             return Answer(faults.error_status, body)
         return None
 
@@ -229,9 +258,9 @@ class Store:
         else:
             token = tokens.new_user_access_token()
         expires = now + timedelta(seconds=self.config.access_token_ttl_s)
-        self.access.add(
-            tokens.token_key(token), Access(client_id, username, scopes, expires, grant), now
-        )
+        self.minted += 1
+        access = Access(client_id, username, scopes, expires, grant, self.minted)
+        self.access.add(tokens.token_key(token), access, now)
         return token
 
     def new_grant(

@@ -35,6 +35,7 @@ class Endpoint(StrEnum):
     REVOKE = "revoke"  # POST /identity/v1/oauth2/token/revoke
     USER = "user"  # GET /commerce/identity/v1/user/
     AUTHORIZE = "authorize"  # POST /oauth2/authorize (the consent decision)
+    SELL = "sell"  # the Sell APIs (sell.py)
 
 
 USER_TOKEN_TYPE: Final = "User Access Token"
@@ -120,6 +121,25 @@ BAD_GATEWAY_HTML: Final = (
     "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>"
     "<body><h1>Bad Gateway</h1><p>The proxy server received an invalid response from an "
     "upstream server.</p></body></html>\n"
+)
+
+# Our choice for injected 5xx on the Sell APIs: eBay's REST internal error (errorId 2003).
+SELL_ERROR: Final[JSONBody] = {
+    "errors": [
+        {
+            "errorId": 2003,
+            "domain": "ACCESS",
+            "category": "APPLICATION",
+            "message": "Internal error",
+            "longMessage": "There was a problem with an eBay internal system or process. "
+            "Contact eBay developer support for assistance",
+        }
+    ]
+}
+# Scopes only a seller can grant: a client-credentials request for one is invalid_scope at eBay.
+USER_ONLY_SCOPE_PREFIXES: Final = (
+    "https://api.ebay.com/oauth/api_scope/sell.",
+    "https://api.ebay.com/oauth/api_scope/commerce.identity.",
 )
 
 IDENTITY_SCOPE_ROOT: Final = "https://api.ebay.com/oauth/api_scope/commerce.identity."

@@ -20,11 +20,13 @@ from ebay_connector import log
 from ebay_connector.core import policy
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.notices import EventType
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.policy import PolicyConfig
 from ebay_connector.core.usage import Use
 from ebay_connector.db.journal import Journal
-from ebay_connector.db.store import AccountToken, Store
+from ebay_connector.db.outbox import Outbox
+from ebay_connector.db.store import AccountToken, EndUser, Store
 from ebay_connector.ebay.client import EbayClient
 from ebay_connector.errors import AccountNotFound, ConnectFailed, ConnectorError
 from ebay_connector.keys.crypto import KeyRing, TokenField
@@ -54,8 +56,14 @@ async def connect_with_code(
     label: str | None = None,
     actor: str | None = None,
     clock: Clock = utcnow,
+    end_user: EndUser | None = None,
+    expected_ebay_user_id: str | None = None,
 ) -> Connection:
-    """Exchange ``code`` (decoded, as received) once and store the account it belongs to."""
+    """Exchange ``code`` (decoded, as received) once and store the account it belongs to.
+
+    ``expected_ebay_user_id`` (a reconnect through a connect session): consent given by any
+    other eBay user changes nothing; the grant just made is revoked and ``ConnectFailed`` /
+    ``wrong_ebay_user`` raised."""
     started = clock()
     call = await client.send_token_request(client.code_exchange_request(code))
     grant = call.classified.grant
@@ -82,6 +90,20 @@ async def connect_with_code(
         raise ConnectFailed("eBay did not say which user granted access", code="get_user_failed")
     user_id = str(user["userId"])
     username = str(user.get("username") or user_id)
+    if expected_ebay_user_id is not None and user_id != expected_ebay_user_id:
+        revoked = await client.revoke(grant.refresh_token)
+        for exchange in (call.exchange, user_exchange, revoked.exchange):
+            await journal.record_exchange(
+                exchange,
+                trigger=Trigger.CONNECT,
+                environment=environment,
+                organization_id=organization_id,
+                actor=actor,
+            )
+        raise ConnectFailed(
+            "the seller consented as another eBay user than the account's own",
+            code="wrong_ebay_user",
+        )
     access_expires = started + timedelta(seconds=grant.expires_in)
     refresh_expires = (
         started + timedelta(seconds=grant.refresh_token_expires_in)
@@ -114,6 +136,7 @@ async def connect_with_code(
         ).next_attempt_at,
         exchanges=[call.exchange, user_exchange],
         actor=actor,
+        end_user=end_user,
     )
     log.event(
         logger,
@@ -206,6 +229,7 @@ class Connector:
     scopes: Sequence[str]
     policy_config: PolicyConfig
     clock: Clock = utcnow
+    outbox: Outbox | None = None  # where account.connected / account.reconnected go
 
     async def connect(
         self,
@@ -214,8 +238,10 @@ class Connector:
         code: str,
         label: str | None = None,
         actor: str | None = None,
+        end_user: EndUser | None = None,
+        expected_ebay_user_id: str | None = None,
     ) -> Connection:
-        return await connect_with_code(
+        connection = await connect_with_code(
             store=self.store,
             journal=self.journal,
             client=self.client,
@@ -228,7 +254,25 @@ class Connector:
             label=label,
             actor=actor,
             clock=self.clock,
+            end_user=end_user,
+            expected_ebay_user_id=expected_ebay_user_id,
         )
+        if self.outbox is not None:
+            account = await self.store.account_token(connection.account_id)
+            await self.outbox.emit(
+                organization_id,
+                EventType.CONNECTED if connection.created else EventType.RECONNECTED,
+                {
+                    "account": {
+                        "id": connection.account_id,
+                        "label": account.label if account else connection.ebay_username,
+                        "ebay_username": connection.ebay_username,
+                    },
+                    "end_user_id": account.end_user_id if account else None,
+                    "end_user_label": account.end_user_label if account else None,
+                },
+            )
+        return connection
 
     async def disconnect(self, account: AccountToken, *, actor: str | None = None) -> Disconnection:
         return await disconnect(

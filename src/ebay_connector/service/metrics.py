@@ -13,7 +13,9 @@ Two kinds of numbers, kept apart on purpose:
 
 Each :class:`Metrics` owns its own ``CollectorRegistry`` (never the global one): tests build
 several apps in one process, and a registry shared between them would mix their counts.
-No label holds an account id, a key or anything else unbounded, and nothing here holds a secret.
+No label holds a key or anything unbounded, and nothing here holds a secret. One family carries
+the account id on purpose: the proxy's calls, counted per account, API and status (the ids are
+this installation's own accounts; see docs/decisions.md, "Proxy metrics per account").
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -141,6 +143,20 @@ async def read_database(
     )
 
 
+@dataclass(frozen=True)
+class ProxyError:
+    status: int
+    api: str
+    at: datetime
+
+
+@dataclass
+class ProxyDay:
+    day: date
+    calls: int = 0
+    last_error: ProxyError | None = None
+
+
 class Metrics:
     """This process's metrics; ``observe_*`` are the observers wired by the runtime."""
 
@@ -192,7 +208,14 @@ class Metrics:
             ("status",),
             registry=r,
         )
+        self.proxy_requests = Counter(
+            PREFIX + "proxy_requests",
+            "Calls through the eBay API proxy by account, API and eBay's HTTP status.",
+            ("account", "api", "status"),
+            registry=r,
+        )
         self._last_success: datetime | None = None
+        self._proxy_days: dict[int, ProxyDay] = {}
 
     # Observers (quick, never raise) -----------------------------------------------------------
 
@@ -221,6 +244,24 @@ class Metrics:
     def observe_token_request(self, status: int, seconds: float) -> None:
         self.token_api_requests.labels(status=str(status)).inc()
         self.token_api_duration.observe(max(0.0, seconds))
+
+    def observe_proxy_call(self, account_id: int, api: str, status: int, now: datetime) -> None:
+        self.proxy_requests.labels(account=str(account_id), api=api, status=str(status)).inc()
+        day = self._proxy_days.get(account_id)
+        if day is None or day.day != now.date():
+            day = self._proxy_days[account_id] = ProxyDay(now.date())
+        day.calls += 1
+        if status >= 400:
+            day.last_error = ProxyError(status, api, now)
+
+    def proxy_day(self, account_id: int, now: datetime) -> ProxyDay:
+        """This process's proxied calls of the account today (UTC) and the last error seen."""
+        day = self._proxy_days.get(account_id)
+        if day is None:
+            return ProxyDay(now.date())
+        if day.day != now.date():
+            return ProxyDay(now.date(), last_error=day.last_error)
+        return day
 
     def webhook_delivery(self, outcome: WebhookOutcome | str) -> None:
         """Count one webhook delivery attempt: ``delivered``, ``retrying`` (or the dispatcher's

@@ -17,12 +17,15 @@ from ebay_connector.version import code_version
 from ebay_connector.web.api import errors
 from ebay_connector.web.api import metrics as metrics_api
 from ebay_connector.web.api import notifications as notifications_api
+from ebay_connector.web.api import programs as programs_api
+from ebay_connector.web.api import proxy as proxy_api
 from ebay_connector.web.api import webhooks as webhooks_api
 from ebay_connector.web.api.auth import Sessions
 from ebay_connector.web.api.guard import Guard
 from ebay_connector.web.api.routes import router
 from ebay_connector.web.api.schemas import Health, Readiness
 from ebay_connector.web.ui import routes as ui
+from ebay_connector.web.ui import seller as seller_ui
 
 EMULATOR_MOUNT = "/emulator"
 MAX_BODY_BYTES = 64 * 1024  # no request of this API needs more
@@ -58,7 +61,7 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
     app.state.runtime = runtime
     app.state.sessions = Sessions(ring.derive_secret("session"), secure=secure)
     errors.install(app)
-    app.add_middleware(Guard, max_body_bytes=MAX_BODY_BYTES)
+    app.add_middleware(Guard, max_body_bytes=MAX_BODY_BYTES, streamed=proxy_api.PROXY_PATH)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Any:
@@ -93,8 +96,11 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
     app.include_router(router)
     app.include_router(webhooks_api.router)
     app.include_router(notifications_api.router)
+    app.include_router(programs_api.router)
+    app.include_router(proxy_api.router)
     metrics_api.install(app, runtime)  # GET /metrics + token API timing
     app.include_router(ui.router)
+    app.include_router(seller_ui.router)
     app.mount("/ui/static", ui.static, name="static")
     if emulator_app is not None:
         app.mount(EMULATOR_MOUNT, emulator_app)

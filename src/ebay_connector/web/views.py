@@ -83,6 +83,8 @@ class AccountDoc(TypedDict):
     last_used_at: str | None
     scopes: list[str]
     refresh_policy: str
+    end_user_id: str | None
+    end_user_label: str | None
 
 
 class RefreshResultDoc(TypedDict):
@@ -320,6 +322,8 @@ def account_dict(account: AccountToken, now: datetime, refresh_ahead: timedelta)
         "last_used_at": iso(account.last_used_at),
         "scopes": list(account.scopes),
         "refresh_policy": account.refresh_policy or "default",
+        "end_user_id": account.end_user_id,
+        "end_user_label": account.end_user_label,
     }
 
 

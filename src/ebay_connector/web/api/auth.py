@@ -173,7 +173,21 @@ async def token_reader(principal: Annotated[Principal, Depends(program)]) -> Pri
     return principal
 
 
+async def session_maker(principal: Annotated[Principal, Depends(program)]) -> Principal:
+    if principal.key is None or not principal.key.can_connect:
+        raise Forbidden("this API key may not create connect sessions (create it with --connect)")
+    return principal
+
+
+async def proxy_caller(principal: Annotated[Principal, Depends(program)]) -> Principal:
+    if principal.key is None or not principal.key.can_proxy:
+        raise Forbidden("this API key may not call eBay through the proxy (create it with --proxy)")
+    return principal
+
+
 SignedIn = Annotated[Principal, Depends(signed_in)]
 Admin = Annotated[Principal, Depends(admin)]
 Program = Annotated[Principal, Depends(program)]
 TokenReader = Annotated[Principal, Depends(token_reader)]
+SessionMaker = Annotated[Principal, Depends(session_maker)]
+ProxyCaller = Annotated[Principal, Depends(proxy_caller)]

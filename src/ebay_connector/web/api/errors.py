@@ -51,6 +51,17 @@ _STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
 )
 _STATUS_BY_CODE = {"decrypt_failed": 409, "invalid_stored_token": 409}
 _STATUS_BY_CODE["invalid_webhook_url"] = 422  # webhooks and notices
+# -- programs: connect sessions and the eBay API proxy
+_STATUS_BY_CODE.update(
+    {
+        "return_url_not_allowed": 422,
+        "end_user_mismatch": 409,
+        "invalid_proxy_path": 422,
+        "ebay_unreachable": 502,
+        "ebay_timeout": 504,
+        "too_large": 413,
+    }
+)
 # -- application token and account deletions: 412 is what eBay's SDKs answer to a
 # notification whose signature fails; 503 asks eBay to deliver again later.
 _STATUS_BY_CODE.update(

@@ -8,6 +8,7 @@ guard and an async runtime dependency").
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,15 +26,21 @@ def _too_large() -> tuple[Message, Message]:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, streamed: re.Pattern[str] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.streamed = streamed  # routes that stream bodies under a cap of their own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         api = scope["path"].startswith("/api/")
+        if self.streamed is not None and self.streamed.fullmatch(scope["path"]):
+            await self.app(scope, receive, _no_store(send))
+            return
         length: bytes | None = None
         chunked = False
         for name, value in scope["headers"]:
@@ -59,20 +66,24 @@ class Guard:
                     break
             receive = _replay(messages, receive)
 
-        async def send_no_store(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # Tokens and account data must never sit in a cache.
-                headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
-                message = {**message, "headers": [*headers, NO_STORE]}
-            await send(message)
-
-        await self.app(scope, receive, send_no_store if api else send)
+        await self.app(scope, receive, _no_store(send) if api else send)
 
     @staticmethod
     async def _refuse(send: Send) -> None:
         start, body = _too_large()
         await send(start)
         await send(body)
+
+
+def _no_store(send: Send) -> Send:
+    async def send_no_store(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            # Tokens and account data must never sit in a cache.
+            headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
+            message = {**message, "headers": [*headers, NO_STORE]}
+        await send(message)
+
+    return send_no_store
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -52,8 +52,10 @@ def _account(runtime: Runtime, account: AccountToken) -> views.AccountDoc:
     return views.account_dict(account, runtime.clock(), runtime.settings.refresh_ahead)
 
 
-async def _accounts(runtime: Runtime, principal: Principal) -> dict[str, Any]:
-    rows = await runtime.store.accounts(principal.organization_id)
+async def _accounts(
+    runtime: Runtime, principal: Principal, end_user_id: str | None = None
+) -> dict[str, Any]:
+    rows = await runtime.store.accounts(principal.organization_id, end_user_id=end_user_id)
     return {"accounts": [_account(runtime, a) for a in rows]}
 
 
@@ -151,6 +153,10 @@ async def connect_callback(
 ) -> Any:
     """Where eBay sends the seller back. The state is checked and used up before anything else;
     the code is exchanged exactly once; nothing is stored unless everything succeeds."""
+    if state and runtime.connect_sessions.is_seller_state(state):
+        # A seller's connect session: no login; the seller is always sent back, never shown JSON.
+        back = await runtime.connect_sessions.complete(state, code=code, error=error)
+        return RedirectResponse(back or "/", status_code=303)
     session = request.app.state.sessions.read(cookie)
     if session is None:
         raise Unauthorized("sign in first: the connect belongs to a session")
@@ -202,9 +208,24 @@ async def disconnect(account_id: AccountId, principal: Admin, runtime: RuntimeDe
     responses=responses(401),
     tags=["programs"],
 )
-async def program_accounts(principal: Program, runtime: RuntimeDep) -> Any:
-    """The organization's accounts with their state (no tokens)."""
-    return await _accounts(runtime, principal)
+async def program_accounts(
+    principal: Program,
+    runtime: RuntimeDep,
+    end_user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> Any:
+    """The organization's accounts with their state (no tokens); ``end_user_id`` keeps those
+    a connect session connected for that end user."""
+    if end_user_id is not None and not schemas.printable(end_user_id):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "end_user_id"),
+                    "msg": "contains control characters",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return await _accounts(runtime, principal, end_user_id)
 
 
 @router.get(
@@ -213,15 +234,31 @@ async def program_accounts(principal: Program, runtime: RuntimeDep) -> Any:
     responses=responses(401, 403, 404, 409, 422, 503),
     tags=["programs"],
 )
-async def access_token(account_id: AccountId, principal: TokenReader, runtime: RuntimeDep) -> Any:
+async def access_token(
+    account_id: AccountId,
+    principal: TokenReader,
+    runtime: RuntimeDep,
+    rejected: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
+) -> Any:
     """A valid user access token (refreshed on demand; one eBay call for many callers).
-    409 `needs_reconnect` when only the seller can fix it; 503 when eBay failed (retry later)."""
-    token = await runtime.refresher.get_access_token(
-        account_id, actor=principal.actor, organization_id=principal.organization_id
-    )
+    409 `needs_reconnect` when only the seller can fix it; 503 when eBay failed (retry later).
+    `rejected` (the SHA-256, hex, of a token eBay answered 401 to): a fresh one, refreshed once
+    however many callers report the same token."""
+    if rejected is not None:
+        token = await runtime.proxy.replace_rejected(
+            account_id,
+            rejected,
+            actor=principal.actor,
+            organization_id=principal.organization_id,
+        )
+    else:
+        token = await runtime.refresher.get_access_token(
+            account_id, actor=principal.actor, organization_id=principal.organization_id
+        )
     return {
         "access_token": token.access_token,
         "expires_at": token.expires_at,
+        "expires_in": max(0, int((token.expires_at - runtime.clock()).total_seconds())),
         "token_type": token.token_type,
     }
 

@@ -63,6 +63,41 @@ class Account(BaseModel):
     last_used_at: str | None
     refresh_policy: str
     scopes: list[str]
+    end_user_id: str | None = None
+    end_user_label: str | None = None
+
+
+class ConnectSessionRequest(Strict):
+    end_user_id: str = Field(min_length=1, max_length=200)
+    end_user_label: str | None = Field(default=None, max_length=200)
+    return_url: str = Field(min_length=1, max_length=2048)
+    account_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+    @field_validator("end_user_id", "end_user_label")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not printable(value):
+            raise ValueError("contains control characters or invalid unicode")
+        return value
+
+
+class ConnectSessionCreated(BaseModel):
+    id: str
+    url: str
+    expires_at: datetime
+
+
+class ProxyError(BaseModel):
+    status: int
+    api: str
+    at: str | None
+
+
+class ProxyCalls(BaseModel):
+    account_id: int
+    day: str
+    calls: int
+    last_error: ProxyError | None
 
 
 class AccountList(BaseModel):
@@ -72,6 +107,8 @@ class AccountList(BaseModel):
 class AccessToken(BaseModel):
     access_token: str
     expires_at: datetime
+    # Seconds left by the connector's clock: a program caches by it, whatever its own clock says.
+    expires_in: int
     token_type: str
 
 
