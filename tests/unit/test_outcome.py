@@ -7,14 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebay_connector.core.outcome import (
-    AppVerdict,
-    Disposition,
-    Outcome,
-    app_verdict,
-    classify_token_answer,
-    disposition,
-)
+from ebay_connector.core.outcome import Disposition, Outcome, classify_token_answer, disposition
 
 pytestmark = pytest.mark.unit
 
@@ -115,24 +108,3 @@ def test_200_without_a_usable_token_is_malformed(answer: bytes) -> None:
 
 def test_401_without_body_is_invalid_client() -> None:
     assert classify_token_answer(401, {}, b"").outcome is Outcome.INVALID_CLIENT
-
-
-@pytest.mark.parametrize(
-    ("outcome", "called_ebay", "joined", "verdict"),
-    [
-        (Outcome.INVALID_CLIENT, True, False, AppVerdict.REJECTED),
-        (Outcome.OK, True, False, AppVerdict.ACCEPTED),
-        (Outcome.INVALID_GRANT, True, False, AppVerdict.PASSED),
-        (Outcome.RATE_LIMITED, True, False, AppVerdict.PASSED),
-        (Outcome.TRANSIENT, True, False, AppVerdict.PASSED),
-        # eBay was not asked by this caller: nothing learnt about the credentials.
-        (Outcome.INVALID_CLIENT, True, True, AppVerdict.UNHEARD),
-        (Outcome.OK, False, True, AppVerdict.UNHEARD),
-        (Outcome.DECRYPT_FAILED, False, False, AppVerdict.UNHEARD),
-        (Outcome.RATE_LIMITED, False, False, AppVerdict.UNHEARD),  # refused during a pause
-    ],
-)
-def test_what_a_refresh_says_about_the_application_credentials(
-    outcome: Outcome, called_ebay: bool, joined: bool, verdict: AppVerdict
-) -> None:
-    assert app_verdict(outcome, called_ebay=called_ebay, joined=joined) is verdict

@@ -6,11 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.schedule import (
     MAX_WAKE,
     MIN_WAKE,
+    AppVerdict,
     ClaimAction,
     ClaimStep,
+    app_verdict,
     next_claim,
     next_wake,
     refill_at,
@@ -79,6 +82,27 @@ def test_after_invalid_client_one_probe_at_a_time() -> None:
     assert claim(probing=True, in_flight=1).action is ClaimAction.WAIT
     assert claim(probing=True, paused=True) == ClaimStep(ClaimAction.DEFER_PAUSE)
     assert claim(probing=True, budget=0) == ClaimStep(ClaimAction.DEFER_QUOTA)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "called_ebay", "joined", "verdict"),
+    [
+        (Outcome.INVALID_CLIENT, True, False, AppVerdict.REJECTED),
+        (Outcome.OK, True, False, AppVerdict.ACCEPTED),
+        (Outcome.INVALID_GRANT, True, False, AppVerdict.PASSED),
+        (Outcome.RATE_LIMITED, True, False, AppVerdict.PASSED),
+        (Outcome.TRANSIENT, True, False, AppVerdict.PASSED),
+        # eBay was not asked by this caller: nothing learnt about the credentials.
+        (Outcome.INVALID_CLIENT, True, True, AppVerdict.UNHEARD),
+        (Outcome.OK, False, True, AppVerdict.UNHEARD),
+        (Outcome.DECRYPT_FAILED, False, False, AppVerdict.UNHEARD),
+        (Outcome.RATE_LIMITED, False, False, AppVerdict.UNHEARD),  # refused during a pause
+    ],
+)
+def test_what_a_finished_refresh_says_about_the_application_credentials(
+    outcome: Outcome, called_ebay: bool, joined: bool, verdict: AppVerdict
+) -> None:
+    assert app_verdict(outcome, called_ebay=called_ebay, joined=joined) is verdict
 
 
 def test_wake_at_the_next_due_account() -> None:

@@ -92,23 +92,6 @@ def disposition(outcome: Outcome) -> Disposition:
     return DISPOSITIONS[outcome]
 
 
-class AppVerdict(enum.StrEnum):
-    """What one refresh says about the application's credentials (not about the account)."""
-
-    UNHEARD = "unheard"  # eBay was not asked: refused before any HTTP, or another caller's result
-    REJECTED = "rejected"  # invalid_client: every account would get the same answer
-    PASSED = "passed"  # eBay got past the credentials, yet the refresh failed
-    ACCEPTED = "accepted"  # eBay issued a token: the credentials work
-
-
-def app_verdict(outcome: Outcome, *, called_ebay: bool, joined: bool) -> AppVerdict:
-    if not called_ebay or joined:
-        return AppVerdict.UNHEARD
-    if outcome is Outcome.INVALID_CLIENT:
-        return AppVerdict.REJECTED
-    return AppVerdict.ACCEPTED if outcome is Outcome.OK else AppVerdict.PASSED
-
-
 @dataclass(frozen=True)
 class TokenGrant:
     """The useful part of a successful token answer."""

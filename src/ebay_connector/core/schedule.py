@@ -1,10 +1,11 @@
-"""The worker's own pace, as pure decisions: how many due accounts to claim next, and how long to
-sleep between cycles.
+"""The worker's own pace, as pure decisions: how many due accounts to claim next, what a finished
+refresh says to the claiming, and how long to sleep between cycles.
 
 Claim-ahead: up to ``concurrency`` refreshes run at once and an eighth more are claimed ahead, so a
-slot that frees starts its next account at once instead of waiting for a claim's round trip. The
-claiming stops while eBay asks for a pause (429), when the cycle's quota budget is spent, and, while
-eBay rejects the application's credentials, narrows to one probe at a time.
+slot that frees starts its next account at once instead of waiting for a claim's round trip (see
+docs/decisions.md, "Claim-ahead"). The claiming stops while eBay asks for a pause (429), when the
+cycle's quota budget is spent, and on ``invalid_client``: then the next cycles probe with one
+account at a time until eBay gets past the application's credentials again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from ebay_connector.core.outcome import Outcome
 
 MAX_WAKE = timedelta(seconds=60)  # the worker looks at least this often
 MIN_WAKE = timedelta(seconds=1)
@@ -67,6 +70,23 @@ def next_claim(
     if size <= 0:
         return ClaimStep(ClaimAction.DEFER_QUOTA)
     return ClaimStep(ClaimAction.CLAIM, size)
+
+
+class AppVerdict(enum.StrEnum):
+    """What one finished refresh says about the application's credentials (not the account)."""
+
+    UNHEARD = "unheard"  # eBay was not asked: refused before any HTTP, or another caller's result
+    REJECTED = "rejected"  # invalid_client: stop claiming, every account would get that answer
+    PASSED = "passed"  # eBay got past the credentials, yet the refresh failed: claim widely again
+    ACCEPTED = "accepted"  # eBay issued a token: the credentials work, no probe next cycle
+
+
+def app_verdict(outcome: Outcome, *, called_ebay: bool, joined: bool) -> AppVerdict:
+    if not called_ebay or joined:
+        return AppVerdict.UNHEARD
+    if outcome is Outcome.INVALID_CLIENT:
+        return AppVerdict.REJECTED
+    return AppVerdict.ACCEPTED if outcome is Outcome.OK else AppVerdict.PASSED
 
 
 def next_wake(

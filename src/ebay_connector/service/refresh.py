@@ -25,7 +25,7 @@ from ebay_connector.core import access, policy, retry, token_state
 from ebay_connector.core.access import Access
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Action, ExchangeRecord, Trigger
-from ebay_connector.core.outcome import MEANINGS, AppVerdict, Classified, Outcome, app_verdict
+from ebay_connector.core.outcome import MEANINGS, Classified, Outcome
 from ebay_connector.core.policy import PolicyConfig
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.journal import ExchangeRow, Journal
@@ -148,11 +148,11 @@ class Refresher:
 
     def _observed(self, result: RefreshResult, started: float) -> RefreshResult:
         elapsed = time.perf_counter() - started
-        verdict = app_verdict(result.outcome, called_ebay=result.called_ebay, joined=result.joined)
-        if verdict is AppVerdict.REJECTED:
-            self.app_credentials = (self.clock(), False)
-        elif verdict is AppVerdict.ACCEPTED:
-            self.app_credentials = (self.clock(), True)
+        if result.called_ebay and not result.joined:
+            if result.outcome is Outcome.INVALID_CLIENT:
+                self.app_credentials = (self.clock(), False)
+            elif result.ok:
+                self.app_credentials = (self.clock(), True)
         for observer in self.observers:
             try:
                 observer(result, elapsed)

@@ -28,9 +28,9 @@ from typing import Any
 from ebay_connector import log
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
-from ebay_connector.core.outcome import AppVerdict, Disposition, Outcome, app_verdict, disposition
+from ebay_connector.core.outcome import Disposition, Outcome, disposition
 from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState
-from ebay_connector.core.schedule import ClaimAction, next_claim, next_wake
+from ebay_connector.core.schedule import AppVerdict, ClaimAction, app_verdict, next_claim, next_wake
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.heartbeats import HeartbeatRow, Heartbeats
 from ebay_connector.db.journal import Journal
