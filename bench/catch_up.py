@@ -210,7 +210,7 @@ async def _measure(
             profiler.stop()
         usage = meter.stop()
         phase_peak = h.peak_rss_since_reset_mb()
-        peak = max(peak_before, h.peak_rss_mb())
+        peak = max(peak_before, h.peak_rss_mb(), phase_peak)
         if whole_ms:
             whole, ebay = sorted(whole_ms), sorted(ebay_ms)
             h.progress(
