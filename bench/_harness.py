@@ -51,7 +51,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -218,6 +218,28 @@ def tail(path: Path, lines: int = 20) -> str:
 def peak_rss_mb() -> float:
     """Lifetime peak RSS of this process (``ru_maxrss`` is in KB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Restart the RSS high-water mark (``VmHWM``) from the current RSS (Linux ``clear_refs``), so
+    a phase's own peak is not hidden under an earlier one; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_since_reset_mb() -> float:
+    """``VmHWM``: the peak RSS since :func:`reset_peak_rss` (the lifetime peak without one)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / MB
+    return float("nan")
 
 
 def current_rss_mb() -> float:
@@ -532,9 +554,16 @@ def _healthy(base_url: str, proc: subprocess.Popen[bytes], until: float) -> bool
 
 @contextlib.contextmanager
 def running_emulator(
-    latency_ms: int, workdir: Path, deadline: Deadline
+    latency_ms: int,
+    workdir: Path,
+    deadline: Deadline,
+    *,
+    daily_limits: Mapping[str, int] | None = None,
 ) -> Iterator[EmulatorProcess]:
-    """``ebay-connector emulator`` on a free loopback port, healthy, stopped on exit."""
+    """``ebay-connector emulator`` on a free loopback port, healthy, stopped on exit.
+
+    ``daily_limits`` (grant type → calls a day) replace eBay's, e.g. to refresh more than 50,000
+    accounts in one run."""
     if not CLI.exists():
         raise BenchError(f"{CLI} not found: run the benchmark with the project's .venv/bin/python")
     last_log: Path | None = None
@@ -559,6 +588,11 @@ def running_emulator(
             ACCEPT_URL,
             "--latency-ms",
             str(latency_ms),
+            *(
+                arg
+                for grant, n in (daily_limits or {}).items()
+                for arg in ("--daily-limit", f"{grant}={n}")
+            ),
         ]
         proc = spawn(argv, env=dict(os.environ), cwd=workdir, log=log)
         until = time.monotonic() + min(EMULATOR_START_TIMEOUT_S, deadline.remaining())

@@ -15,7 +15,9 @@ Measured over the worker phase only (seeding excluded):
 * CPU s and CPU ms per refresh — ``time.process_time`` of this process (every thread: with
   SQLite also aiosqlite's); the emulator's CPU is another process and is shown beside it;
 * peak RSS — ``ru_maxrss`` of this process at the end of the phase (lifetime peak, so it
-  includes imports and seeding; the RSS just before the worker phase is printed too);
+  includes imports and seeding), beside the RSS just before the worker phase and the phase's own
+  peak (``VmHWM`` restarted at the phase's start): their difference is what the worker phase
+  added, which must not grow with the number of accounts;
 * database round trips per refresh — see ``_harness.DbCounter``: statements + COMMITs +
   ROLLBACKs on the runtime's engine, everything the worker does in the phase (claims, per-cycle
   bookkeeping, the refreshes) divided by the refreshes; the benchmark's own checks are excluded;
@@ -35,6 +37,7 @@ The last printed line is ``ratio: N× (concurrency 64 vs sequential baseline)``.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import cProfile
 import gc
@@ -55,6 +58,8 @@ TARGET_RATIO = 40.0
 TARGET_RSS_MB = 200.0
 TARGET_ROUND_TRIPS = 4.0
 MAX_CYCLES = 20  # run_once until nothing is due, but never forever
+# The emulator enforces eBay's 50,000 refresh grants a day; a run over more accounts raises it.
+EBAY_DAILY_REFRESH_LIMIT = 50_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Phase:
     failed: int
     usage: h.Usage
     rss_before_mb: float
+    phase_peak_rss_mb: float  # since the phase started (the lifetime peak where not resettable)
     peak_rss_mb: float
     db: h.DbCounts
     check: h.RefreshCheck
@@ -130,6 +136,8 @@ class Phase:
             else round(self.load_before_pct, 1),
             "others_pct_of_core": None if self.others_pct is None else round(self.others_pct, 1),
             "rss_before_mb": round(self.rss_before_mb, 1),
+            "phase_peak_rss_mb": round(self.phase_peak_rss_mb, 1),
+            "phase_added_rss_mb": round(self.phase_peak_rss_mb - self.rss_before_mb, 1),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "db_per_refresh": self.db.per(self.refreshed, self.backend),
             "seed_s": round(self.seed.wall_s, 2),
@@ -168,15 +176,19 @@ async def _measure(
             due = await runtime.store.due_count(runtime.clock())
         if due != accounts:
             raise h.BenchError(f"{due} accounts due after seeding, expected {accounts}")
+        load_before = await asyncio.to_thread(h.wait_for_quiet, args.quiet_wait_s)
         gc.collect()
         rss_before = h.current_rss_mb()
-        load_before = await asyncio.to_thread(h.wait_for_quiet, args.quiet_wait_s)
+        peak_before = h.peak_rss_mb()  # the reset below restarts ru_maxrss too
+        h.reset_peak_rss()
         worker = runtime.worker()
-        timings: list[tuple[float, float]] = []  # (whole refresh s, of which the eBay call ms)
+        # Per refresh: the whole refresh in ms, and of it the eBay call in ms (16 bytes a refresh,
+        # not a tuple's ~100: the benchmark must not add to the memory it measures).
+        whole_ms, ebay_ms = array.array("d"), array.array("d")
 
         def timed(result: Any, seconds: float) -> None:
-            ebay_ms = result.exchange.duration_ms if result.exchange is not None else None
-            timings.append((seconds, float(ebay_ms or 0.0)))
+            whole_ms.append(seconds * 1000)
+            ebay_ms.append(float(result.exchange.duration_ms or 0.0) if result.exchange else 0.0)
 
         runtime.refresher.observers.append(timed)
         h.progress(f"{label}: refreshing with concurrency {concurrency} ...")
@@ -191,7 +203,6 @@ async def _measure(
             cycles += 1
             refreshed += report.counts.refreshed
             failed += report.counts.failed
-            del report  # the cycle's results are the product's to hold, not ours
             with counter.paused():
                 left = await runtime.store.due_count(runtime.clock())
             if left == 0 or cycles >= MAX_CYCLES:
@@ -199,15 +210,15 @@ async def _measure(
         if profiler:
             profiler.stop()
         usage = meter.stop()
-        if timings:
-            whole = sorted(t[0] * 1000 for t in timings)
-            ebay = sorted(t[1] for t in timings)
+        phase_peak = h.peak_rss_since_reset_mb()
+        peak = max(peak_before, h.peak_rss_mb(), phase_peak)
+        if whole_ms:
+            whole, ebay = sorted(whole_ms), sorted(ebay_ms)
             h.progress(
                 f"{label}: one refresh from claim to commit p50 {whole[len(whole) // 2]:.0f} ms,"
                 f" p90 {whole[len(whole) * 9 // 10]:.0f} ms; of which the eBay call p50"
                 f" {ebay[len(ebay) // 2]:.0f} ms, p90 {ebay[len(ebay) * 9 // 10]:.0f} ms"
             )
-        peak = h.peak_rss_mb()
         counts = counter.snapshot()
         with counter.paused():
             check = await h.check_refreshed_once(runtime.db.engine)
@@ -228,6 +239,7 @@ async def _measure(
         failed=failed,
         usage=usage,
         rss_before_mb=rss_before,
+        phase_peak_rss_mb=phase_peak,
         peak_rss_mb=peak,
         db=counts,
         check=check,
@@ -308,7 +320,12 @@ def run_phase(
 ) -> Phase:
     """A fresh emulator and a fresh database, seeded, then the measured worker phase."""
     with (
-        h.running_emulator(args.latency_ms, workdir, deadline) as emulator,
+        h.running_emulator(
+            args.latency_ms,
+            workdir,
+            deadline,
+            daily_limits={"refresh_token": max(EBAY_DAILY_REFRESH_LIMIT, 2 * accounts)},
+        ) as emulator,
         h.fresh_database(args.database_url, workdir) as database,
     ):
         return product_loop.run(
@@ -357,8 +374,9 @@ def describe(phase: Phase) -> list[str]:
         f"{h.environment()['cpus']} cores (before the phase "
         f"{h.fmt_opt(phase.load_before_pct, '.0f', '%')}; other processes meanwhile "
         f"{h.fmt_opt(phase.others_pct, '.0f', '%')} of one core)",
-        f"  peak RSS            {phase.peak_rss_mb:.1f} MB (RSS before the worker phase "
-        f"{phase.rss_before_mb:.1f} MB)",
+        f"  RSS                 {phase.rss_before_mb:.1f} MB before the worker phase, its peak "
+        f"{phase.phase_peak_rss_mb:.1f} MB (+{phase.phase_peak_rss_mb - phase.rss_before_mb:.1f}"
+        f" MB); lifetime peak {phase.peak_rss_mb:.1f} MB",
         f"  DB round trips      {db['round_trips']:.2f} / refresh = statements "
         f"{db['statements']:.2f} + COMMIT {db['commits']:.2f} + ROLLBACK {db['rollbacks']:.2f}",
         f"    statements by verb / refresh: {verbs}",
@@ -472,6 +490,8 @@ def report(
                 "refreshes_per_s": round(rps, 1),
                 "baseline_refreshes_per_s": None if base_rps is None else round(base_rps, 2),
                 "ratio": None if ratio is None else round(ratio, 1),
+                "rss_before_mb": round(main_phase.rss_before_mb, 1),
+                "phase_peak_rss_mb": round(main_phase.phase_peak_rss_mb, 1),
                 "peak_rss_mb": round(main_phase.peak_rss_mb, 1),
                 "db_round_trips_per_refresh": round(round_trips, 3),
                 "backend": main_phase.backend,

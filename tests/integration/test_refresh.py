@@ -405,3 +405,46 @@ async def test_regular_use_is_learned_and_keeps_the_token_warm(
     assert learned.access_expires_at is not None
     assert learned.next_attempt_at == learned.access_expires_at - timedelta(minutes=15)
     assert learned.next_attempt_at < probe_at
+
+
+async def test_an_on_demand_refresh_serves_the_new_token_without_reading_it_back(
+    runtime: Runtime,
+    connect: Connect,
+    emulator: tuple[Emulator, str],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emu, _ = emulator
+    account_id = await connect("seller_served")
+    await expire(runtime, account_id)
+    ring = runtime.refresher.keyring
+    decrypted: list[TokenField] = []
+    snapshots: list[int] = []
+    account_token = runtime.store.account_token
+
+    class SpyRing:
+        def __getattr__(self, name: str) -> object:
+            return getattr(ring, name)
+
+        def decrypt(self, ciphertext: str, *, account_id: int, field: TokenField) -> str:
+            decrypted.append(field)
+            return ring.decrypt(ciphertext, account_id=account_id, field=field)
+
+    async def spy_account_token(account_id: int) -> object:
+        snapshots.append(account_id)
+        return await account_token(account_id)
+
+    monkeypatch.setattr(runtime.refresher, "keyring", SpyRing())
+    monkeypatch.setattr(runtime.store, "account_token", spy_account_token)
+    token = await runtime.refresher.get_access_token(account_id)
+    assert refresh_calls(emu, "seller_served") == 1
+    # One read (the decision) and one decryption (the refresh token sent): the new access token
+    # is the one eBay answered, not the stored copy read back.
+    assert (snapshots, decrypted) == ([account_id], [TokenField.REFRESH_TOKEN])
+    monkeypatch.undo()
+    stored = await runtime.store.account_token(account_id)
+    assert stored is not None and stored.access_token_ciphertext is not None
+    assert token.access_token == ring.decrypt(
+        stored.access_token_ciphertext, account_id=account_id, field=TokenField.ACCESS_TOKEN
+    )
+    assert token.expires_at == stored.access_expires_at == clock() + timedelta(seconds=7200)

@@ -14,13 +14,19 @@ DEFAULT_PAUSE = timedelta(seconds=60)  # when a 429 carries no Retry-After
 MAX_PAUSE = timedelta(hours=1)
 
 
+def reserve(now: float, next_slot: float, interval: float) -> tuple[float, float]:
+    """Take the next call slot at monotonic time ``now``: (seconds to wait for it, when the slot
+    after it opens)."""
+    start = max(now, next_slot)
+    return start - now, start + interval
+
+
 class Pacer:
     """Spaces calls to at most ``max_per_second`` and holds a pause until a wall-clock time."""
 
     def __init__(self, max_per_second: float | None = None) -> None:
         self.interval = 1.0 / max_per_second if max_per_second else 0.0
         self._next_slot = 0.0
-        self._lock = asyncio.Lock()
         self.paused_until: datetime | None = None
 
     def pause(self, now: datetime, retry_after: timedelta | None) -> datetime:
@@ -38,9 +44,7 @@ class Pacer:
         """Wait for the next call slot under the per-second ceiling."""
         if not self.interval:
             return
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self.interval
+        # No await between reading and taking the slot: concurrent callers get distinct slots.
+        wait, self._next_slot = reserve(time.monotonic(), self._next_slot, self.interval)
         if wait > 0:
             await asyncio.sleep(wait)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ebay_connector import log
-from ebay_connector.core import policy, quota, retry, token_state
+from ebay_connector.core import access, policy, quota, retry, token_state
+from ebay_connector.core.access import Access
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Action, ExchangeRecord, Trigger
 from ebay_connector.core.outcome import MEANINGS, Classified, Outcome
@@ -71,7 +72,7 @@ class RefreshConfig:
 
 @dataclass(frozen=True)
 class RefreshResult:
-    """What one refresh did. Holds no secret: the exchange is masked."""
+    """What one refresh did. The exchange is masked; the one secret is ``access_token``."""
 
     account_id: int
     trigger: Trigger
@@ -87,10 +88,19 @@ class RefreshResult:
     exchange: ExchangeRecord | None = None
     exchange_id: int | None = None
     attempt_id: int | None = None
+    # The access token this refresh obtained and stored, as eBay sent it: the token API serves it
+    # without reading back and decrypting what was just written. Never rendered, logged or kept
+    # (not in repr); None unless this caller's refresh succeeded and was applied.
+    access_token: str | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+    @property
+    def failed(self) -> bool:
+        """This caller's attempt failed (another caller's result or a skip is no attempt)."""
+        return not (self.ok or self.joined or self.skipped)
 
     @property
     def meaning(self) -> str:
@@ -102,7 +112,7 @@ class AccessToken:
     """A valid user access token for a program. ``access_token`` is the secret itself."""
 
     account_id: int
-    access_token: str
+    access_token: str = field(repr=False)
     expires_at: datetime
     token_type: str = "Bearer"
 
@@ -364,6 +374,7 @@ class Refresher:
             exchange=exchange,
             exchange_id=written.exchange_id,
             attempt_id=written.attempt_id,
+            access_token=classified.grant.access_token if classified.grant else None,
         )
         if written.applied:
             return base
@@ -380,6 +391,7 @@ class Refresher:
             access_expires_at=account.access_expires_at,
             next_attempt_at=None,
             skipped=True,
+            access_token=None,
         )
 
     def _seal(
@@ -521,51 +533,46 @@ class Refresher:
             # Another organization's account is indistinguishable from a missing one.
             raise AccountNotFound(f"account {account_id} does not exist")
         now = self.clock()
-        if account.state is TokenState.NEEDS_RECONNECT:
+        decision = access.decide(
+            state=account.state,
+            has_access_token=account.access_token_ciphertext is not None,
+            access_expires_at=account.access_expires_at,
+            failures_in_row=account.failures_in_row,
+            last_attempt_at=account.last_attempt_at,
+            app_rejected_at=self._app_rejected_at(),
+            now=now,
+            margin=self.config.access_token_margin,
+            cooldown=self.config.on_demand_cooldown,
+        )
+        if decision is Access.NEEDS_RECONNECT:
             raise _needs_reconnect(account)
-        token = self._valid_token(account, now)
-        if token is None:
-            cooling = (
-                account.failures_in_row > 0
-                and account.last_attempt_at is not None
-                and account.last_attempt_at > now - self.config.on_demand_cooldown
+        if decision is Access.COOLING_DOWN:
+            why = (
+                APP_CREDENTIALS_REJECTED
+                if account.last_error_code == Outcome.INVALID_CLIENT.value
+                else f"last refresh failed ({account.last_error_code})"
             )
-            if cooling:
-                why = (
-                    APP_CREDENTIALS_REJECTED
-                    if account.last_error_code == Outcome.INVALID_CLIENT.value
-                    else f"last refresh failed ({account.last_error_code})"
-                )
-                raise RefreshFailed(
-                    f"account {account_id}: {why}; retry after the cooldown",
-                    code=account.last_error_code or "refresh_failed",
-                )
-            if self._app_rejected_since(now - self.config.on_demand_cooldown):
-                # Every account would get the same answer: one call per cooldown, not per account.
-                raise RefreshFailed(
-                    f"account {account_id}: {APP_CREDENTIALS_REJECTED}; retry after the cooldown",
-                    code=Outcome.INVALID_CLIENT.value,
-                )
+            raise RefreshFailed(
+                f"account {account_id}: {why}; retry after the cooldown",
+                code=account.last_error_code or "refresh_failed",
+            )
+        if decision is Access.APP_REJECTED:
+            raise RefreshFailed(
+                f"account {account_id}: {APP_CREDENTIALS_REJECTED}; retry after the cooldown",
+                code=Outcome.INVALID_CLIENT.value,
+            )
+        if decision is Access.SERVE:
+            token, scheduled_at = self._stored_token(account), account.next_attempt_at
+        else:
             await self._refuse_past_limit(account_id, now)
-            result = await self.refresh(account_id, Trigger.ON_DEMAND, actor=actor, seen=account)
-            account = await self._snapshot(account_id)
-            token = self._valid_token(account, self.clock())
-            if token is None:
-                if account.state is TokenState.NEEDS_RECONNECT:
-                    raise _needs_reconnect(account)
-                why = (
-                    APP_CREDENTIALS_REJECTED
-                    if result.outcome is Outcome.INVALID_CLIENT
-                    else f"refresh failed ({result.outcome.value})"
-                )
-                raise RefreshFailed(f"account {account_id}: {why}", code=result.outcome.value)
+            token, scheduled_at = await self._refreshed_token(account, actor)
         use = account.use
         if account.last_used_at is None or account.last_used_at < now - LAST_USED_THROTTLE:
             use = use.observed(now)
             await self.store.touch_last_used(account_id, use, now - LAST_USED_THROTTLE)
         moved = policy.after_use(
             policy.effective(account.refresh_policy, self.config.policy),
-            scheduled_at=account.next_attempt_at,
+            scheduled_at=scheduled_at,
             access_expires_at=token.expires_at,
             use=use,
             now=now,
@@ -597,17 +604,45 @@ class Refresher:
             retry_after=wait,
         )
 
-    def _app_rejected_since(self, since: datetime) -> bool:
-        verdict = self.app_credentials
-        return verdict is not None and not verdict[1] and verdict[0] > since
-
-    def _valid_token(self, account: AccountToken, now: datetime) -> AccessToken | None:
+    async def _refreshed_token(
+        self, account: AccountToken, actor: str | None
+    ) -> tuple[AccessToken, datetime | None]:
+        """Refresh on demand: the new token and the account's next scheduled attempt."""
+        result = await self.refresh(
+            account.account_id, Trigger.ON_DEMAND, actor=actor, seen=account
+        )
+        margin = self.config.access_token_margin
         if (
-            account.access_token_ciphertext is None
-            or account.access_expires_at is None
-            or account.access_expires_at <= now + self.config.access_token_margin
+            result.access_token is not None
+            and result.access_expires_at is not None
+            and access.fresh(result.access_expires_at, now=self.clock(), margin=margin)
         ):
-            return None
+            token = AccessToken(account.account_id, result.access_token, result.access_expires_at)
+            return token, result.next_attempt_at
+        # Another caller's refresh (joined), or none that stored a token: the store has the word.
+        current = await self._snapshot(account.account_id)
+        if current.access_token_ciphertext is not None and access.fresh(
+            current.access_expires_at, now=self.clock(), margin=margin
+        ):
+            return self._stored_token(current), current.next_attempt_at
+        if current.state is TokenState.NEEDS_RECONNECT:
+            raise _needs_reconnect(current)
+        why = (
+            APP_CREDENTIALS_REJECTED
+            if result.outcome is Outcome.INVALID_CLIENT
+            else f"refresh failed ({result.outcome.value})"
+        )
+        raise RefreshFailed(f"account {account.account_id}: {why}", code=result.outcome.value)
+
+    def _app_rejected_at(self) -> datetime | None:
+        """When eBay rejected the application's credentials, if that is its latest word."""
+        verdict = self.app_credentials
+        return verdict[0] if verdict is not None and not verdict[1] else None
+
+    def _stored_token(self, account: AccountToken) -> AccessToken:
+        """The stored access token, decrypted (the caller decided it is fresh)."""
+        assert account.access_token_ciphertext is not None
+        assert account.access_expires_at is not None
         plaintext = self.keyring.decrypt(
             account.access_token_ciphertext,
             account_id=account.account_id,

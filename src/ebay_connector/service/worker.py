@@ -5,6 +5,9 @@ Replicas scale out over the database: each claims disjoint batches (``Store.clai
 account is refreshed twice in a due window and a crashed worker's claims expire and are taken
 over. Each cycle ends with a heartbeat whose counts add up and whose status is derived from them
 by a pure function: a cycle in which any account failed is never ``ok``.
+
+Memory stays flat however many accounts a cycle refreshes: each result is counted the moment it
+finishes and then dropped; the report keeps counts and a few failed accounts, nothing per account.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ebay_connector.core.outcome import (
     disposition,
 )
 from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState
+from ebay_connector.core.schedule import AppVerdict, ClaimAction, app_verdict, next_claim, next_wake
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.heartbeats import HeartbeatRow, Heartbeats
 from ebay_connector.db.journal import Journal
@@ -44,9 +48,7 @@ from ebay_connector.version import code_version
 
 logger = logging.getLogger(__name__)
 
-MAX_WAKE = timedelta(seconds=60)  # the worker looks at least this often
-MIN_WAKE = timedelta(seconds=1)
-REFILL_DIVISOR = 8  # claim again once an eighth of the slots are free
+FAILURE_SAMPLE = 20  # failed accounts a cycle report names; the counts have them all
 PRUNE_FACTOR = 10  # heartbeats silent for 10 intervals are pruned and their leases released
 
 
@@ -105,14 +107,29 @@ def cycle_status(counts: CycleCounts, error: str | None) -> CycleStatus:
     return CycleStatus.OK
 
 
-def next_wake(
-    now: datetime, next_due: datetime | None, interval: timedelta, deferred: bool
-) -> timedelta:
-    """How long to sleep: until the next account is due, at most ``interval`` (and 60 s)."""
-    longest = min(interval, MAX_WAKE)
-    if deferred or next_due is None:
-        return longest
-    return max(MIN_WAKE, min(longest, next_due - now))
+@dataclass(frozen=True)
+class FailedAccount:
+    """One account whose refresh failed in a cycle (no secret: the outcome and its message)."""
+
+    account_id: int
+    outcome: Outcome
+    message: str
+
+
+@dataclass
+class CycleTally:
+    """A cycle's running account: each result is counted as it finishes, then dropped."""
+
+    counts: CycleCounts = field(default_factory=CycleCounts)
+    failures: list[FailedAccount] = field(default_factory=list)  # the first FAILURE_SAMPLE
+    answered: set[Outcome] = field(default_factory=set)  # what eBay itself said this cycle
+
+    def add(self, result: RefreshResult) -> None:
+        self.counts.add(result)
+        if result.called_ebay and not result.joined:
+            self.answered.add(result.outcome)
+        if result.failed and len(self.failures) < FAILURE_SAMPLE:
+            self.failures.append(FailedAccount(result.account_id, result.outcome, result.message))
 
 
 @dataclass(frozen=True)
@@ -122,7 +139,7 @@ class CycleReport:
     counts: CycleCounts
     status: CycleStatus
     error: str | None
-    results: tuple[RefreshResult, ...]
+    failures: tuple[FailedAccount, ...]  # a sample: at most FAILURE_SAMPLE of counts.failed
     quota: QuotaState | None
 
 
@@ -176,8 +193,8 @@ class Worker:
         """One cycle: claim and refresh due accounts until none is left (or quota, pause, stop)."""
         stop = stop or asyncio.Event()
         started = self.clock()
-        counts = CycleCounts()
-        results: list[RefreshResult] = []
+        tally = CycleTally()
+        counts = tally.counts
         error: str | None = None
         quota: QuotaState | None = None
         try:
@@ -187,7 +204,7 @@ class Worker:
             counts.waiting_reconnect = (await self.store.count_by_state()).get(
                 TokenState.NEEDS_RECONNECT.value, 0
             )
-            error = await self._drive(stop, quota.proactive_budget(), counts, results)
+            error = await self._drive(stop, quota.proactive_budget(), tally)
             if counts.deferred_quota or counts.deferred_pause or counts.deferred_config:
                 left = await self.store.due_count(self.clock())
                 if counts.deferred_config:
@@ -203,7 +220,7 @@ class Worker:
         status = cycle_status(counts, error)
         finished = self.clock()
         self.cycles += 1
-        credentials = app_credentials(r.outcome for r in results if r.called_ebay and not r.joined)
+        credentials = app_credentials(tally.answered)
         await self._beat(status, counts, error, started, finished, quota, credentials)
         log.event(
             logger,
@@ -218,9 +235,11 @@ class Worker:
             needs_reconnect=counts.needs_reconnect,
             deferred_quota=counts.deferred_quota,
             waiting_reconnect=counts.waiting_reconnect,
+            failed_accounts=" ".join(f"{f.account_id}:{f.outcome.value}" for f in tally.failures)
+            or None,
             error=error,
         )
-        report = CycleReport(started, finished, counts, status, error, tuple(results), quota)
+        report = CycleReport(started, finished, counts, status, error, tuple(tally.failures), quota)
         for observer in self.cycle_observers:
             try:
                 observer(report)
@@ -250,24 +269,16 @@ class Worker:
             if done:
                 counts.chores[chore.name] = dict(done)
 
-    async def _drive(
-        self,
-        stop: asyncio.Event,
-        budget: int,
-        counts: CycleCounts,
-        results: list[RefreshResult],
-    ) -> str | None:
+    async def _drive(self, stop: asyncio.Event, budget: int, tally: CycleTally) -> str | None:
         """Keep up to ``concurrency`` refreshes in flight, claiming as slots free up.
 
         The first ``invalid_client`` ends the claiming for this cycle: the application's
         credentials are wrong, so every further call would burn quota for the same answer.
         """
+        counts = tally.counts
         concurrency = self.config.concurrency
         # Claim in batches (not one round trip per account), but small ones, and AHEAD: a claim
-        # runs beside the refreshes and fills a small buffer, so a slot that frees starts its
-        # next account at once instead of waiting for the claim's round trip (see
-        # docs/decisions.md, "Claim-ahead").
-        refill_at = max(1, concurrency // REFILL_DIVISOR)
+        # runs beside the refreshes and fills a small buffer (see core.schedule.next_claim).
         in_flight: set[asyncio.Task[RefreshResult]] = set()
         ready: collections.deque[AccountToken] = collections.deque()
         claiming: asyncio.Task[list[AccountToken]] | None = None
@@ -286,25 +297,27 @@ class Worker:
                 while ready and len(in_flight) < concurrency:
                     in_flight.add(self._start(ready.popleft()))
                 if claiming is None and not exhausted and not stop.is_set():
-                    if probing:
-                        want = 0 if in_flight else 1
-                    else:
-                        want = concurrency + refill_at - len(in_flight) - len(ready)
-                        if want < refill_at and in_flight:
-                            want = 0
-                    if want > 0:
-                        now = self.clock()
-                        asked = min(want, budget - counts.claimed)
-                        if self.refresher.pacer.paused(now):
-                            counts.deferred_pause, exhausted = 1, True
-                        elif asked <= 0:
-                            counts.deferred_quota, exhausted = 1, True
-                        else:
-                            claiming = asyncio.create_task(
-                                self.store.claim_due(
-                                    self.instance_id, now, now + self.config.lease, asked
-                                )
+                    now = self.clock()
+                    step = next_claim(
+                        concurrency=concurrency,
+                        in_flight=len(in_flight),
+                        ready=len(ready),
+                        claimed=counts.claimed,
+                        budget=budget,
+                        probing=probing,
+                        paused=self.refresher.pacer.paused(now),
+                    )
+                    if step.action is ClaimAction.CLAIM:
+                        asked = step.size
+                        claiming = asyncio.create_task(
+                            self.store.claim_due(
+                                self.instance_id, now, now + self.config.lease, asked
                             )
+                        )
+                    elif step.action is ClaimAction.DEFER_PAUSE:
+                        counts.deferred_pause, exhausted = 1, True  # counted once the cycle ends
+                    elif step.action is ClaimAction.DEFER_QUOTA:
+                        counts.deferred_quota, exhausted = 1, True
                 if not in_flight and claiming is None:
                     return error
                 timeout = self.config.drain.total_seconds() if stop.is_set() else None
@@ -332,12 +345,12 @@ class Worker:
                     exhausted = exhausted or len(batch) < asked
                 for task in done:
                     in_flight.discard(task)
-                    outcome = task.result()
-                    results.append(outcome)
-                    counts.add(outcome)
-                    if not outcome.called_ebay or outcome.joined:
-                        continue
-                    if outcome.outcome is Outcome.INVALID_CLIENT:
+                    result = task.result()
+                    tally.add(result)
+                    verdict = app_verdict(
+                        result.outcome, called_ebay=result.called_ebay, joined=result.joined
+                    )
+                    if verdict is AppVerdict.REJECTED:
                         if error is None:
                             log.event(
                                 logger,
@@ -349,11 +362,11 @@ class Worker:
                         error = APP_CREDENTIALS_REJECTED
                         self.app_rejected = exhausted = True
                         counts.deferred_config = 1  # counted once the cycle ends
-                    else:
+                    elif verdict is not AppVerdict.UNHEARD:
                         # eBay got past our credentials (or failed for another reason): claim
                         # widely again; only a success clears the probe for later cycles.
                         probing = False
-                        if outcome.ok:
+                        if verdict is AppVerdict.ACCEPTED:
                             self.app_rejected = False
         except ConnectorError as exc:
             error = f"{exc.code}: {exc.message}"
