@@ -87,6 +87,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         lease=settings.lease,
         policy=settings.policy,
         quota=settings.quota,
+        outage_memory=settings.outage_token_memory,
     )
 
 

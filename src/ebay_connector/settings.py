@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     refresh_ahead_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
     access_token_margin_seconds: int = Field(default=5 * 60, ge=0, le=3600)
     on_demand_cooldown_seconds: int = Field(default=30, ge=0, le=3600)
+    # Accounts whose last served access token this process keeps in memory, to serve through a
+    # database outage (0: none; docs/security.md, "Held in memory").
+    outage_token_memory: int = Field(default=10_000, ge=0, le=1_000_000)
     lease_seconds: int = Field(default=120, ge=5, le=3600)
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     worker_interval_seconds: int = Field(default=60, ge=1, le=3600)

@@ -363,6 +363,8 @@ def check_soak(doc: dict[str, Any]) -> None:
     ok_pct = 100 * answers.get("200", 0) / sum(answers.values())
     assert doc["availability_pct"] == pytest.approx(ok_pct, abs=0.01)
     assert doc["availability_pct"] <= doc["availability_outside_outage_pct"] <= 100
+    assert doc["availability_outside"] == doc["availability_outside_outage_pct"]
+    assert 0 <= doc["availability_during_outage"] <= 100
 
 
 def check_cli_startup(doc: dict[str, Any]) -> None:

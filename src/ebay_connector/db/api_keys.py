@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
+from ebay_connector.errors import StoreUnavailable
 
 PREFIX = "ebc_"
 LAST_USED_THROTTLE = timedelta(seconds=60)
@@ -27,6 +28,9 @@ LAST_USED_THROTTLE = timedelta(seconds=60)
 # (see docs/decisions.md, "Verified API keys remembered for 5 s").
 AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_MAX = 1024
+# While the database does not answer, a key this process verified within this long is still
+# believed, so programs keep their tokens through an outage (docs/security.md, "Held in memory").
+OUTAGE_GRACE_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -135,13 +139,21 @@ class ApiKeys:
             return None
         digest = _hash(presented)
         cached = self._verified.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
             return cached[0]
-        key = await self._verify(*parts)
-        if key is not None and self._cache_seconds > 0:
+        try:
+            key = await self._verify(*parts)
+        except StoreUnavailable:
+            if cached is not None and cached[1] - self._cache_seconds + OUTAGE_GRACE_SECONDS > now:
+                return cached[0]
+            raise
+        if key is None:
+            self._verified.pop(digest, None)
+        elif self._cache_seconds > 0:
             if len(self._verified) >= AUTH_CACHE_MAX:
                 self._verified.clear()
-            self._verified[digest] = (key, time.monotonic() + self._cache_seconds)
+            self._verified[digest] = (key, now + self._cache_seconds)
         return key
 
     async def _verify(self, key_id: str, secret: str) -> ApiKeyRow | None:

@@ -42,8 +42,11 @@ from ebay_connector.errors import (
     QuotaExhausted,
     RefreshFailed,
     StoreError,
+    StoreUnavailable,
 )
 from ebay_connector.keys.crypto import KeyRing, TokenField
+from ebay_connector.service import served_tokens
+from ebay_connector.service.served_tokens import Served, ServedTokens
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class RefreshConfig:
     backoff: retry.Backoff = retry.DEFAULT_BACKOFF
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    outage_memory: int = served_tokens.DEFAULT_CAPACITY  # accounts whose served token is kept
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ class Refresher:
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, int] = {}
         self.observers: list[RefreshObserver] = []
+        # What this process served, to serve through a database outage (and never otherwise).
+        self.served = ServedTokens(config.outage_memory)
         # (when, accepted): eBay's last word on the application credentials in this process,
         # so /readyz can say "invalid_client" until a call succeeds again.
         self.app_credentials: tuple[datetime, bool] | None = None
@@ -528,7 +534,16 @@ class Refresher:
         outcome) when eBay could not be reached; inside the cooldown after a failure the last
         failure is returned without calling eBay again.
         """
-        account = await self._snapshot(account_id)
+        try:
+            account = await self._snapshot(account_id)
+        except StoreUnavailable:
+            held = self._held_through_outage(account_id, organization_id)
+            if held is None:
+                raise
+            return held
+        except AccountNotFound:
+            self.served.forget(account_id)
+            raise
         if organization_id is not None and account.organization_id != organization_id:
             # Another organization's account is indistinguishable from a missing one.
             raise AccountNotFound(f"account {account_id} does not exist")
@@ -545,6 +560,7 @@ class Refresher:
             cooldown=self.config.on_demand_cooldown,
         )
         if decision is Access.NEEDS_RECONNECT:
+            self.served.forget(account_id)
             raise _needs_reconnect(account)
         if decision is Access.COOLING_DOWN:
             why = (
@@ -566,10 +582,28 @@ class Refresher:
         else:
             await self._refuse_past_limit(account_id, now)
             token, scheduled_at = await self._refreshed_token(account, actor)
+        self.served.remember(
+            Served(account_id, account.organization_id, token.access_token, token.expires_at)
+        )
+        try:
+            await self._note_use(account, scheduled_at, token, now)
+        except StoreUnavailable:
+            # The token is valid and in hand; the use is bookkeeping the database can miss.
+            log.event(logger, "token.use_not_noted", logging.WARNING, account=account_id)
+        return token
+
+    async def _note_use(
+        self,
+        account: AccountToken,
+        scheduled_at: datetime | None,
+        token: AccessToken,
+        now: datetime,
+    ) -> None:
+        """Record the use (at most once a minute) and let ``auto`` keep a used account warm."""
         use = account.use
         if account.last_used_at is None or account.last_used_at < now - LAST_USED_THROTTLE:
             use = use.observed(now)
-            await self.store.touch_last_used(account_id, use, now - LAST_USED_THROTTLE)
+            await self.store.touch_last_used(account.account_id, use, now - LAST_USED_THROTTLE)
         moved = policy.after_use(
             policy.effective(account.refresh_policy, self.config.policy),
             scheduled_at=scheduled_at,
@@ -580,8 +614,20 @@ class Refresher:
         )
         if moved is not None:
             # An `auto` account's use now pays for a warm token: keep it warm from now on.
-            await self.store.reschedule(account_id, moved)
-        return token
+            await self.store.reschedule(account.account_id, moved)
+
+    def _held_through_outage(
+        self, account_id: int, organization_id: int | None
+    ) -> AccessToken | None:
+        """The database does not answer: the token this process served last, while it stays
+        valid beyond the margin (None: the outage's own error stands, a 503 with Retry-After)."""
+        held = self.served.valid(
+            account_id, organization_id, now=self.clock(), margin=self.config.access_token_margin
+        )
+        if held is None:
+            return None
+        log.event(logger, "token.served_through_outage", account=account_id)
+        return AccessToken(account_id, held.access_token, held.expires_at)
 
     async def _refuse_past_limit(self, account_id: int, now: datetime) -> None:
         """Raise ``QuotaExhausted`` when eBay's rolling 24 h window holds its whole daily limit:
