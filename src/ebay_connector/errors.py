@@ -27,6 +27,7 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   └── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
     ├── UsageError                      usage_error
     │   └── InvalidWebhookUrl           invalid_webhook_url
+    │       └── DestinationRefused      invalid_webhook_url  (an address webhooks may not reach)
     ├── AppTokenUnavailable             app_token_unavailable
     ├── NotificationRejected            signature_invalid
     ├── NotificationInvalid             invalid_notification
@@ -167,6 +168,10 @@ class UsageError(ConnectorError):
 
 class InvalidWebhookUrl(UsageError):
     code = "invalid_webhook_url"
+
+
+class DestinationRefused(InvalidWebhookUrl):
+    """The URL's host is (or resolves to) an address of the server's own networks."""
 
 
 class AccessError(ConnectorError):
