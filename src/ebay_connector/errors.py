@@ -27,7 +27,7 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   └── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
     ├── UsageError                      usage_error
     │   └── InvalidWebhookUrl           invalid_webhook_url
-    │       └── DestinationRefused      invalid_webhook_url  (an address webhooks may not reach)
+    │       └── DestinationRefused      destination_refused  (an address webhooks may not reach)
     ├── AppTokenUnavailable             app_token_unavailable
     ├── NotificationRejected            signature_invalid
     ├── NotificationInvalid             invalid_notification
@@ -172,6 +172,8 @@ class InvalidWebhookUrl(UsageError):
 
 class DestinationRefused(InvalidWebhookUrl):
     """The URL's host is (or resolves to) an address of the server's own networks."""
+
+    code = "destination_refused"
 
 
 class AccessError(ConnectorError):

@@ -50,6 +50,7 @@ _STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
 )
 _STATUS_BY_CODE = {"decrypt_failed": 409, "invalid_stored_token": 409}
 _STATUS_BY_CODE["invalid_webhook_url"] = 422  # webhooks and notices
+_STATUS_BY_CODE["destination_refused"] = 422
 # -- application token and account deletions: 412 is what eBay's SDKs answer to a
 # notification whose signature fails; 503 asks eBay to deliver again later.
 _STATUS_BY_CODE.update(
