@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 from collections.abc import Callable, Iterator
 
 import uvicorn
 
 from ebay_connector import demo
+from ebay_connector.core import deletion
 from ebay_connector.db import migrate
 from ebay_connector.db.database import sqlite_path
 from ebay_connector.emulator import Emulator
@@ -44,7 +46,32 @@ def build_emulator(settings: Settings) -> Emulator:
         ru_name=settings.app_ru_name,
         accept_url=settings.callback_url,
     )
+    # This server's own route, never the public URL registered at eBay: the emulator stays local.
+    emulator.register_notification_endpoint(settings.public_url.rstrip("/") + deletion.PATH)
     return emulator
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """The emulator environment serves the emulator's control API (faults, revokes, a sender):
+    it must never face a network."""
+    if settings.ebay_environment is EbayEnvironment.EMULATOR and not is_loopback(settings.host):
+        raise ConfigError(
+            f"EBAY_CONNECTOR_HOST: {settings.host} is not loopback, and the emulator environment "
+            "serves the emulator's control API to whoever can connect; bind 127.0.0.1, or set "
+            "EBAY_CONNECTOR_EBAY_ENVIRONMENT=sandbox or production"
+        )
 
 
 def describe_database(url: str) -> str:
@@ -63,6 +90,7 @@ async def run(
     with_worker: bool,
     say: Callable[[str], None],
 ) -> None:
+    check_bind(settings)
     await migrate.upgrade_async(settings.database_url)
     emulator = None
     if settings.ebay_environment is EbayEnvironment.EMULATOR:

@@ -90,7 +90,22 @@ async def setup(
     ):
         org_a = await rt.store.create_organization("Shop A")
         org_b = await rt.store.create_organization("Shop B")
+        emu.register_notification_endpoint(api_url + deletion.PATH)
         yield Setup(rt, emu, base_url, api_url, org_a, org_b)
+
+
+async def test_the_emulator_notifies_only_the_registered_endpoint(setup: Setup) -> None:
+    """Its sender is no open proxy: another URL (here the emulator's own control API) is refused
+    without a request being made."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for endpoint in (setup.emulator_url + "/_emulator/health", "http://169.254.169.254/"):
+            answer = await client.post(
+                setup.emulator_url + "/_emulator/notifications/account-deletion",
+                json={"endpoint": endpoint, "user_id": "someone"},
+            )
+            assert answer.status_code == 400, answer.text
+            assert "registered account-deletion endpoint" in answer.json()["detail"]
+    assert (await setup.emulator_state())["sent"] == []
 
 
 async def test_challenge_answers_eBays_sha256_of_code_token_and_registered_endpoint(
