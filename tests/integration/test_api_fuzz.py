@@ -213,8 +213,8 @@ async def _connect(base: str, admin: Caller, username: str) -> int:
         cookies=admin.cookies,
         trust_env=False,
     ) as session:
-        start = await session.get("/api/ebay/connect", follow_redirects=False)
-        assert start.status_code == 302, start.text
+        start = await session.post("/api/ebay/connect", follow_redirects=False)
+        assert start.status_code == 303, start.text
         consent = urlsplit(start.headers["location"])
         query = {k: v[0] for k, v in parse_qs(consent.query).items()}
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, trust_env=False) as browser:
@@ -420,7 +420,7 @@ REACHED = {
     "admin": [
         ("GET /api/admin/ebay/accounts", 200),
         ("POST /api/admin/ebay/token/refresh", 200),
-        ("GET /api/ebay/connect", 302),
+        ("POST /api/ebay/connect", 303),
         ("DELETE /api/admin/ebay/accounts/{account_id}", 200),
     ],
     "program": [
@@ -514,7 +514,7 @@ def _sync_connect(walk: Walk, username: str, account: int | None = None) -> requ
     """The browser flow with blocking requests (the walk runs in a worker thread)."""
     admin = walk.callers["admin"]
     params = {} if account is None else {"account": account}
-    start = walk.session.get(
+    start = walk.session.post(
         walk.base + "/api/ebay/connect",
         params=params,
         headers=admin.headers,
@@ -522,7 +522,7 @@ def _sync_connect(walk: Walk, username: str, account: int | None = None) -> requ
         allow_redirects=False,
         timeout=REQUEST_TIMEOUT_S,
     )
-    assert start.status_code == 302, start.text
+    assert start.status_code == 303, start.text
     consent = urlsplit(start.headers["location"])
     query = {k: v[0] for k, v in parse_qs(consent.query).items()}
     agreed = walk.session.post(

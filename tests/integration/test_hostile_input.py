@@ -280,8 +280,8 @@ async def site(runtime: Runtime) -> AsyncIterator[Site]:
 
 async def _consent(session: httpx.AsyncClient, username: str, **params: Any) -> dict[str, str]:
     """Our /connect → the emulator's consent page (agree); the callback's query, not yet sent."""
-    start = await session.get("/api/ebay/connect", params=params, follow_redirects=False)
-    assert start.status_code == 302, start.text
+    start = await session.post("/api/ebay/connect", params=params, follow_redirects=False)
+    assert start.status_code == 303, start.text
     consent = urlsplit(start.headers["location"])
     query = {k: v[0] for k, v in parse_qs(consent.query).items()}
     async with httpx.AsyncClient(trust_env=False) as browser:

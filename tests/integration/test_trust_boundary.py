@@ -7,14 +7,156 @@ Each test here failed before its rule existed (see docs/security.md for the rule
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+import sqlalchemy as sa
 
 from ebay_connector import cli
+from ebay_connector.core.roles import Role
+from ebay_connector.db import migrate
+from ebay_connector.db import models as m
+from ebay_connector.runtime import Runtime
+from ebay_connector.web.app import create_app
 from tests.conftest import in_thread
+from tests.helpers import serve_asgi
 
 pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Site:
+    base: str
+    runtime: Runtime
+    org_a: int
+    org_b: int
+
+    def client(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def session(self, email: str) -> AsyncIterator[httpx.AsyncClient]:
+        async with self.client() as client:
+            answer = await client.post(
+                "/api/auth/login", json={"email": email, "password": PASSWORD}
+            )
+            assert answer.status_code == 200, answer.text
+            client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+            yield client
+
+
+@pytest.fixture
+async def site(runtime: Runtime) -> AsyncIterator[Site]:
+    orgs = []
+    for name in ("trusta", "trustb"):
+        org = await runtime.store.create_organization(name)
+        await runtime.users.create(org, f"admin@{name}.test", Role.ADMIN, PASSWORD)
+        await runtime.users.create(org, f"viewer@{name}.test", Role.VIEWER, PASSWORD)
+        orgs.append(org)
+    async with serve_asgi(create_app(runtime)) as base:
+        yield Site(base, runtime, orgs[0], orgs[1])
+
+
+# Sessions end when they should --------------------------------------------------------------
+
+
+async def test_a_copied_cookie_stops_working_at_sign_out(site: Site) -> None:
+    async with site.session("admin@trusta.test") as admin:
+        copied = dict(admin.cookies)
+        async with site.client(cookies=copied) as thief:
+            assert (await thief.get("/api/auth/me")).status_code == 200
+            assert (await thief.get("/", follow_redirects=False)).status_code == 200
+            assert (await admin.post("/api/auth/logout")).status_code == 204
+            assert (await thief.get("/api/auth/me")).status_code == 401
+            page = await thief.get("/", follow_redirects=False)
+            assert (page.status_code, page.headers["location"]) == (303, "/login")
+
+
+@pytest.mark.parametrize("change", ["password", "role", "remove"])
+async def test_a_new_password_a_new_role_or_removal_ends_every_session(
+    site: Site, change: str
+) -> None:
+    users = site.runtime.users
+    async with site.session("viewer@trusta.test") as one, site.session("viewer@trusta.test") as two:
+        user = await users.by_email("viewer@trusta.test")
+        if change == "password":
+            await users.set_password(user.id, "another long password")
+        elif change == "role":
+            await users.set_role(user.id, Role.ADMIN)
+        else:
+            await users.remove(user.id)
+        for session in (one, two):
+            ended = await session.get("/api/auth/me")
+            assert ended.status_code == 401, change
+            assert ended.json()["error"]["code"] == "unauthorized"
+
+
+def test_cli_changes_a_password_and_ends_the_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    in_thread(migrate.upgrade, url)
+    monkeypatch.setenv("EBAY_CONNECTOR_DATABASE_URL", url)
+    monkeypatch.setenv("EBAY_CONNECTOR_KEY_FILE", str(tmp_path / "keyring.json"))
+    email = "ops@cli.test"
+    assert in_thread(cli.main, ["orgs", "create", "Cli"]) == 0
+    create = ["users", "create", "--org", "Cli", "--email", email, "--role", "viewer"]
+    assert in_thread(cli.main, [*create, "--password", PASSWORD]) == 0
+    change = ["users", "set-password", "--email", email, "--password", "a new long password"]
+    assert in_thread(cli.main, change) == 0
+    assert in_thread(cli.main, ["users", "set-role", "--email", email, "--role", "admin"]) == 0
+    assert in_thread(cli.main, ["users", "remove", "--email", email]) == 0
+    assert in_thread(cli.main, ["users", "remove", "--email", email]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: not_found: no user '{email}'"]
+
+
+# Sign-in and connect cannot be started from another site ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://attacker.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.example"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
+async def test_sign_in_from_another_site_is_refused(site: Site, headers: dict[str, str]) -> None:
+    form = {"email": "admin@trusta.test", "password": PASSWORD}
+    async with site.client(headers=headers) as browser:
+        page = await browser.post("/login", data=form, follow_redirects=False)
+        assert page.status_code == 403 and "ebc_session" not in page.headers.get("set-cookie", "")
+        api = await browser.post("/api/auth/login", json=form)
+        assert api.status_code == 403 and api.json()["error"]["code"] == "csrf_failed"
+    own = {"Origin": site.base, "Sec-Fetch-Site": "same-origin"}
+    async with site.client(headers=own) as browser:
+        page = await browser.post("/login", data=form, follow_redirects=False)
+        assert page.status_code == 303 and "ebc_session" in page.headers["set-cookie"]
+
+
+async def test_a_connect_starts_only_from_a_csrf_checked_post(site: Site) -> None:
+    async with site.session("admin@trusta.test") as admin:
+        link = await admin.get("/api/ebay/connect", follow_redirects=False)
+        assert link.status_code == 405  # a link or an <img> on another site starts nothing
+        csrf = admin.headers.pop("X-CSRF-Token")
+        forged = await admin.post("/api/ebay/connect", follow_redirects=False)
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+        async with site.runtime.db.read() as conn:
+            states = (
+                await conn.execute(sa.select(sa.func.count()).select_from(m.ConnectState))
+            ).scalar()
+        assert states == 0
+        button = await admin.post(
+            "/api/ebay/connect", data={"csrf_token": csrf}, follow_redirects=False
+        )
+        assert button.status_code == 303 and "/oauth2/authorize?" in button.headers["location"]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10"])

@@ -72,7 +72,11 @@ keys_group.command("remove")(keys.keys_remove)
 
 # Organizations, people, programs
 _group("orgs", "Organizations.").command("create")(people.orgs_create)
-_group("users", "People who sign in.").command("create")(people.users_create)
+users_group = _group("users", "People who sign in.")
+users_group.command("create")(people.users_create)
+users_group.command("set-password")(people.users_set_password)
+users_group.command("set-role")(people.users_set_role)
+users_group.command("remove")(people.users_remove)
 api_keys_group = _group("api-keys", "Programs' API keys.")
 api_keys_group.command("create")(people.api_keys_create)
 api_keys_group.command("list")(people.api_keys_list)

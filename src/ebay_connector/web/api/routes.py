@@ -28,6 +28,8 @@ from ebay_connector.web.api.auth import (
     Program,
     SignedIn,
     TokenReader,
+    current_session,
+    refuse_cross_site,
     session_cookie,
     sign_in,
 )
@@ -70,8 +72,9 @@ async def login(body: schemas.LoginRequest, request: Request, response: Response
     """Sign in; sets the session cookie and returns the CSRF token for state-changing calls.
     429 `too_many_attempts` (with `Retry-After`) after repeated failures for the e-mail or the
     client address; the password is then not checked at all."""
+    refuse_cross_site(request)
     user = await sign_in(request, body.email, body.password)
-    _, csrf = request.app.state.sessions.issue(response, user.id)
+    _, csrf = request.app.state.sessions.issue(response, user)
     return schemas.SessionInfo(
         user_id=user.id,
         email=user.email,
@@ -83,6 +86,9 @@ async def login(body: schemas.LoginRequest, request: Request, response: Response
 
 @router.post("/api/auth/logout", status_code=204, responses=responses(401, 403), tags=["session"])
 async def logout(principal: SignedIn, request: Request) -> Response:
+    """Sign out: every session of this user ends now, copied cookies included."""
+    assert principal.user_id is not None
+    await runtime_of(request).users.end_sessions(principal.user_id)
     response = Response(status_code=204)
     request.app.state.sessions.clear(response)
     return response
@@ -108,11 +114,11 @@ async def me(principal: SignedIn, request: Request) -> Any:
 # OAuth connect / reconnect / disconnect -----------------------------------------------------
 
 
-@router.get(
+@router.post(
     "/api/ebay/connect",
-    status_code=302,
+    status_code=303,
     response_class=RedirectResponse,
-    responses={302: {"description": "redirect to eBay's consent page"}, **responses(401, 403, 404)},
+    responses={303: {"description": "redirect to eBay's consent page"}, **responses(401, 403, 404)},
     tags=["connect"],
 )
 async def connect_start(
@@ -121,7 +127,11 @@ async def connect_start(
     request: Request,
     account: Annotated[int | None, Query(ge=1, le=2**31 - 1), schemas.DIGITS] = None,
 ) -> RedirectResponse:
-    """Start connecting a seller (or reconnecting ``account``): redirects to eBay's consent."""
+    """Start connecting a seller (or reconnecting ``account``): redirects to eBay's consent.
+
+    A POST with the CSRF token: a link on another site cannot start a connect in the victim's
+    session (and so cannot send them to connect their eBay account to someone else's
+    organization)."""
     if account is not None:
         await _owned(runtime, principal, account)
     assert principal.user_id is not None and principal.session_id is not None
@@ -131,7 +141,7 @@ async def connect_start(
         session_id=principal.session_id,
         account_id=account,
     )
-    return RedirectResponse(runtime.client.consent_url(runtime.settings.scope_list, state), 302)
+    return RedirectResponse(runtime.client.consent_url(runtime.settings.scope_list, state), 303)
 
 
 @router.get(
@@ -151,12 +161,12 @@ async def connect_callback(
 ) -> Any:
     """Where eBay sends the seller back. The state is checked and used up before anything else;
     the code is exchanged exactly once; nothing is stored unless everything succeeds."""
-    session = request.app.state.sessions.read(cookie)
+    session = await current_session(request, cookie)
     if session is None:
         raise Unauthorized("sign in first: the connect belongs to a session")
     if not state:
         raise InvalidState("the callback carries no state")
-    pending = await runtime.connect_states.consume(state, str(session.get("sid", "")))
+    pending = await runtime.connect_states.consume(state, session.session_id)
     if pending is None:
         raise InvalidState("the state is forged, expired, already used, or from another session")
     if error:

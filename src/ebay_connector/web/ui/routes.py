@@ -25,11 +25,24 @@ from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.roles import Role
 from ebay_connector.db.journal import ExchangeRow
 from ebay_connector.db.store import MAX_ID, AccountToken
-from ebay_connector.errors import AccountNotFound, ConnectorError
+from ebay_connector.errors import (
+    AccountNotFound,
+    ConnectorError,
+    Forbidden,
+    TooManyAttempts,
+    Unauthorized,
+)
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
 from ebay_connector.web.api import schemas
-from ebay_connector.web.api.auth import Admin, SignedIn, session_cookie
+from ebay_connector.web.api.auth import (
+    Admin,
+    SignedIn,
+    current_session,
+    refuse_cross_site,
+    session_cookie,
+    sign_in,
+)
 from ebay_connector.web.api.state import runtime_of
 
 HERE = Path(__file__).parent
@@ -73,20 +86,17 @@ def badge(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> tup
 
 
 async def _me(request: Request, cookie: str | None) -> Me | None:
-    state = request.app.state
-    data = state.sessions.read(cookie)
-    if data is None:
+    session = await current_session(request, cookie)
+    if session is None:
         return None
-    user = await runtime_of(request).users.get(data["uid"])
-    if user is None:
-        return None
+    user = session.user
     organization = await runtime_of(request).store.organization_name(user.organization_id)
     return Me(
         user.id,
         user.email,
         user.role.value,
         user.role is Role.ADMIN,
-        str(data.get("csrf", "")),
+        session.csrf,
         organization or "?",
         user.organization_id,
     )
@@ -121,12 +131,13 @@ async def login(
     email: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
-    # Imported here: this handler is the only part of the UI that signs in (issue 6).
-    from ebay_connector.errors import TooManyAttempts, Unauthorized
-    from ebay_connector.web.api.auth import sign_in
-
     try:
+        refuse_cross_site(request)
         user = await sign_in(request, email, password)
+    except Forbidden:
+        page = _page(request, "login.html", None, error="Sign in from this site's own page.")
+        page.status_code = 403
+        return page
     except TooManyAttempts as exc:
         minutes = -(-exc.retry_after_seconds // 60)
         error = f"Too many sign-in attempts. Try again in {minutes} minute(s)."
@@ -139,12 +150,14 @@ async def login(
         page.status_code = 401
         return page
     response = RedirectResponse("/", status_code=303)
-    request.app.state.sessions.issue(response, user.id)
+    request.app.state.sessions.issue(response, user)
     return response
 
 
 @router.post("/ui/logout")
 async def logout(request: Request, principal: SignedIn) -> Response:
+    assert principal.user_id is not None
+    await runtime_of(request).users.end_sessions(principal.user_id)  # copied cookies too
     response = RedirectResponse("/login", status_code=303)
     request.app.state.sessions.clear(response)
     return response
