@@ -24,7 +24,8 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   ├── Unauthorized                unauthorized         (no or bad credentials)
     │   ├── Forbidden                   forbidden / csrf_failed
     │   ├── InvalidState                invalid_state        (OAuth state forged, replayed, expired)
-    │   └── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
+    │   ├── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
+    │   └── RateLimited                 rate_limited         (manual refreshes; retry_after)
     ├── UsageError                      usage_error
     │   └── InvalidWebhookUrl           invalid_webhook_url
     │       └── DestinationRefused      destination_refused  (an address webhooks may not reach)
@@ -196,6 +197,20 @@ class TooManyAttempts(AccessError):
     """Sign-in refused without checking the password: too many attempts for this e-mail/client."""
 
     code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after.total_seconds()))
+
+
+class RateLimited(AccessError):
+    """Refused before any eBay call: this organization or account used its allowance."""
+
+    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: timedelta) -> None:
         super().__init__(message)

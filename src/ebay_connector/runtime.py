@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import aiohttp
 
+from ebay_connector.core.allowance import Allowance
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.db import login_throttle
@@ -35,6 +36,7 @@ from ebay_connector.records import Records, open_records
 from ebay_connector.service import retention, webhooks
 from ebay_connector.service.chores import Chore
 from ebay_connector.service.connect import Connector
+from ebay_connector.service.manual import ManualRefreshes
 from ebay_connector.service.metrics import Metrics
 from ebay_connector.service.refresh import RefreshConfig, Refresher
 from ebay_connector.service.retention import RetentionChore
@@ -98,6 +100,7 @@ class Runtime(Records):
     client: EbayClient
     pacer: Pacer
     refresher: Refresher
+    manual: ManualRefreshes
     connector: Connector
     users: Users
     api_keys: ApiKeys
@@ -208,6 +211,7 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         clock=clock,
         on_outcome=metrics.webhook_delivery,
     )
+    manual_window = timedelta(seconds=settings.manual_refresh_window_seconds)
     app_tokens = AppTokens(
         db=db,
         client=client,
@@ -223,6 +227,12 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         client=client,
         pacer=pacer,
         refresher=refresher,
+        manual=ManualRefreshes(
+            refresher,
+            per_account=Allowance(settings.manual_refreshes_per_account, manual_window),
+            per_organization=Allowance(settings.manual_refreshes_per_organization, manual_window),
+            clock=clock,
+        ),
         connector=Connector(
             store=store,
             journal=journal,

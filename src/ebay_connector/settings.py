@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     daily_client_credentials_limit: int = Field(default=1_000, ge=1)
     quota_reserve_share: float = Field(default=0.2, ge=0, le=1)
 
+    # Manual refreshes (admin and debug) per window, per organization and per account: each is
+    # an eBay call from the application's shared daily quota. 0: no limit.
+    manual_refresh_window_seconds: int = Field(default=60, ge=1, le=86400)
+    manual_refreshes_per_organization: int = Field(default=30, ge=0, le=100_000)
+    manual_refreshes_per_account: int = Field(default=4, ge=0, le=10_000)
+
     database_pool_size: int = Field(default=20, ge=1, le=500)
 
     host: str = "127.0.0.1"

@@ -7,6 +7,7 @@ Each test here failed before its rule existed (see docs/security.md for the rule
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from ebay_connector import cli
 from ebay_connector.core.roles import Role
 from ebay_connector.db import migrate
 from ebay_connector.db import models as m
+from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.app import create_app
 from tests.conftest import in_thread
-from tests.helpers import serve_asgi
+from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +178,62 @@ def test_the_emulator_environment_refuses_a_non_loopback_host(
         assert lines[0].startswith("error: config_invalid: EBAY_CONNECTOR_HOST:")
         assert "bind 127.0.0.1" in lines[0] and "EBAY_CONNECTOR_EBAY_ENVIRONMENT" in lines[0]
     assert not (tmp_path / "never.db").exists()  # refused before anything was created
+
+
+# One organization cannot spend the shared eBay quota --------------------------------------
+
+
+async def test_manual_refreshes_are_limited_per_account_and_per_organization(
+    site: Site, emulator: tuple[Emulator, str]
+) -> None:
+    emu = emulator[0]
+    first = await connect_seller(site.runtime, site.org_a, "burst_one")
+    others = [await connect_seller(site.runtime, site.org_a, f"burst_{n}") for n in range(12)]
+    calls = emu.calls.count(grant_type="refresh_token")
+    async with site.session("admin@trusta.test") as admin:
+        answers = await asyncio.gather(
+            *(
+                admin.post("/api/admin/ebay/token/refresh", json={"ebay_account_id": first})
+                for _ in range(40)
+            )
+        )
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [200] * 4 + [429] * 36
+        limited = next(a for a in answers if a.status_code == 429)
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        # Concurrent refreshes of one account share one eBay call; never more than allowed.
+        burst = emu.calls.count(grant_type="refresh_token") - calls
+        assert 1 <= burst <= 4
+        codes = []
+        for account in others:  # 4 spent above; the organization's allowance is 30 a minute
+            for _ in range(3):
+                body = {"ebay_account_id": account}
+                codes.append(
+                    (await admin.post("/api/admin/ebay/token/refresh", json=body)).status_code
+                )
+        assert codes == [200] * 26 + [429] * 10
+        assert emu.calls.count(grant_type="refresh_token") == calls + burst + 26
+    async with site.session("admin@trustb.test") as other:  # another organization is unaffected
+        own = await connect_seller(site.runtime, site.org_b, "burst_b")
+        answer = await other.post("/api/admin/ebay/token/refresh", json={"ebay_account_id": own})
+        assert answer.status_code == 200, answer.text
+
+
+async def test_a_needs_reconnect_account_is_refreshed_only_when_forced(
+    site: Site, emulator: tuple[Emulator, str]
+) -> None:
+    emu = emulator[0]
+    account = await connect_seller(site.runtime, site.org_a, "gone_seller")
+    emu.revoke_user("gone_seller")
+    async with site.session("admin@trusta.test") as admin:
+        body = {"ebay_account_id": account}
+        failed = await admin.post("/api/admin/ebay/token/refresh", json=body)
+        assert failed.json()["state"] == "needs_reconnect"
+        calls = emu.calls.count(grant_type="refresh_token")
+        said = await admin.post("/api/admin/ebay/token/refresh", json=body)
+        assert said.status_code == 409 and said.json()["error"]["code"] == "needs_reconnect"
+        assert emu.calls.count(grant_type="refresh_token") == calls  # eBay was not called
+        forced = await admin.post("/api/admin/ebay/token/refresh", json={**body, "force": True})
+        assert forced.status_code == 200 and forced.json()["outcome"] == "invalid_grant"
+        assert emu.calls.count(grant_type="refresh_token") == calls + 1

@@ -25,6 +25,7 @@ from ebay_connector.errors import (
     InvalidState,
     NeedsReconnect,
     NotFound,
+    RateLimited,
     RefreshFailed,
     StoreError,
     TooManyAttempts,
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 # By class, most specific first; anything else is a 500 `internal_error`.
 _STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
     (TooManyAttempts, 429),
+    (RateLimited, 429),
     (Unauthorized, 401),
     (Forbidden, 403),
     (InvalidState, 400),
@@ -125,7 +127,7 @@ def install(app: FastAPI) -> None:
             extra["reason"] = exc.reason
         if isinstance(exc, RefreshFailed | StoreError):
             headers = {"Retry-After": "30"}
-        if isinstance(exc, TooManyAttempts):
+        if isinstance(exc, TooManyAttempts | RateLimited):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
         if status >= 500:
             log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)

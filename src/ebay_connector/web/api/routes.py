@@ -250,10 +250,10 @@ async def admin_accounts(principal: SignedIn, runtime: RuntimeDep) -> Any:
 
 
 async def _refresh(
-    runtime: Runtime, principal: Principal, account_id: int, trigger: Trigger
+    runtime: Runtime, principal: Principal, body: schemas.ManualRefresh, trigger: Trigger
 ) -> views.RefreshResultDoc:
-    await _owned(runtime, principal, account_id)
-    result = await runtime.refresher.refresh(account_id, trigger, actor=principal.actor)
+    account = await _owned(runtime, principal, body.ebay_account_id)
+    result = await runtime.manual.refresh(account, trigger, actor=principal.actor, force=body.force)
     return views.refresh_result_dict(
         result, views.exchange_dict(await runtime.refresher.exchange_of(result))
     )
@@ -262,24 +262,27 @@ async def _refresh(
 @router.post(
     "/api/admin/ebay/token/refresh-debug",
     response_model=schemas.RefreshOutcome,
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 409, 422, 429),
     tags=["admin"],
 )
-async def refresh_debug(body: schemas.AccountRef, principal: Admin, runtime: RuntimeDep) -> Any:
+async def refresh_debug(body: schemas.ManualRefresh, principal: Admin, runtime: RuntimeDep) -> Any:
     """Refresh now through the canonical path (trigger `debug`); the answer carries the masked
-    request and response exactly as sent and received."""
-    return await _refresh(runtime, principal, body.ebay_account_id, Trigger.DEBUG)
+    request and response exactly as sent and received. 429 `rate_limited` (with `Retry-After`)
+    beyond the organization's or the account's allowance. Always forced: it shows what eBay
+    answers even for an account that needs reconnecting."""
+    return await _refresh(runtime, principal, body, Trigger.DEBUG)
 
 
 @router.post(
     "/api/admin/ebay/token/refresh",
     response_model=schemas.RefreshOutcome,
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 409, 422, 429),
     tags=["admin"],
 )
-async def refresh_admin(body: schemas.AccountRef, principal: Admin, runtime: RuntimeDep) -> Any:
-    """Refresh now (trigger `admin`)."""
-    return await _refresh(runtime, principal, body.ebay_account_id, Trigger.ADMIN)
+async def refresh_admin(body: schemas.ManualRefresh, principal: Admin, runtime: RuntimeDep) -> Any:
+    """Refresh now (trigger `admin`); limits as for refresh-debug. An account that needs
+    reconnecting answers 409 `needs_reconnect` without calling eBay, unless `force`."""
+    return await _refresh(runtime, principal, body, Trigger.ADMIN)
 
 
 @router.get(

@@ -43,6 +43,12 @@ class AccountRef(Strict):
     ebay_account_id: int = Field(ge=1, le=2**31 - 1)
 
 
+class ManualRefresh(AccountRef):
+    force: bool = Field(
+        default=False, description="refresh even an account that needs reconnecting"
+    )
+
+
 class Account(BaseModel):
     id: int
     label: str

@@ -29,6 +29,8 @@ from ebay_connector.errors import (
     AccountNotFound,
     ConnectorError,
     Forbidden,
+    NeedsReconnect,
+    RateLimited,
     TooManyAttempts,
     Unauthorized,
 )
@@ -220,11 +222,29 @@ async def _owned(runtime: Runtime, organization_id: int, account_id: int) -> Acc
     return account
 
 
+def _refused(account: AccountToken, exc: NeedsReconnect | RateLimited) -> Response:
+    if isinstance(exc, RateLimited):
+        return _back(
+            "/", f"{account.label}: {exc.message}; try again in {exc.retry_after_seconds} s"
+        )
+    return _back("/", exc.message)
+
+
+Force = Annotated[bool, Form()]
+
+
 @router.post("/ui/accounts/{account_id}/refresh")
-async def refresh(request: Request, account_id: AccountId, principal: Admin) -> Response:
+async def refresh(
+    request: Request, account_id: AccountId, principal: Admin, force: Force = False
+) -> Response:
     runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
-    result = await runtime.refresher.refresh(account_id, Trigger.ADMIN, actor=principal.actor)
+    try:
+        result = await runtime.manual.refresh(
+            account, Trigger.ADMIN, actor=principal.actor, force=force
+        )
+    except (NeedsReconnect, RateLimited) as exc:
+        return _refused(account, exc)
     return _back("/", f"{account.label}: {result.outcome.value} — {result.meaning}")
 
 
@@ -234,7 +254,10 @@ async def debug(
 ) -> Response:
     runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
-    result = await runtime.refresher.refresh(account_id, Trigger.DEBUG, actor=principal.actor)
+    try:
+        result = await runtime.manual.refresh(account, Trigger.DEBUG, actor=principal.actor)
+    except (NeedsReconnect, RateLimited) as exc:
+        return _refused(account, exc)
     exchange = views.exchange_dict(await runtime.refresher.exchange_of(result))
     lines = (
         "\n".join(
