@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,3 +239,36 @@ async def test_a_needs_reconnect_account_is_refreshed_only_when_forced(
         forced = await admin.post("/api/admin/ebay/token/refresh", json={**body, "force": True})
         assert forced.status_code == 200 and forced.json()["outcome"] == "invalid_grant"
         assert emu.calls.count(grant_type="refresh_token") == calls + 1
+
+
+# Sign-in hashing does not stall the server --------------------------------------------------
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_healthz_stays_fast_during_40_concurrent_failed_sign_ins(site: Site) -> None:
+    async with site.client() as client:
+        await client.get("/healthz")  # warm the connection
+        latencies: list[float] = []
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            while not done.is_set():
+                started = time.perf_counter()
+                assert (await client.get("/healthz")).status_code == 200
+                latencies.append((time.perf_counter() - started) * 1000)
+                await asyncio.sleep(0.005)
+
+        async def sign_in(n: int) -> int:
+            async with site.client() as other:
+                body = {"email": f"nobody{n}-{uuid.uuid4().hex}@x.test", "password": "wrong" * 3}
+                return (await other.post("/api/auth/login", json=body)).status_code
+
+        prober = asyncio.create_task(probe())
+        statuses = await asyncio.gather(*(sign_in(n) for n in range(40)))
+        done.set()
+        await prober
+    assert statuses == [401] * 40
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    assert len(latencies) >= 10, latencies
+    assert p99 < 50, f"/healthz p99 {p99:.1f} ms over {len(latencies)} probes"

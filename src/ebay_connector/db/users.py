@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,10 +23,23 @@ from ebay_connector.errors import NotFound, StoreError, UsageError
 T = TypeVar("T")
 MIN_PASSWORD_LENGTH = 10
 _HASHER = argon2.PasswordHasher()
-# Hashing costs ~50 ms of CPU (argon2 releases the GIL): off the event loop, in a pool of two
-# threads, so forty sign-ins at once queue there instead of stalling every other request.
-HASHING_THREADS = 2
-_hashing = ThreadPoolExecutor(HASHING_THREADS, thread_name_prefix="argon2")
+# Hashing costs tens of milliseconds of CPU on several cores (argon2 releases the GIL and runs
+# its lanes in threads of its own): off the event loop, in one thread at a lowered priority, so
+# forty sign-ins at once queue there instead of stalling every other request. Measured in
+# docs/decisions.md, "Password hashing off the event loop".
+HASHING_THREADS = 1
+HASHING_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    # Linux: a thread's niceness is its own, and argon2's lane threads inherit it.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
+_hashing = ThreadPoolExecutor(
+    HASHING_THREADS, thread_name_prefix="argon2", initializer=_lower_priority
+)
 
 
 async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
