@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable, Iterator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from ebay_connector import demo
 from ebay_connector.core import deletion
@@ -24,6 +25,7 @@ from ebay_connector.errors import ConfigError
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.settings import EbayEnvironment, Settings
 from ebay_connector.version import code_version
+from ebay_connector.web import protocol
 from ebay_connector.web.app import create_app
 
 STARTUP_TIMEOUT_S = 30.0
@@ -83,6 +85,25 @@ def describe_database(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """The product's own HTTP server settings (tests serve through these too)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="off",
+        # uvicorn's own lines go through our handler (text or json); no access log: the API's
+        # events and /metrics cover requests without logging every URL.
+        log_config=None,
+        access_log=False,
+        # Header size and header time limits (web/protocol.py); idle keep-alive closed after 5 s.
+        http=protocol.GuardedHttpToolsProtocol,
+        timeout_keep_alive=int(protocol.KEEP_ALIVE_TIMEOUT.total_seconds()),
+        h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
+    )
+
+
 async def run(
     settings: Settings,
     *,
@@ -103,19 +124,7 @@ async def run(
         created = " (generated now, mode 0600)" if runtime.keys.created else ""
         say(f"token key ring: {runtime.keys.description}{created}")
         app = create_app(runtime, emulator_app=create_emulator_app(emulator) if emulator else None)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                lifespan="off",
-                # uvicorn's own lines go through our handler (text or json); no access log:
-                # the API's events and /metrics cover requests without logging every URL.
-                log_config=None,
-                access_log=False,
-            )
-        )
+        server = _Server(server_config(app, settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

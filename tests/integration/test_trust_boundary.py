@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from ebay_connector import cli
+from ebay_connector import cli, serve
 from ebay_connector.core.roles import Role
 from ebay_connector.db import migrate
 from ebay_connector.db import models as m
@@ -27,7 +28,7 @@ from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.app import create_app
 from tests.conftest import in_thread
-from tests.helpers import connect_seller, serve_asgi
+from tests.helpers import QuietServer, connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -272,3 +273,80 @@ async def test_healthz_stays_fast_during_40_concurrent_failed_sign_ins(site: Sit
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     assert len(latencies) >= 10, latencies
     assert p99 < 50, f"/healthz p99 {p99:.1f} ms over {len(latencies)} probes"
+
+
+# The server's own limits on headers and slow connections ------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def product_server(runtime: Runtime) -> AsyncIterator[tuple[str, int]]:
+    """The app behind the product's own server settings (serve.server_config) on loopback."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = QuietServer(serve.server_config(create_app(runtime), runtime.settings))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def _healthz_ms(host: str, port: int) -> float:
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+        started = time.perf_counter()
+        assert (await client.get("/healthz")).status_code == 200
+        return (time.perf_counter() - started) * 1000
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_oversized_headers_are_refused_and_the_server_stays_responsive(
+    runtime: Runtime,
+) -> None:
+    async with product_server(runtime) as (host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        sent = 0
+        answer = b""
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            while sent < 64 * 1024 * 1024:  # the report's 64 MiB header
+                writer.write(b"a" * 65536)
+                await asyncio.wait_for(writer.drain(), 5)
+                sent += 65536
+        except ConnectionError:
+            pass  # refused: the server closed the connection
+        with contextlib.suppress(ConnectionError):
+            answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        # Refused (431, or a reset when our bytes were still unread) long before 64 MiB: what
+        # got through is the limit plus what the two sockets' buffers hold.
+        assert sent < 16 * 1024 * 1024, sent
+        assert answer in (b"",) or answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert await _healthz_ms(host, port) < 1000
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_idle_and_partial_connections_are_closed_within_10_seconds(
+    runtime: Runtime,
+) -> None:
+    async with product_server(runtime) as (host, port):
+        held = []
+        for n in range(200):
+            reader, writer = await asyncio.open_connection(host, port)
+            if n % 2:  # half send a request's beginning and then nothing more
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                await writer.drain()
+            held.append((reader, writer))
+        started = time.monotonic()
+        assert await _healthz_ms(host, port) < 1000  # serving while they hang on
+        for reader, _ in held:
+            remaining = 10 - (time.monotonic() - started)
+            assert await asyncio.wait_for(reader.read(), max(remaining, 0.1)) == b""
+        assert time.monotonic() - started < 10
+        for _, writer in held:
+            writer.close()
