@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from ebay_connector.core import deletion
 from ebay_connector.db import models as m
+from ebay_connector.ebay import public_keys
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.app import create_app
@@ -237,3 +238,27 @@ async def test_garbage_posts_are_4xx_never_500(setup: Setup) -> None:
         ]
     assert [c.status_code for c in cases] == [412, 412, 412]
     assert await setup.deletions() == []
+
+
+async def test_unknown_key_ids_cannot_amplify_into_ebay_calls(setup: Setup) -> None:
+    """Each post with a new kid used to be an outbound getPublicKey call and a journal row, and
+    enough of them flushed the known key. Now fetches are bounded and the rest refused."""
+    await setup.connect(setup.org_a, "seller_one")
+    await setup.connect(setup.org_a, "seller_two")
+    first = await setup.send(username="seller_one")
+    assert first["status"] == 204, first
+    fetched = (await setup.emulator_state())["public_key_fetches"]
+    answers = [await setup.send(username="seller_one", signature="unknown_kid") for _ in range(80)]
+    assert {a["status"] for a in answers} == {412}
+    extra = (await setup.emulator_state())["public_key_fetches"] - fetched
+    assert extra <= public_keys.FETCHES_PER_WINDOW, extra
+    async with setup.runtime.db.read() as conn:
+        rows = (
+            await conn.execute(sa.select(sa.func.count()).select_from(m.EbayExchange))
+        ).scalar_one()
+    assert rows <= 2 + 2 + 1 + public_keys.FETCHES_PER_WINDOW  # connects, token, key, bounded
+    # The known key was never flushed: a genuine notification needs no new fetch.
+    before = (await setup.emulator_state())["public_key_fetches"]
+    genuine = await setup.send(username="seller_two")
+    assert genuine["status"] == 204, genuine
+    assert (await setup.emulator_state())["public_key_fetches"] == before
