@@ -9,6 +9,7 @@ No stack trace and no secret ever reaches an answer: unexpected exceptions becom
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -100,6 +101,7 @@ ERROR_SCHEMA = {
                 "message": {"type": "string"},
                 "field": {"type": "string"},
                 "reason": {"type": "string"},
+                "error_id": {"type": "string"},
             },
         }
     },
@@ -129,9 +131,25 @@ def install(app: FastAPI) -> None:
             headers = {"Retry-After": "30"}
         if isinstance(exc, TooManyAttempts | RateLimited):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
-        if status >= 500:
+        message = exc.message
+        if isinstance(exc, StoreError):
+            # The driver's text describes the schema and the data; the log keeps it, the
+            # answer gets an id to find it by.
+            error_id = secrets.token_hex(6)
+            extra["error_id"] = error_id
+            message = f"the database could not complete this request (error id {error_id})"
+            log.event(
+                logger,
+                "api.store_error",
+                logging.WARNING,
+                path=request.url.path,
+                code=exc.code,
+                error_id=error_id,
+                detail=exc.message,
+            )
+        elif status >= 500:
             log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)
-        return error_response(status, exc.code, exc.message, headers, **extra)
+        return error_response(status, exc.code, message, headers, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -152,5 +170,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("api.unexpected path=%s", request.url.path)
-        return error_response(500, "internal_error", "internal error")
+        error_id = secrets.token_hex(6)
+        logger.exception("api.unexpected path=%s error_id=%s", request.url.path, error_id)
+        return error_response(
+            500, "internal_error", f"internal error (error id {error_id})", error_id=error_id
+        )

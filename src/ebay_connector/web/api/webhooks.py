@@ -58,8 +58,10 @@ EndpointId = Annotated[
 
 
 class EndpointIn(Strict):
-    url: str = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
-    description: str = Field(default="", max_length=200)
+    url: Annotated[str, schemas.OneLine] = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
+    description: Annotated[str, schemas.OneLine] = Field(
+        default="", max_length=webhooks.MAX_DESCRIPTION_CHARS
+    )
 
 
 class Endpoint(BaseModel):

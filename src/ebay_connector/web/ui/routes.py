@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -352,7 +352,7 @@ async def terminal_page(
 async def terminal_entries(
     request: Request,
     cookie: Cookie,
-    after: int = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     account: str = "",
     trigger: str = "",
     outcome: str = "",
@@ -364,7 +364,7 @@ async def terminal_entries(
     runtime = runtime_of(request)
     rows = await runtime.journal.exchanges(
         organization_id=me.organization_id,
-        after_id=max(after, 0),
+        after_id=after,
         limit=TERMINAL_PAGE,
         **_terminal_filters(account, trigger, outcome),
     )
