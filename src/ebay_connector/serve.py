@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import signal
 from collections.abc import Callable, Iterator
 
@@ -16,7 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from ebay_connector import demo
-from ebay_connector.core import deletion
+from ebay_connector.core import deletion, destination
 from ebay_connector.db import migrate
 from ebay_connector.db.database import sqlite_path
 from ebay_connector.emulator import Emulator
@@ -53,22 +52,12 @@ def build_emulator(settings: Settings) -> Emulator:
     return emulator
 
 
-LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(settings: Settings) -> None:
     """The emulator environment serves the emulator's control API (faults, revokes, a sender):
     it must never face a network."""
-    if settings.ebay_environment is EbayEnvironment.EMULATOR and not is_loopback(settings.host):
+    if settings.ebay_environment is EbayEnvironment.EMULATOR and not destination.is_loopback_host(
+        settings.host
+    ):
         raise ConfigError(
             f"EBAY_CONNECTOR_HOST: {settings.host} is not loopback, and the emulator environment "
             "serves the emulator's control API to whoever can connect; bind 127.0.0.1, or set "

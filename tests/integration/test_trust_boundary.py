@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from ebay_connector import cli, serve
+from ebay_connector import settings as settings_module
 from ebay_connector.core.roles import Role
 from ebay_connector.db import migrate
 from ebay_connector.db import models as m
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
+from ebay_connector.web import app as app_module
 from ebay_connector.web.app import create_app
 from tests.conftest import in_thread
 from tests.helpers import QuietServer, connect_seller, serve_asgi
@@ -350,3 +355,108 @@ async def test_idle_and_partial_connections_are_closed_within_10_seconds(
         assert time.monotonic() - started < 10
         for _, writer in held:
             writer.close()
+
+
+# The smaller rules ----------------------------------------------------------------------------
+
+
+async def _start_connect(session: httpx.AsyncClient) -> dict[str, str]:
+    start = await session.post("/api/ebay/connect", follow_redirects=False)
+    assert start.status_code == 303, start.text
+    consent = urlsplit(start.headers["location"])
+    query = {k: v[0] for k, v in parse_qs(consent.query).items()}
+    async with httpx.AsyncClient() as browser:
+        agreed = await browser.post(
+            f"{consent.scheme}://{consent.netloc}{consent.path}",
+            data={**query, "username": "state_seller", "decision": "agree"},
+        )
+    return {k: v[0] for k, v in parse_qs(urlsplit(agreed.headers["location"]).query).items()}
+
+
+async def test_a_callback_from_another_session_leaves_the_state_to_its_owner(site: Site) -> None:
+    async with site.session("admin@trusta.test") as victim:
+        back = await _start_connect(victim)
+        async with site.session("admin@trustb.test") as attacker:
+            stolen = await attacker.get("/api/ebay/callback", params=back)
+            assert stolen.status_code == 400
+            assert stolen.json()["error"]["code"] == "invalid_state"
+        done = await victim.get("/api/ebay/callback", params=back)
+        assert done.status_code == 200, done.text
+        assert done.json()["ebay_username"] == "state_seller"
+
+
+def test_the_sqlite_directory_and_files_are_private(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/var/ebay-connector.db"
+    in_thread(migrate.upgrade, url)
+    var = tmp_path / "var"
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    files = list(var.iterdir())
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), [
+        (f.name, oct(f.stat().st_mode)) for f in files
+    ]
+
+
+async def test_every_answer_carries_the_browser_rules(site: Site) -> None:
+    async with site.session("admin@trusta.test") as admin:
+        for path in ("/", "/workers", "/webhooks", "/terminal", "/api/auth/me", "/login"):
+            answer = await admin.get(path, follow_redirects=False)
+            assert answer.status_code == 200, path
+            headers = answer.headers
+            assert headers["cache-control"] == "no-store", path
+            assert headers["x-frame-options"] == "DENY", path
+            assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+            assert "default-src 'self'" in headers["content-security-policy"], path
+            assert headers["referrer-policy"] == "no-referrer", path
+        for text in (
+            (await admin.get("/")).text,
+            (await admin.get("/workers")).text,
+        ):  # nothing the policy would block: no inline script, handler or style attribute
+            assert " onchange=" not in text and " style=" not in text
+            assert "<script>" not in text
+
+
+async def test_docs_work_offline_from_the_packages_own_files(site: Site) -> None:
+    async with site.client() as browser:
+        page = await browser.get("/docs")
+        assert page.status_code == 200
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sources and all(s.startswith("/") for s in sources), sources
+        for source in sources:
+            asset = await browser.get(source)
+            assert asset.status_code == 200 and len(asset.content) > 100, source
+
+
+async def test_the_banner_shows_only_what_the_server_said_once(
+    site: Site, emulator: tuple[Emulator, str]
+) -> None:
+    account = await connect_seller(site.runtime, site.org_a, "banner_seller")
+    async with site.session("admin@trusta.test") as admin:
+        forged = await admin.get("/", params={"notice": "Your session expired: call +1 555"})
+        assert "555" not in forged.text and 'class="notice"' not in forged.text
+        csrf = admin.headers["X-CSRF-Token"]
+        done = await admin.post(
+            f"/ui/accounts/{account}/refresh", data={"csrf_token": csrf}, follow_redirects=False
+        )
+        assert done.status_code == 303 and done.headers["location"] == "/"
+        shown = await admin.get("/")
+        assert 'class="notice"' in shown.text and "banner_seller: ok" in shown.text
+        again = await admin.get("/")
+        assert 'class="notice"' not in again.text
+
+
+@pytest.mark.parametrize(
+    ("public_url", "host", "secure"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1", False),
+        ("https://connector.example", "127.0.0.1", True),
+        ("http://connector.example", "127.0.0.1", True),
+        ("http://127.0.0.1:8000", "0.0.0.0", True),
+    ],
+)
+def test_cookies_are_secure_unless_everything_is_loopback(
+    tmp_path: Path, public_url: str, host: str, secure: bool
+) -> None:
+    conf = settings_module.load(
+        _env_file=None, public_url=public_url, host=host, key_file=tmp_path / "k.json"
+    )
+    assert app_module.secure_cookies(conf) is secure

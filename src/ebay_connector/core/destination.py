@@ -103,3 +103,13 @@ def refusal(address: Address, allowed: Iterable[Network] = ()) -> str | None:
         if flag:
             return f"{kind} address ({address})"
     return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address: reachable from this machine only."""
+    if host.lower() in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

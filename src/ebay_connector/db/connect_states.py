@@ -2,7 +2,8 @@
 
 The value sent to eBay is a signed nonce (tampering is refused before any lookup); the nonce's
 row says who started the connect, from which session, for which account (reconnect). Using a
-state deletes its row in the same statement that reads it, so a replayed state finds nothing.
+state deletes its row in the same statement that reads it, so a replayed state finds nothing;
+only its own session can use it.
 """
 
 from __future__ import annotations
@@ -63,13 +64,19 @@ class ConnectStates:
             return None
         now: datetime = self.db.clock()
         async with self.db.transaction() as conn:
+            # Only the session that started the connect uses its state up: a callback replayed
+            # from another session (an attacker's) finds nothing and leaves it for the victim.
             row = (
                 await conn.execute(
                     sa.delete(m.ConnectState)
-                    .where(m.ConnectState.nonce == nonce, m.ConnectState.expires_at > now)
+                    .where(
+                        m.ConnectState.nonce == nonce,
+                        m.ConnectState.session_id == session_id,
+                        m.ConnectState.expires_at > now,
+                    )
                     .returning(*m.ConnectState.__table__.c)
                 )
             ).first()
-        if row is None or not secrets.compare_digest(row.session_id, session_id):
+        if row is None:
             return None
         return PendingConnect(row.organization_id, row.user_id, row.session_id, row.account_id)

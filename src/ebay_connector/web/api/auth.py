@@ -28,6 +28,8 @@ from ebay_connector.web.api import schemas
 from ebay_connector.web.api.state import runtime_of
 
 SESSION_COOKIE = "ebc_session"
+NOTICE_COOKIE = "ebc_notice"
+NOTICE_MAX_AGE = timedelta(minutes=2)
 SESSION_MAX_AGE = timedelta(hours=12)
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -55,11 +57,37 @@ class Principal:
 
 
 class Sessions:
-    """Signs and reads session cookies."""
+    """Signs and reads session cookies, and the one-time notices shown after a redirect."""
 
     def __init__(self, secret: bytes, *, secure: bool) -> None:
         self._signer = URLSafeTimedSerializer(secret, salt="ebay-connector session")
+        self._notices = URLSafeTimedSerializer(secret, salt="ebay-connector notice")
         self.secure = secure
+
+    def notice(self, response: Response, text: str) -> None:
+        response.set_cookie(
+            NOTICE_COOKIE,
+            str(self._notices.dumps(text)),
+            max_age=int(NOTICE_MAX_AGE.total_seconds()),
+            httponly=True,
+            samesite="lax",
+            secure=self.secure,
+            path="/",
+        )
+
+    def read_notice(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            text = self._notices.loads(value, max_age=int(NOTICE_MAX_AGE.total_seconds()))
+        except BadSignature:
+            return None
+        return text if isinstance(text, str) else None
+
+    def clear_notice(self, response: Response) -> None:
+        response.delete_cookie(
+            NOTICE_COOKIE, path="/", httponly=True, samesite="lax", secure=self.secure
+        )
 
     def issue(self, response: Response, user: UserRow) -> tuple[str, str]:
         session_id, csrf = secrets.token_urlsafe(16), secrets.token_urlsafe(24)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -184,8 +183,9 @@ async def connect_callback(
     )
     if "text/html" in request.headers.get("accept", ""):
         verb = "connected" if connection.created else "reconnected"
-        notice = urlencode({"notice": f"eBay account {connection.ebay_username} {verb}."})
-        return RedirectResponse(f"/?{notice}", status_code=303)
+        back = RedirectResponse("/", status_code=303)
+        request.app.state.sessions.notice(back, f"eBay account {connection.ebay_username} {verb}.")
+        return back
     return body
 
 

@@ -38,6 +38,7 @@ from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
+    NOTICE_COOKIE,
     Admin,
     SignedIn,
     current_session,
@@ -105,14 +106,21 @@ async def _me(request: Request, cookie: str | None) -> Me | None:
 
 
 def _page(request: Request, name: str, me: Me | None, **context: Any) -> HTMLResponse:
-    notice = request.query_params.get("notice")
-    return templates.TemplateResponse(
+    # The banner shows only what this server said, once: a signed cookie, never the URL's text.
+    sessions = request.app.state.sessions
+    notice = sessions.read_notice(request.cookies.get(NOTICE_COOKIE))
+    page = templates.TemplateResponse(
         request, name, {"me": me, "notice": notice, "page": name.removesuffix(".html"), **context}
     )
+    if notice is not None:
+        sessions.clear_notice(page)
+    return page
 
 
-def _back(path: str, notice: str) -> RedirectResponse:
-    return RedirectResponse(f"{path}?{urlencode({'notice': notice})}", status_code=303)
+def _back(request: Request, path: str, notice: str) -> RedirectResponse:
+    response = RedirectResponse(path, status_code=303)
+    request.app.state.sessions.notice(response, notice)
+    return response
 
 
 Cookie = Annotated[str | None, Depends(session_cookie)]
@@ -222,12 +230,16 @@ async def _owned(runtime: Runtime, organization_id: int, account_id: int) -> Acc
     return account
 
 
-def _refused(account: AccountToken, exc: NeedsReconnect | RateLimited) -> Response:
+def _refused(
+    request: Request, account: AccountToken, exc: NeedsReconnect | RateLimited
+) -> Response:
     if isinstance(exc, RateLimited):
         return _back(
-            "/", f"{account.label}: {exc.message}; try again in {exc.retry_after_seconds} s"
+            request,
+            "/",
+            f"{account.label}: {exc.message}; try again in {exc.retry_after_seconds} s",
         )
-    return _back("/", exc.message)
+    return _back(request, "/", exc.message)
 
 
 Force = Annotated[bool, Form()]
@@ -244,8 +256,8 @@ async def refresh(
             account, Trigger.ADMIN, actor=principal.actor, force=force
         )
     except (NeedsReconnect, RateLimited) as exc:
-        return _refused(account, exc)
-    return _back("/", f"{account.label}: {result.outcome.value} — {result.meaning}")
+        return _refused(request, account, exc)
+    return _back(request, "/", f"{account.label}: {result.outcome.value} — {result.meaning}")
 
 
 @router.post("/ui/accounts/{account_id}/debug")
@@ -257,7 +269,7 @@ async def debug(
     try:
         result = await runtime.manual.refresh(account, Trigger.DEBUG, actor=principal.actor)
     except (NeedsReconnect, RateLimited) as exc:
-        return _refused(account, exc)
+        return _refused(request, account, exc)
     exchange = views.exchange_dict(await runtime.refresher.exchange_of(result))
     lines = (
         "\n".join(
@@ -298,7 +310,7 @@ async def disconnect(request: Request, account_id: AccountId, principal: Admin) 
     account = await _owned(runtime, principal.organization_id, account_id)
     done = await runtime.connector.disconnect(account, actor=principal.actor)
     revoked = "revoked at eBay" if done.revoked_at_ebay else "not revoked at eBay"
-    return _back("/", f"{account.label} disconnected ({revoked})")
+    return _back(request, "/", f"{account.label} disconnected ({revoked})")
 
 
 # Terminal -----------------------------------------------------------------------------------
@@ -387,7 +399,7 @@ def activity_svg(points: list[tuple[datetime, str]], now: datetime) -> str:
     width, half, bar = 24 * 20, 60, 14
     parts = [
         f'<svg role="img" aria-label="refreshes per hour" viewBox="0 0 {width} {2 * half + 20}"'
-        f' width="100%" style="max-width:{width}px">',
+        f' width="100%" class="chart">',
         f'<line x1="0" x2="{width}" y1="{half}" y2="{half}" stroke="#999"/>',
     ]
     for slot in range(24):
@@ -476,6 +488,7 @@ async def run_once(request: Request, principal: Admin) -> Response:
     report = await runtime_of(request).worker().run_once()
     c = report.counts
     return _back(
+        request,
         "/workers",
         f"cycle {report.status.value}: claimed {c.claimed}, refreshed {c.refreshed}, "
         f"failed {c.failed}",
@@ -557,9 +570,9 @@ async def webhook_test(request: Request, endpoint_id: WebhookId, principal: Admi
     endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
     row = await runtime.webhooks.send_test(endpoint, principal.actor)
     if row is None:
-        return _back("/webhooks", "the test event could not be written")
+        return _back(request, "/webhooks", "the test event could not be written")
     answer = f"HTTP {row.last_status_code}" if row.last_status_code else (row.last_error or "")
-    return _back("/webhooks", f"test event to #{endpoint_id}: {row.status} ({answer})")
+    return _back(request, "/webhooks", f"test event to #{endpoint_id}: {row.status} ({answer})")
 
 
 @router.post("/ui/webhooks/{endpoint_id}/delete")
@@ -567,4 +580,4 @@ async def webhook_delete(request: Request, endpoint_id: WebhookId, principal: Ad
     runtime = runtime_of(request)
     endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
     await runtime.webhooks.remove(principal.organization_id, endpoint.id)
-    return _back("/webhooks", f"webhook #{endpoint_id} removed")
+    return _back(request, "/webhooks", f"webhook #{endpoint_id} removed")
