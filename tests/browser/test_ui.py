@@ -495,7 +495,9 @@ def test_viewer_sees_no_buttons_and_a_forged_post_is_refused(ui: Ui, admin: Page
     page.goto("/workers")
     remember(page)
     expect(page.get_by_role("heading", name="Workers", exact=True)).to_be_visible()
-    expect(page.locator("section.card")).not_to_have_count(0)
+    # Workers (host, pid) and the shared quota are the instance operator's to see.
+    expect(page.locator("section.card")).to_have_count(0)
+    expect(page.locator("p.instance-only")).to_be_visible()
     expect(page.get_by_role("button", name="Run one cycle")).to_have_count(0)
 
     forge = """async (path) => {

@@ -460,3 +460,48 @@ def test_cookies_are_secure_unless_everything_is_loopback(
         _env_file=None, public_url=public_url, host=host, key_file=tmp_path / "k.json"
     )
     assert app_module.secure_cookies(conf) is secure
+
+
+# Operator and organization ------------------------------------------------------------------
+
+
+async def test_instance_wide_figures_are_for_the_instance_operator(site: Site) -> None:
+    await site.runtime.users.create(site.org_a, "ops@trusta.test", Role.OPERATOR, PASSWORD)
+    await site.runtime.worker().run_once()  # a heartbeat: host, pid, version
+    async with site.session("admin@trusta.test") as admin:
+        for method, path in (
+            ("GET", "/api/admin/workers"),
+            ("POST", "/api/admin/workers/token-refresh/run-once"),
+        ):
+            refused = await admin.request(method, path)
+            assert refused.status_code == 403, path
+            assert "operator" in refused.json()["error"]["message"]
+        page = await admin.get("/workers")
+        assert page.status_code == 200
+        beat = (await site.runtime.heartbeats.all())[0]
+        assert f"pid {beat.pid}" not in page.text and "Run one cycle" not in page.text
+        assert "refresh_token" not in page.text  # the shared quota table
+    async with site.session("ops@trusta.test") as ops:
+        figures = await ops.get("/api/admin/workers")
+        assert figures.status_code == 200
+        assert [w["pid"] for w in figures.json()["workers"]] == [beat.pid]
+        assert "refresh_token" in figures.json()["quota"]
+        page = await ops.get("/workers")
+        assert f"pid {beat.pid}" in page.text and "Run one cycle" in page.text
+        ran = await ops.post("/api/admin/workers/token-refresh/run-once")
+        assert ran.status_code == 200, ran.text
+        # An operator is also an admin of their own organization, and of no other.
+        assert (await ops.get("/api/admin/ebay/accounts")).status_code == 200
+
+
+def test_cli_creates_an_operator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    in_thread(migrate.upgrade, url)
+    monkeypatch.setenv("EBAY_CONNECTOR_DATABASE_URL", url)
+    monkeypatch.setenv("EBAY_CONNECTOR_KEY_FILE", str(tmp_path / "keyring.json"))
+    assert in_thread(cli.main, ["orgs", "create", "Ops"]) == 0
+    create = ["users", "create", "--org", "Ops", "--email", "o@ops.test", "--role", "operator"]
+    assert in_thread(cli.main, [*create, "--password", PASSWORD]) == 0
+    assert "(operator) created" in capsys.readouterr().out

@@ -227,8 +227,17 @@ async def signed_in(
 
 async def admin(principal: Annotated[Principal, Depends(signed_in)]) -> Principal:
     """A signed-in admin: connect, refresh, debug, disconnect, manage keys."""
-    if principal.role is not Role.ADMIN:
+    if principal.role is None or not principal.role.manages:
         raise Forbidden("this needs the admin role")
+    return principal
+
+
+async def operator(principal: Annotated[Principal, Depends(signed_in)]) -> Principal:
+    """The instance operator: workers, the shared quota, running a cycle for every organization."""
+    if principal.role is None or not principal.role.sees_instance:
+        raise Forbidden(
+            "instance-wide figures are for the instance operator (users create --role operator)"
+        )
     return principal
 
 
@@ -253,5 +262,6 @@ async def token_reader(principal: Annotated[Principal, Depends(program)]) -> Pri
 
 SignedIn = Annotated[Principal, Depends(signed_in)]
 Admin = Annotated[Principal, Depends(admin)]
+Operator = Annotated[Principal, Depends(operator)]
 Program = Annotated[Principal, Depends(program)]
 TokenReader = Annotated[Principal, Depends(token_reader)]

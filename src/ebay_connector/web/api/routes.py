@@ -23,6 +23,7 @@ from ebay_connector.web import views
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
     Admin,
+    Operator,
     Principal,
     Program,
     SignedIn,
@@ -325,11 +326,12 @@ async def terminal_logs(
 @router.get(
     "/api/admin/workers",
     response_model=schemas.Workers,
-    responses=responses(401),
+    responses=responses(401, 403),
     tags=["admin"],
 )
-async def workers(principal: SignedIn, runtime: RuntimeDep) -> Any:
-    """Worker heartbeats (with `stale`), code versions, cycle counts and today's eBay quota."""
+async def workers(principal: Operator, runtime: RuntimeDep) -> Any:
+    """Worker heartbeats (with `stale`), code versions, cycle counts and today's eBay quota:
+    the deployment's, so for the instance operator only (403 for an organization's users)."""
     now = runtime.clock()
     beats = await runtime.heartbeats.all()
     usage = await runtime.journal.quota_usage(now - quota.WINDOW)
@@ -365,8 +367,9 @@ async def workers(principal: SignedIn, runtime: RuntimeDep) -> Any:
     responses=responses(401, 403),
     tags=["admin"],
 )
-async def run_once(principal: Admin, runtime: RuntimeDep) -> Any:
-    """Run one worker cycle now, in this process, and return its counts."""
+async def run_once(principal: Operator, runtime: RuntimeDep) -> Any:
+    """Run one worker cycle now, in this process, and return its counts (every organization's
+    due accounts: the instance operator only)."""
     report = await runtime.worker().run_once()
     return {"status": report.status.value, "counts": asdict(report.counts), "error": report.error}
 

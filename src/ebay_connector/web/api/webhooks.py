@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from ebay_connector.core.roles import Role
 from ebay_connector.db.store import MAX_ID
 from ebay_connector.errors import Forbidden, WebhookNotFound
 from ebay_connector.service import webhooks
@@ -46,7 +45,9 @@ async def manager(
             raise Forbidden("API keys may read webhooks; changing them needs an admin")
         return key_holder
     principal = await signed_in(request, cookie)
-    if request.method not in SAFE_METHODS and principal.role is not Role.ADMIN:
+    if request.method not in SAFE_METHODS and (
+        principal.role is None or not principal.role.manages
+    ):
         raise Forbidden("this needs the admin role")
     return principal
 

@@ -22,7 +22,6 @@ from fastapi.templating import Jinja2Templates
 from ebay_connector.core import quota
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
-from ebay_connector.core.roles import Role
 from ebay_connector.db.journal import ExchangeRow
 from ebay_connector.db.store import MAX_ID, AccountToken
 from ebay_connector.errors import (
@@ -40,6 +39,7 @@ from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
     NOTICE_COOKIE,
     Admin,
+    Operator,
     SignedIn,
     current_session,
     refuse_cross_site,
@@ -74,6 +74,7 @@ class Me:
     email: str
     role: str
     admin: bool
+    operator: bool
     csrf: str
     organization: str
     organization_id: int
@@ -98,7 +99,8 @@ async def _me(request: Request, cookie: str | None) -> Me | None:
         user.id,
         user.email,
         user.role.value,
-        user.role is Role.ADMIN,
+        user.role.manages,
+        user.role.sees_instance,
         session.csrf,
         organization or "?",
         user.organization_id,
@@ -424,7 +426,9 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
         return RedirectResponse("/login", status_code=303)
     runtime = runtime_of(request)
     now = runtime.clock()
-    beats = await runtime.heartbeats.all()
+    # Workers and the shared quota are the deployment's: its operator's to see, not every
+    # organization's (host names, pids, the other organizations' spending).
+    beats = await runtime.heartbeats.all() if me.operator else []
     versions = sorted({b.version for b in beats})
     cards = []
     for b in beats:
@@ -454,6 +458,7 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
     table = [
         {"grant": g, "used": usage.used.get(g, 0), "limit": limit, "remaining": usage.remaining(g)}
         for g, limit in usage.config.limits.items()
+        if me.operator
     ]
     points = await runtime.journal.refresh_outcomes_since(
         me.organization_id, now - timedelta(hours=24)
@@ -484,7 +489,7 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
 
 
 @router.post("/ui/workers/run-once")
-async def run_once(request: Request, principal: Admin) -> Response:
+async def run_once(request: Request, principal: Operator) -> Response:
     report = await runtime_of(request).worker().run_once()
     c = report.counts
     return _back(
