@@ -50,7 +50,7 @@ def orgs_create(name: Annotated[str, typer.Argument(help="Organization name.")])
 def users_create(
     org: OrgOpt,
     email: Annotated[str, typer.Option("--email", help="E-mail address (the sign-in name).")],
-    role: Annotated[Role, typer.Option("--role", help="admin or viewer.")],
+    role: Annotated[Role, typer.Option("--role", help="admin, viewer or operator.")],
     password: Annotated[
         str | None, typer.Option("--password", help="Prompted for when not given.")
     ] = None,
