@@ -124,7 +124,7 @@ class _CheckingBackend(httpcore.AsyncNetworkBackend):
 
 class _CheckingTransport(httpx.AsyncHTTPTransport):
     def __init__(self, policy: DestinationPolicy) -> None:
-        super().__init__(trust_env=False)
+        # httpx's own __init__ would only build a pool (and a TLS context) to be replaced here.
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
             max_connections=LIMITS.max_connections,

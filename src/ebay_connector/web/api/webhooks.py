@@ -59,7 +59,8 @@ EndpointId = Annotated[
 
 
 class EndpointIn(Strict):
-    url: Annotated[str, schemas.OneLine] = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
+    # Its characters are checked with the rest of the URL: invalid_webhook_url, as in the CLI.
+    url: str = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
     description: Annotated[str, schemas.OneLine] = Field(
         default="", max_length=webhooks.MAX_DESCRIPTION_CHARS
     )
