@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import swagger_ui_bundle  # type: ignore[import-untyped]
+import swagger_ui  # type: ignore[import-untyped]
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +31,7 @@ from ebay_connector.web.api.schemas import Health, Readiness
 from ebay_connector.web.ui import routes as ui
 
 EMULATOR_MOUNT = "/emulator"
+SWAGGER_UI_FILES = Path(swagger_ui.__file__).parent / "static"  # Swagger UI 5, OpenAPI 3.1
 DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ebay-connector API</title>
 <link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
@@ -128,7 +130,7 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
     async def docs() -> HTMLResponse:
         return HTMLResponse(DOCS_PAGE)
 
-    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path))
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_FILES))
     app.include_router(router)
     app.include_router(webhooks_api.router)
     app.include_router(notifications_api.router)
