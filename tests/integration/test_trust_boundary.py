@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from ebay_connector import cli, serve
 from ebay_connector import settings as settings_module
@@ -29,8 +30,10 @@ from ebay_connector.core.roles import Role
 from ebay_connector.db import migrate
 from ebay_connector.db import models as m
 from ebay_connector.emulator import Emulator
+from ebay_connector.errors import StoreError
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import app as app_module
+from ebay_connector.web.api import errors as api_errors
 from ebay_connector.web.app import create_app
 from tests.conftest import in_thread
 from tests.helpers import QuietServer, connect_seller, serve_asgi
@@ -505,3 +508,22 @@ def test_cli_creates_an_operator(
     create = ["users", "create", "--org", "Ops", "--email", "o@ops.test", "--role", "operator"]
     assert in_thread(cli.main, [*create, "--password", PASSWORD]) == 0
     assert "(operator) created" in capsys.readouterr().out
+
+
+async def test_a_database_error_answers_an_error_id_never_the_drivers_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = FastAPI()
+    api_errors.install(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise StoreError('database error: invalid byte sequence for encoding "UTF8": 0x00')
+
+    async with serve_asgi(app) as base, httpx.AsyncClient(base_url=base) as client:
+        answer = await client.get("/boom")
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert "UTF8" not in answer.text and "0x00" not in answer.text
+    assert error["code"] == "store_error" and error["error_id"] in error["message"]
+    assert error["error_id"] in caplog.text and "UTF8" in caplog.text  # the log keeps it

@@ -26,12 +26,12 @@ from ebay_connector.db.journal import ExchangeRow
 from ebay_connector.db.store import MAX_ID, AccountToken
 from ebay_connector.errors import (
     AccountNotFound,
-    ConnectorError,
     Forbidden,
     NeedsReconnect,
     RateLimited,
     TooManyAttempts,
     Unauthorized,
+    UsageError,
 )
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
@@ -558,7 +558,7 @@ async def webhook_add(
         row, secret = await runtime_of(request).webhooks.create(
             principal.organization_id, url, description
         )
-    except ConnectorError as exc:
+    except UsageError as exc:  # the URL or the description; a database error is not shown
         page = await _webhooks_page(request, me, error=exc.message)
         page.status_code = 422
         return page
