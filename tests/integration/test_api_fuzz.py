@@ -644,7 +644,7 @@ def _sign_in_again(walk: Walk, name: str) -> Caller:
         timeout=REQUEST_TIMEOUT_S,
     )
     assert answer.status_code == 200, answer.text
-    cookie = answer.cookies[SESSION_COOKIE]
+    cookie = str(answer.cookies[SESSION_COOKIE])
     walk.session.cookies.clear()
     headers = {CSRF_HEADER: answer.json()["csrf_token"]}
     return Caller(name, headers=headers, cookies={SESSION_COOKIE: cookie})
