@@ -186,8 +186,8 @@ async def connect_accounts(base_url: str, password: str, count: int) -> list[int
         session.headers["X-CSRF-Token"] = login.json()["csrf_token"]
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, trust_env=False) as browser:
             for i in range(count):
-                start = await session.get("/api/ebay/connect", follow_redirects=False)
-                if start.status_code != 302:
+                start = await session.post("/api/ebay/connect", follow_redirects=False)
+                if start.status_code != 303:
                     raise h.BenchError(f"/connect: {start.status_code} {start.text[:200]}")
                 consent = urlsplit(start.headers["location"])
                 query = {k: v[0] for k, v in parse_qs(consent.query).items()}

@@ -25,9 +25,11 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   ├── Unauthorized                unauthorized         (no or bad credentials)
     │   ├── Forbidden                   forbidden / csrf_failed
     │   ├── InvalidState                invalid_state        (OAuth state forged, replayed, expired)
-    │   └── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
+    │   ├── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
+    │   └── RateLimited                 rate_limited         (manual refreshes; retry_after)
     ├── UsageError                      usage_error
     │   ├── InvalidWebhookUrl           invalid_webhook_url
+    │   │   └── DestinationRefused      destination_refused  (an address webhooks may not reach)
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed
     │   ├── EndUserMismatch             end_user_mismatch    (a reconnect for another end user)
     │   └── InvalidProxyPath            invalid_proxy_path
@@ -212,6 +214,12 @@ class ProxyFailed(ConnectorError):
     code = "ebay_unreachable"
 
 
+class DestinationRefused(InvalidWebhookUrl):
+    """The URL's host is (or resolves to) an address of the server's own networks."""
+
+    code = "destination_refused"
+
+
 class AccessError(ConnectorError):
     code = "access_denied"
 
@@ -232,6 +240,20 @@ class TooManyAttempts(AccessError):
     """Sign-in refused without checking the password: too many attempts for this e-mail/client."""
 
     code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after: timedelta) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after.total_seconds()))
+
+
+class RateLimited(AccessError):
+    """Refused before any eBay call: this organization or account used its allowance."""
+
+    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: timedelta) -> None:
         super().__init__(message)

@@ -17,6 +17,7 @@ from datetime import timedelta
 import aiohttp
 import httpx
 
+from ebay_connector.core.allowance import Allowance
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.db import login_throttle
@@ -42,6 +43,7 @@ from ebay_connector.service import doctor, retention, webhooks
 from ebay_connector.service.chores import Chore
 from ebay_connector.service.connect import Connector
 from ebay_connector.service.connect_sessions import ConnectSessions
+from ebay_connector.service.manual import ManualRefreshes
 from ebay_connector.service.metrics import Metrics
 from ebay_connector.service.proxy import Proxy
 from ebay_connector.service.refresh import RefreshConfig, Refresher
@@ -109,6 +111,7 @@ class Runtime(Records):
     client: EbayClient
     pacer: Pacer
     refresher: Refresher
+    manual: ManualRefreshes
     connector: Connector
     users: Users
     api_keys: ApiKeys
@@ -222,6 +225,7 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         clock=clock,
         on_outcome=metrics.webhook_delivery,
     )
+    manual_window = timedelta(seconds=settings.manual_refresh_window_seconds)
     app_tokens = AppTokens(
         db=db,
         client=client,
@@ -260,6 +264,12 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         client=client,
         pacer=pacer,
         refresher=refresher,
+        manual=ManualRefreshes(
+            refresher,
+            per_account=Allowance(settings.manual_refreshes_per_account, manual_window),
+            per_organization=Allowance(settings.manual_refreshes_per_organization, manual_window),
+            clock=clock,
+        ),
         connector=connector,
         users=Users(db),
         api_keys=ApiKeys(db),

@@ -12,8 +12,10 @@ import signal
 from collections.abc import Callable, Iterator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from ebay_connector import demo
+from ebay_connector.core import deletion, destination
 from ebay_connector.db import migrate
 from ebay_connector.db.database import describe as describe_database
 from ebay_connector.emulator import Emulator
@@ -22,6 +24,7 @@ from ebay_connector.errors import ConfigError
 from ebay_connector.runtime import Runtime, open_runtime
 from ebay_connector.settings import EbayEnvironment, Settings
 from ebay_connector.version import code_version
+from ebay_connector.web import protocol
 from ebay_connector.web.app import create_app
 
 STARTUP_TIMEOUT_S = 30.0
@@ -44,7 +47,41 @@ def build_emulator(settings: Settings) -> Emulator:
         ru_name=settings.app_ru_name,
         accept_url=settings.callback_url,
     )
+    # This server's own route, never the public URL registered at eBay: the emulator stays local.
+    emulator.register_notification_endpoint(settings.public_url.rstrip("/") + deletion.PATH)
     return emulator
+
+
+def check_bind(settings: Settings) -> None:
+    """The emulator environment serves the emulator's control API (faults, revokes, a sender):
+    it must never face a network."""
+    if settings.ebay_environment is EbayEnvironment.EMULATOR and not destination.is_loopback_host(
+        settings.host
+    ):
+        raise ConfigError(
+            f"EBAY_CONNECTOR_HOST: {settings.host} is not loopback, and the emulator environment "
+            "serves the emulator's control API to whoever can connect; bind 127.0.0.1, or set "
+            "EBAY_CONNECTOR_EBAY_ENVIRONMENT=sandbox or production"
+        )
+
+
+def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """The product's own HTTP server settings (tests serve through these too)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="off",
+        # uvicorn's own lines go through our handler (text or json); no access log: the API's
+        # events and /metrics cover requests without logging every URL.
+        log_config=None,
+        access_log=False,
+        # Header size and header time limits (web/protocol.py); idle keep-alive closed after 5 s.
+        http=protocol.GuardedHttpToolsProtocol,
+        timeout_keep_alive=int(protocol.KEEP_ALIVE_TIMEOUT.total_seconds()),
+        h11_max_incomplete_event_size=protocol.MAX_HEADER_BYTES,
+    )
 
 
 async def run(
@@ -54,6 +91,7 @@ async def run(
     with_worker: bool,
     say: Callable[[str], None],
 ) -> None:
+    check_bind(settings)
     await migrate.upgrade_async(settings.database_url)
     emulator = None
     if settings.ebay_environment is EbayEnvironment.EMULATOR:
@@ -66,19 +104,7 @@ async def run(
         created = " (generated now, mode 0600)" if runtime.keys.created else ""
         say(f"token key ring: {runtime.keys.description}{created}")
         app = create_app(runtime, emulator_app=create_emulator_app(emulator) if emulator else None)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                lifespan="off",
-                # uvicorn's own lines go through our handler (text or json); no access log:
-                # the API's events and /metrics cover requests without logging every URL.
-                log_config=None,
-                access_log=False,
-            )
-        )
+        server = _Server(server_config(app, settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

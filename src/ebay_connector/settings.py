@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ebay_connector.core import destination
 from ebay_connector.core.policy import PolicyConfig, RefreshPolicy
 from ebay_connector.core.quota import QuotaConfig
 from ebay_connector.errors import ConfigError
@@ -135,6 +136,12 @@ class Settings(BaseSettings):
     daily_client_credentials_limit: int = Field(default=1_000, ge=1)
     quota_reserve_share: float = Field(default=0.2, ge=0, le=1)
 
+    # Manual refreshes (admin and debug) per window, per organization and per account: each is
+    # an eBay call from the application's shared daily quota. 0: no limit.
+    manual_refresh_window_seconds: int = Field(default=60, ge=1, le=86400)
+    manual_refreshes_per_organization: int = Field(default=30, ge=0, le=100_000)
+    manual_refreshes_per_account: int = Field(default=4, ge=0, le=10_000)
+
     database_pool_size: int = Field(default=20, ge=1, le=500)
 
     host: str = "127.0.0.1"
@@ -148,6 +155,9 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_concurrency: int = Field(default=8, ge=1, le=128)
+    # Networks webhooks may reach although they are loopback, private or link-local (CIDRs,
+    # comma-separated), e.g. 127.0.0.0/8 for a receiver on this host. Empty: public only.
+    webhook_allowed_networks: str = ""
 
     # -- application token and account deletions --
     # eBay Marketplace Account Deletion: the verification token and the exact endpoint URL
@@ -205,16 +215,10 @@ class Settings(BaseSettings):
     # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
     trusted_proxies: str = ""
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "webhook_allowed_networks")
     @classmethod
-    def _proxy_networks(cls, value: str) -> str:
-        import ipaddress
-
-        for part in value.replace(",", " ").split():
-            try:
-                ipaddress.ip_network(part, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{part!r} is not an IP address or network") from exc
+    def _networks(cls, value: str) -> str:
+        destination.parse_networks(value)  # raises ValueError naming the bad part
         return value
 
     @field_validator("database_url")

@@ -266,8 +266,8 @@ async def admin_session(base_url: str) -> httpx.AsyncClient:
 
 async def consent(session: httpx.AsyncClient, username: str) -> dict[str, str]:
     """/connect → eBay's consent page (agree); returns the callback's query (code, state)."""
-    start = await session.get("/api/ebay/connect", follow_redirects=False)
-    assert start.status_code == 302, start.text
+    start = await session.post("/api/ebay/connect", follow_redirects=False)
+    assert start.status_code == 303, start.text
     page = urlsplit(start.headers["location"])
     query = {k: v[0] for k, v in parse_qs(page.query).items()}
     async with httpx.AsyncClient(timeout=30.0) as browser:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from ebay_connector.core import deletion
 from ebay_connector.db import models as m
+from ebay_connector.ebay import public_keys
 from ebay_connector.emulator import Emulator
 from ebay_connector.runtime import Runtime
 from ebay_connector.web.app import create_app
@@ -90,7 +91,22 @@ async def setup(
     ):
         org_a = await rt.store.create_organization("Shop A")
         org_b = await rt.store.create_organization("Shop B")
+        emu.register_notification_endpoint(api_url + deletion.PATH)
         yield Setup(rt, emu, base_url, api_url, org_a, org_b)
+
+
+async def test_the_emulator_notifies_only_the_registered_endpoint(setup: Setup) -> None:
+    """Its sender is no open proxy: another URL (here the emulator's own control API) is refused
+    without a request being made."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for endpoint in (setup.emulator_url + "/_emulator/health", "http://169.254.169.254/"):
+            answer = await client.post(
+                setup.emulator_url + "/_emulator/notifications/account-deletion",
+                json={"endpoint": endpoint, "user_id": "someone"},
+            )
+            assert answer.status_code == 400, answer.text
+            assert "registered account-deletion endpoint" in answer.json()["detail"]
+    assert (await setup.emulator_state())["sent"] == []
 
 
 async def test_challenge_answers_eBays_sha256_of_code_token_and_registered_endpoint(
@@ -222,3 +238,27 @@ async def test_garbage_posts_are_4xx_never_500(setup: Setup) -> None:
         ]
     assert [c.status_code for c in cases] == [412, 412, 412]
     assert await setup.deletions() == []
+
+
+async def test_unknown_key_ids_cannot_amplify_into_ebay_calls(setup: Setup) -> None:
+    """Each post with a new kid used to be an outbound getPublicKey call and a journal row, and
+    enough of them flushed the known key. Now fetches are bounded and the rest refused."""
+    await setup.connect(setup.org_a, "seller_one")
+    await setup.connect(setup.org_a, "seller_two")
+    first = await setup.send(username="seller_one")
+    assert first["status"] == 204, first
+    fetched = (await setup.emulator_state())["public_key_fetches"]
+    answers = [await setup.send(username="seller_one", signature="unknown_kid") for _ in range(80)]
+    assert {a["status"] for a in answers} == {412}
+    extra = (await setup.emulator_state())["public_key_fetches"] - fetched
+    assert extra <= public_keys.FETCHES_PER_WINDOW, extra
+    async with setup.runtime.db.read() as conn:
+        rows = (
+            await conn.execute(sa.select(sa.func.count()).select_from(m.EbayExchange))
+        ).scalar_one()
+    assert rows <= 2 + 2 + 1 + public_keys.FETCHES_PER_WINDOW  # connects, token, key, bounded
+    # The known key was never flushed: a genuine notification needs no new fetch.
+    before = (await setup.emulator_state())["public_key_fetches"]
+    genuine = await setup.send(username="seller_two")
+    assert genuine["status"] == 204, genuine
+    assert (await setup.emulator_state())["public_key_fetches"] == before

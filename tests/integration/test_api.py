@@ -84,8 +84,8 @@ async def connect(
     api: Api, session: httpx.AsyncClient, username: str, **params: Any
 ) -> dict[str, Any]:
     """The whole browser flow: our /connect → eBay consent (agree) → our /callback."""
-    start = await session.get("/api/ebay/connect", params=params, follow_redirects=False)
-    assert start.status_code == 302, start.text
+    start = await session.post("/api/ebay/connect", params=params, follow_redirects=False)
+    assert start.status_code == 303, start.text
     consent = urlsplit(start.headers["location"])
     query = {k: v[0] for k, v in parse_qs(consent.query).items()}
     async with httpx.AsyncClient() as browser:
@@ -163,25 +163,25 @@ async def test_forged_replayed_foreign_and_declined_states_change_nothing(
         )
         assert forged.json()["error"]["code"] == "invalid_state"
         # A fresh, valid state but a code that was already exchanged: eBay refuses it.
-        start = await admin.get("/api/ebay/connect", follow_redirects=False)
+        start = await admin.post("/api/ebay/connect", follow_redirects=False)
         fresh = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
         reused = await admin.get("/api/ebay/callback", params={"code": code, "state": fresh})
         assert reused.status_code == 400
         assert reused.json()["error"]["code"] == "invalid_grant"
         # A state started in one session cannot be completed in another.
-        start = await admin.get("/api/ebay/connect", follow_redirects=False)
+        start = await admin.post("/api/ebay/connect", follow_redirects=False)
         foreign = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
         stolen = await other.get("/api/ebay/callback", params={"code": code, "state": foreign})
         assert stolen.json()["error"]["code"] == "invalid_state"
         # Declined consent.
-        start = await admin.get("/api/ebay/connect", follow_redirects=False)
+        start = await admin.post("/api/ebay/connect", follow_redirects=False)
         declined_state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
         declined = await admin.get(
             "/api/ebay/callback", params={"error": "access_denied", "state": declined_state}
         )
         assert declined.json()["error"]["code"] == "consent_declined"
         # An expired state (10 minutes).
-        start = await admin.get("/api/ebay/connect", follow_redirects=False)
+        start = await admin.post("/api/ebay/connect", follow_redirects=False)
         old_state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
         clock.advance(minutes=11)
         expired = await admin.get("/api/ebay/callback", params={"code": code, "state": old_state})
@@ -193,7 +193,7 @@ async def test_an_expired_code_is_refused_and_nothing_is_written(
     api: Api, clock: FakeClock
 ) -> None:
     async with api.session(api.a.admin) as admin:
-        start = await admin.get("/api/ebay/connect", follow_redirects=False)
+        start = await admin.post("/api/ebay/connect", follow_redirects=False)
         consent = urlsplit(start.headers["location"])
         query = {k: v[0] for k, v in parse_qs(consent.query).items()}
         async with httpx.AsyncClient() as browser:
@@ -220,7 +220,7 @@ async def test_roles_csrf_and_anonymous_callers(api: Api) -> None:
         assert (await viewer.get("/api/admin/ebay/accounts")).status_code == 200
         for path in ("/api/admin/ebay/token/refresh", "/api/admin/ebay/token/refresh-debug"):
             assert (await viewer.post(path, json=body)).status_code == 403
-        assert (await viewer.get("/api/ebay/connect", follow_redirects=False)).status_code == 403
+        assert (await viewer.post("/api/ebay/connect", follow_redirects=False)).status_code == 403
         assert (await anonymous.get("/api/admin/ebay/accounts")).status_code == 401
         assert (await anonymous.get("/api/v1/accounts")).status_code == 401
     async with api.session(api.a.admin) as admin:
@@ -270,7 +270,7 @@ async def test_every_route_hides_other_organizations_data(api: Api) -> None:
             "/api/admin/ebay/tokens/terminal-logs", params={"account": b_account}
         )
         assert filtered.status_code == 404
-        reconnect = await admin_a.get(
+        reconnect = await admin_a.post(
             "/api/ebay/connect", params={"account": b_account}, follow_redirects=False
         )
         assert reconnect.status_code == 404
@@ -401,8 +401,11 @@ async def test_token_api_refuses_past_the_daily_limit_without_calling_ebay(
             frees = first_at + timedelta(hours=24, seconds=1) - clock()
             assert int(refused.headers["retry-after"]) == int(frees.total_seconds())
             assert emu.calls.count(grant_type="refresh_token") == calls
-            # The Workers page says why: two calls in minutes are a pace past the limit.
-            login = {"email": org.admin, "password": PASSWORD}
+            # The Workers page says why (to the deployment's operator, who owns the shared
+            # quota): two calls in minutes are a pace past the limit.
+            operator = "operator@limited.test"
+            await runtime.users.create(org.id, operator, Role.OPERATOR, PASSWORD)
+            login = {"email": operator, "password": PASSWORD}
             assert (await program.post("/api/auth/login", json=login)).status_code == 200
             page = await program.get("/workers")
             assert page.status_code == 200

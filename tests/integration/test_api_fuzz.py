@@ -101,6 +101,7 @@ CHECKS = [
 ]
 # Disconnect deletes accounts: fuzz it after everything that wants them to exist.
 LAST_METHODS = ("DELETE",)
+SIGN_OUT = "POST /api/auth/logout"
 # Edge values (see the module docstring).
 BEYOND_INT64 = (2**63, -(2**63) - 1)
 EDGE_DATETIMES = (
@@ -213,8 +214,8 @@ async def _connect(base: str, admin: Caller, username: str) -> int:
         cookies=admin.cookies,
         trust_env=False,
     ) as session:
-        start = await session.get("/api/ebay/connect", follow_redirects=False)
-        assert start.status_code == 302, start.text
+        start = await session.post("/api/ebay/connect", follow_redirects=False)
+        assert start.status_code == 303, start.text
         consent = urlsplit(start.headers["location"])
         query = {k: v[0] for k, v in parse_qs(consent.query).items()}
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, trust_env=False) as browser:
@@ -405,7 +406,8 @@ def _fuzz(
             pytest.fail(f"schemathesis cannot use an operation: {result.err()}", pytrace=False)
         if not result.ok().path.startswith(EMULATOR_MOUNT):
             operations.append(result.ok())
-    operations.sort(key=lambda op: op.method.upper() in LAST_METHODS)
+    # Signing out ends every session of the caller's user (docs/security.md): fuzzed last.
+    operations.sort(key=lambda op: (op.label == SIGN_OUT, op.method.upper() in LAST_METHODS))
     report = FuzzReport(caller.name, [op.label for op in operations])
     with requests.Session() as session:
         session.trust_env = False  # loopback only: no proxy from the environment
@@ -420,7 +422,7 @@ REACHED = {
     "admin": [
         ("GET /api/admin/ebay/accounts", 200),
         ("POST /api/admin/ebay/token/refresh", 200),
-        ("GET /api/ebay/connect", 302),
+        ("POST /api/ebay/connect", 303),
         ("DELETE /api/admin/ebay/accounts/{account_id}", 200),
     ],
     "program": [
@@ -514,7 +516,7 @@ def _sync_connect(walk: Walk, username: str, account: int | None = None) -> requ
     """The browser flow with blocking requests (the walk runs in a worker thread)."""
     admin = walk.callers["admin"]
     params = {} if account is None else {"account": account}
-    start = walk.session.get(
+    start = walk.session.post(
         walk.base + "/api/ebay/connect",
         params=params,
         headers=admin.headers,
@@ -522,7 +524,7 @@ def _sync_connect(walk: Walk, username: str, account: int | None = None) -> requ
         allow_redirects=False,
         timeout=REQUEST_TIMEOUT_S,
     )
-    assert start.status_code == 302, start.text
+    assert start.status_code == 303, start.text
     consent = urlsplit(start.headers["location"])
     query = {k: v[0] for k, v in parse_qs(consent.query).items()}
     agreed = walk.session.post(
@@ -635,6 +637,19 @@ def _call(walk: Walk, operation: Operation) -> Answer | None:
     return response
 
 
+def _sign_in_again(walk: Walk, name: str) -> Caller:
+    answer = walk.session.post(
+        walk.base + "/api/auth/login",
+        json={"email": WALK_EMAILS[name], "password": PASSWORD},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    assert answer.status_code == 200, answer.text
+    cookie = str(answer.cookies[SESSION_COOKIE])
+    walk.session.cookies.clear()
+    headers = {CSRF_HEADER: answer.json()["csrf_token"]}
+    return Caller(name, headers=headers, cookies={SESSION_COOKIE: cookie})
+
+
 def _send(walk: Walk, case: FuzzCase, caller: Caller, label: str) -> Answer:
     return _send_and_check(walk.session, case, caller, label, walk.report)
 
@@ -644,6 +659,9 @@ def _learn(
 ) -> None:
     """Check the answer against the model, then update the model from it."""
     model, status, label = walk.model, response.status_code, operation.label
+    if label == SIGN_OUT and status == 204 and caller.name in WALK_EMAILS:
+        # That ended every session of the user, as it should: the walk signs them in again.
+        walk.callers[caller.name] = _sign_in_again(walk, caller.name)
     account = (case.path_parameters or {}).get("account_id")
     if not isinstance(account, int) and isinstance(case.body, dict):
         account = case.body.get("ebay_account_id")
@@ -757,6 +775,7 @@ def _stateful(
 
 
 VIEWER_EMAIL = "viewer@fuzz.test"
+WALK_EMAILS = {"admin": ADMIN_EMAIL, "viewer": VIEWER_EMAIL}
 
 
 @pytest.mark.parametrize("seed", STATEFUL_SEEDS)

@@ -280,8 +280,8 @@ async def site(runtime: Runtime) -> AsyncIterator[Site]:
 
 async def _consent(session: httpx.AsyncClient, username: str, **params: Any) -> dict[str, str]:
     """Our /connect → the emulator's consent page (agree); the callback's query, not yet sent."""
-    start = await session.get("/api/ebay/connect", params=params, follow_redirects=False)
-    assert start.status_code == 302, start.text
+    start = await session.post("/api/ebay/connect", params=params, follow_redirects=False)
+    assert start.status_code == 303, start.text
     consent = urlsplit(start.headers["location"])
     query = {k: v[0] for k, v in parse_qs(consent.query).items()}
     async with httpx.AsyncClient(trust_env=False) as browser:
@@ -313,8 +313,16 @@ def _caller(site: Site, path: str) -> dict[str, str]:
 
 
 def _base_body(schema: dict[str, Any], account_id: int) -> dict[str, Any]:
-    """A valid body to start from (one field at a time is then made hostile)."""
-    samples = {"ebay_account_id": account_id, "email": ADMIN, "password": "not the password"}
+    """A valid body to start from (one field at a time is then made hostile), so each field is
+    reached with the others valid — a hostile description behind a valid URL, for one."""
+    samples: dict[str, Any] = {
+        "ebay_account_id": account_id,
+        "email": ADMIN,
+        "password": "not the password",
+        "url": "https://hooks.example.com/hostile",
+        "description": "ops",
+        "force": False,
+    }
     return {name: samples.get(name, "x") for name in schema.get("properties", {})}
 
 
@@ -404,6 +412,38 @@ async def test_hostile_path_ids_and_cursors(site: Site, runtime: Runtime) -> Non
     probe.check()
     # The account the traversal attempts aimed around is still there.
     assert await runtime.store.account_token(site.account_id) is not None
+
+
+async def test_every_field_is_reached_with_the_others_valid(site: Site, runtime: Runtime) -> None:
+    """The walk's valid base really is valid: each field alone decides the answer."""
+    document = await _document(site)
+    for method, path, operation in _routes(document):
+        schema = _body_schema(document, operation)
+        if schema is None or path == "/api/auth/login" or "{" in path:
+            continue
+        answer = await site.admin.request(method, path, json=_base_body(schema, site.account_id))
+        assert answer.status_code < 400, (method, path, answer.text)
+
+
+async def test_text_and_integer_limits_hold_on_every_backend(site: Site, runtime: Runtime) -> None:
+    """A NUL in a webhook description and an id past what the column holds are the caller's
+    error (422), never the database's (a 5xx carrying its driver's text)."""
+    probe = Probe(runtime)
+    for text in ("ops\x00", "a\u202eb", "line\nbreak", "\ud800"):
+        answer = await probe.send(
+            site.admin,
+            "POST",
+            "/api/admin/webhooks",
+            {201},
+            write=True,
+            json={"url": "https://hooks.example.com/h", "description": text},
+        )
+        assert answer.status_code == 422, (text, answer.text)
+    for after in ("9223372036854775808", "2147483648", "-1", "1e3", "%00"):
+        page = await site.admin.get(f"/ui/terminal/entries?after={after}")
+        assert page.status_code == 422, (after, page.text[:200])
+        assert "error" in page.json()
+    probe.check()
 
 
 async def test_malformed_bodies_and_wrong_content_types(site: Site, runtime: Runtime) -> None:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from starlette.types import Receive, Scope, Send
 
 from ebay_connector import cli
-from ebay_connector.core import notices
+from ebay_connector.core import destination, notices
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.quota import QuotaConfig
 from ebay_connector.core.roles import Role
@@ -37,9 +37,9 @@ from ebay_connector.db.users import Users
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import ConnectorError
 from ebay_connector.runtime import Runtime
-from ebay_connector.service import webhooks
+from ebay_connector.service import outbound, webhooks
 from ebay_connector.web.app import create_app
-from tests.conftest import FakeClock, in_thread
+from tests.conftest import DatabaseTarget, FakeClock, in_thread, open_test_runtime
 from tests.helpers import connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
@@ -48,6 +48,26 @@ PASSWORD = "correct horse battery"
 
 
 serve = serve_asgi  # the real app on a loopback port (tests/helpers.py)
+LOCAL_RECEIVERS = "127.0.0.0/8"  # the receivers here listen on loopback: opted in, as docs say
+LOCAL = outbound.DestinationPolicy(destination.parse_networks(LOCAL_RECEIVERS))
+
+
+@pytest.fixture
+async def runtime(
+    database: DatabaseTarget,
+    emulator: tuple[Emulator, str],
+    tmp_path: Path,
+    clock: FakeClock,
+) -> AsyncIterator[Runtime]:
+    async with open_test_runtime(
+        database,
+        emulator,
+        tmp_path,
+        clock,
+        http_timeout_seconds=3,
+        webhook_allowed_networks=LOCAL_RECEIVERS,
+    ) as rt:
+        yield rt
 
 
 @dataclass
@@ -287,7 +307,7 @@ async def test_a_delivery_that_keeps_failing_gives_up_after_the_last_attempt(
     dispatcher = webhooks.Dispatcher(
         box,
         setup.runtime.keys.ring,
-        config=webhooks.DispatchConfig(max_attempts=3),
+        config=webhooks.DispatchConfig(max_attempts=3, destinations=LOCAL),
         clock=clock,
         rng=random.Random(1),
     )
@@ -605,3 +625,155 @@ async def test_a_projection_past_the_daily_limit_is_notified_once_per_crossing(
     await setup.notice()
     await setup.notice()
     assert len(receiver.events("quota.projected_exceeded")) == 2
+
+
+# Trust boundary: one organization's endpoint cannot harm another's, nor reach our network -----
+
+
+async def _poisoned_endpoint(runtime: Runtime, organization_id: int, url: str) -> int:
+    """An endpoint row as an older version (or a direct write) could have stored it."""
+    async with runtime.db.transaction() as conn:
+        result = await conn.execute(
+            sa.insert(m.WebhookEndpoint)
+            .values(
+                organization_id=organization_id,
+                url=url,
+                description="poison",
+                secret_ciphertext="",
+                created_at=runtime.clock(),
+            )
+            .returning(m.WebhookEndpoint.id)
+        )
+        endpoint_id = int(result.scalar_one())
+        sealed = runtime.keys.ring.seal("whsec_x", context=f"webhook/{endpoint_id}")
+        await conn.execute(
+            sa.update(m.WebhookEndpoint)
+            .where(m.WebhookEndpoint.id == endpoint_id)
+            .values(secret_ciphertext=sealed)
+        )
+    return endpoint_id
+
+
+async def test_a_poisoned_endpoint_in_one_organization_delays_no_other(
+    setup: Setup, receiver: Receiver, clock: FakeClock
+) -> None:
+    rt = setup.runtime
+    box = outbox.Outbox(rt.db)
+    org_c = await rt.store.create_organization("Poisoned shop")
+    for url in ("http://\u202e.com/", "http://[::1", "http://169.254.169.254/latest/"):
+        await _poisoned_endpoint(rt, org_c, url)
+    for n in range(40):  # a backlog older than anything else, all due
+        await box.emit(org_c, "webhook.test", {"n": n})
+    clock.advance(seconds=1)
+    [delivery_b] = await box.emit(setup.organization_id, "account.needs_reconnect", {"b": 1})
+    dispatcher = webhooks.Dispatcher(
+        box,
+        rt.keys.ring,
+        config=webhooks.DispatchConfig(concurrency=1, max_attempts=5, destinations=LOCAL),
+        clock=clock,
+        rng=random.Random(1),
+    )
+    ids = await box.due(clock.now, 4)
+    assert delivery_b in ids  # its endpoint's first turn comes before C's backlog
+    await dispatcher.drain()  # never raises, whatever one delivery does
+    row = await box.delivery(delivery_b)
+    assert row is not None and (row.status, row.attempts) == ("delivered", 1)
+    assert [e["type"] for e in receiver.events()] == ["account.needs_reconnect"]
+    for _ in range(8):  # every poisoned delivery ends after webhook_max_attempts
+        clock.advance(hours=3)
+        await dispatcher.drain()
+    log = await box.deliveries(org_c, limit=500)
+    assert {(d.status, d.attempts) for d in log} == {("failed", 5)}
+    assert {d.last_error for d in log} <= {
+        "could not connect: the URL is not valid",
+        "could not connect: destination not allowed",
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/h",
+        "http://localhost:9/h",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.5/",
+        "http://192.168.1.1/",
+        "http://172.16.0.1/",
+        "http://[fd00::1]/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://2852039166/",
+        "http://0/",
+        "http://127.1/",
+        "http://0x7f.0.0.1/",
+        "http://224.0.0.1/",
+        "http://240.0.0.1/",
+        "http://\u202e.com/",
+        "http://ex\u200bample.com/",
+    ],
+)
+async def test_internal_and_unreadable_destinations_are_refused(
+    database: DatabaseTarget,
+    emulator: tuple[Emulator, str],
+    tmp_path: Path,
+    clock: FakeClock,
+    url: str,
+) -> None:
+    async with open_test_runtime(database, emulator, tmp_path, clock) as rt:
+        org = await rt.store.create_organization("Scanner")
+        with pytest.raises(ConnectorError) as refused:
+            await rt.webhooks.create(org, url, "")
+        assert refused.value.code in ("invalid_webhook_url", "destination_refused")
+        assert await rt.webhooks.endpoints(org) == []
+
+
+async def test_the_address_connected_to_is_checked_not_the_name(
+    database: DatabaseTarget,
+    emulator: tuple[Emulator, str],
+    tmp_path: Path,
+    clock: FakeClock,
+    receiver: Receiver,
+) -> None:
+    """A name that passed when added but resolves to loopback now (rebinding) is not reached."""
+    async with open_test_runtime(database, emulator, tmp_path, clock) as rt:
+        org = await rt.store.create_organization("Rebinder")
+        port = receiver.url.split(":")[2].split("/")[0]
+        endpoint = await _poisoned_endpoint(rt, org, f"http://localhost:{port}/hook")
+        row = await rt.webhooks.send_test(await rt.webhooks.owned(org, endpoint), "user:1")
+        assert row is not None and row.status == "pending" and row.last_status_code is None
+        assert row.last_error == "could not connect: destination not allowed"
+        assert receiver.received == []
+        await rt.webhooks.dispatcher.close()
+
+
+async def test_a_test_call_answers_in_plain_words_never_500(site: Site, receiver: Receiver) -> None:
+    poisoned = await _poisoned_endpoint(site.runtime, site.org_a, "http://\u202e.com/")
+    closed = await _poisoned_endpoint(site.runtime, site.org_a, "http://127.0.0.1:9/")
+    async with site.session("admin@hooka.test") as admin:
+        refused = await admin.post("/api/admin/webhooks", json={"url": "http://\u202e.com/"})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["code"] == "invalid_webhook_url"
+        scan = await admin.post("/api/admin/webhooks", json={"url": "http://10.1.2.3:22/"})
+        assert scan.status_code == 422 and scan.json()["error"]["code"] == "destination_refused"
+        assert "a private address (10.1.2.3)" in scan.json()["error"]["message"]
+        for endpoint, error in (
+            (poisoned, "could not connect: the URL is not valid"),
+            (closed, "could not connect"),
+        ):
+            tested = await admin.post(f"/api/admin/webhooks/{endpoint}/test")
+            assert tested.status_code == 200, tested.text
+            assert (tested.json()["status"], tested.json()["last_error"]) == ("pending", error)
+
+
+def test_cli_refuses_an_internal_webhook_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    in_thread(migrate.upgrade, url)
+    monkeypatch.setenv("EBAY_CONNECTOR_DATABASE_URL", url)
+    monkeypatch.setenv("EBAY_CONNECTOR_KEY_FILE", str(tmp_path / "keyring.json"))
+    assert in_thread(cli.main, ["orgs", "create", "Cli shop"]) == 0
+    capsys.readouterr()
+    assert in_thread(cli.main, ["webhooks", "add", "--org", "Cli shop", "http://2852039166/"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "link-local address (169.254.169.254)" in lines[0]

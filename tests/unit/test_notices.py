@@ -175,7 +175,7 @@ def test_garbage_urls_are_refused(url: str) -> None:
     "url", ["https://hooks.example.com/ebay?x=1", "http://127.0.0.1:8080/h", "http://[::1]:9/"]
 )
 def test_http_and_https_urls_are_accepted(url: str) -> None:
-    assert webhooks.check_url(url) == url
+    assert str(webhooks.check_url(url)) == url
 
 
 def test_retries_back_off_and_stop_on_2xx_or_after_the_last_attempt() -> None:

@@ -113,7 +113,7 @@ def return_urls_remove(
 def users_create(
     org: OrgOpt,
     email: Annotated[str, typer.Option("--email", help="E-mail address (the sign-in name).")],
-    role: Annotated[Role, typer.Option("--role", help="admin or viewer.")],
+    role: Annotated[Role, typer.Option("--role", help="admin, viewer or operator.")],
     password: Annotated[
         str | None, typer.Option("--password", help="Prompted for when not given.")
     ] = None,
@@ -128,6 +128,54 @@ def users_create(
 
     user = with_runtime(body)
     out.print(f"user #{user.id} {user.email} ({user.role.value}) created in {org!r}")
+
+
+EmailOpt = Annotated[str, typer.Option("--email", help="The user's e-mail address.")]
+
+
+def users_set_password(
+    email: EmailOpt,
+    password: Annotated[
+        str | None, typer.Option("--password", help="Prompted for when not given.")
+    ] = None,
+) -> None:
+    """Set a user's password; every session of the user ends now."""
+    if password is None:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+
+    async def body(runtime: Runtime) -> UserRow:
+        user = await runtime.users.by_email(email)
+        await runtime.users.set_password(user.id, password)
+        return user
+
+    user = with_runtime(body)
+    out.print(f"password of {user.email} changed; their sessions have ended")
+
+
+def users_set_role(
+    email: EmailOpt,
+    role: Annotated[Role, typer.Option("--role", help="admin, viewer or operator.")],
+) -> None:
+    """Change a user's role; every session of the user ends now."""
+
+    async def body(runtime: Runtime) -> UserRow:
+        user = await runtime.users.by_email(email)
+        await runtime.users.set_role(user.id, role)
+        return user
+
+    user = with_runtime(body)
+    out.print(f"{user.email} is now {role.value}; their sessions have ended")
+
+
+def users_remove(email: EmailOpt) -> None:
+    """Remove a user; their sessions end now."""
+
+    async def body(runtime: Runtime) -> UserRow:
+        user = await runtime.users.by_email(email)
+        await runtime.users.remove(user.id)
+        return user
+
+    out.print(f"user {with_runtime(body).email} removed")
 
 
 def api_keys_create(

@@ -60,7 +60,10 @@ def webhooks_list(org: OrgOpt, as_json: JsonOpt = False) -> None:
 
 
 def webhooks_remove(
-    org: OrgOpt, endpoint_id: Annotated[int, typer.Argument(help="The endpoint id (see list).")]
+    org: OrgOpt,
+    endpoint_id: Annotated[
+        int, typer.Argument(min=1, max=2**31 - 1, help="The endpoint id (see list).")
+    ],
 ) -> None:
     """Remove a webhook endpoint and its delivery log."""
 

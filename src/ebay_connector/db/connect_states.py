@@ -2,7 +2,8 @@
 
 The value sent to eBay is a signed nonce (tampering is refused before any lookup); the nonce's
 row says who started the connect, from which session, for which account (reconnect). Using a
-state deletes its row in the same statement that reads it, so a replayed state finds nothing.
+state deletes its row in the same statement that reads it, so a replayed state finds nothing;
+only its own session can use it.
 
 Two kinds share the table and the one callback: an admin's connect (bound to the sign-in session)
 and a seller's connect through a connect session (bound to that session, no user). Their states
@@ -71,7 +72,7 @@ class ConnectStates:
             return None
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
             return None
-        pending = await self._take(value[0])
+        pending = await self._take(value[0], value[1])
         if pending is None or pending.user_id is not None or pending.session_id != value[1]:
             return None
         return pending
@@ -104,7 +105,7 @@ class ConnectStates:
             return None
         if not isinstance(nonce, str):
             return None
-        pending = await self._take(nonce)
+        pending = await self._take(nonce, session_id)
         if (
             pending is None
             or pending.user_id is None
@@ -113,13 +114,19 @@ class ConnectStates:
             return None
         return pending
 
-    async def _take(self, nonce: str) -> PendingConnect | None:
+    async def _take(self, nonce: str, session_id: str) -> PendingConnect | None:
         now: datetime = self.db.clock()
         async with self.db.transaction() as conn:
+            # Only the session that started the connect uses its state up: a callback replayed
+            # from another session (an attacker's) finds nothing and leaves it for the victim.
             row = (
                 await conn.execute(
                     sa.delete(m.ConnectState)
-                    .where(m.ConnectState.nonce == nonce, m.ConnectState.expires_at > now)
+                    .where(
+                        m.ConnectState.nonce == nonce,
+                        m.ConnectState.session_id == session_id,
+                        m.ConnectState.expires_at > now,
+                    )
                     .returning(*m.ConnectState.__table__.c)
                 )
             ).first()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,26 @@ CONNECT_TIMEOUT_S = 5.0
 PING_TIMEOUT_S = 3.0  # /readyz answers "not ready" within this, never hangs
 
 
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_file(path: Path) -> None:
+    """The SQLite file (tokens, sealed; the journal; users' hashes) readable by its owner only:
+    a new directory 0700, the file created 0600 before SQLite opens it (SQLite gives its -wal
+    and -shm files the database file's mode), an existing file's group and other bits removed."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
+    else:
+        os.close(fd)
+
+
 def create_engine(
     url: str, *, schema: str | None = None, pool_size: int = DEFAULT_POOL_SIZE
 ) -> AsyncEngine:
@@ -70,7 +91,7 @@ def create_engine(
     if make_url(full).get_backend_name() == "sqlite":
         path = sqlite_path(full)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)
         # A fixed pool: callers beyond it wait for a connection instead of opening a new one, a
         # thread and four PRAGMAs (see docs/decisions.md, "A fixed connection pool, no overflow").
         engine = create_async_engine(

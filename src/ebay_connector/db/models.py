@@ -64,6 +64,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(sa.String(16))
     password_hash: Mapped[str | None] = mapped_column(sa.String(255))
     created_at: Mapped[datetime]
+    # Every session cookie carries the version it was issued under; bumping it (sign-out, a new
+    # password, a new role) ends all of the user's sessions at once.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class EbayAccount(Base):

@@ -395,16 +395,30 @@ class Outbox:
         return None if row is None else DeliveryRow(**dict(row._mapping))
 
     async def due(self, now: datetime, limit: int) -> list[int]:
+        """Due deliveries in a fair order: each endpoint's oldest first, then each one's second…
+
+        So neither an endpoint with a backlog nor an organization with many failing ones can
+        keep another's delivery waiting behind theirs.
+        """
         d = m.WebhookDelivery
+        turn = (
+            sa.func.row_number()
+            .over(partition_by=d.endpoint_id, order_by=(d.next_attempt_at, d.id))
+            .label("turn")
+        )
+        ready = (
+            sa.select(d.id, d.next_attempt_at, turn)
+            .where(
+                d.status == DeliveryStatus.PENDING,
+                d.next_attempt_at <= now,
+                sa.or_(d.lease_until.is_(None), d.lease_until < now),
+            )
+            .subquery()
+        )
         async with self.db.read() as conn:
             rows = await conn.execute(
-                sa.select(d.id)
-                .where(
-                    d.status == DeliveryStatus.PENDING,
-                    d.next_attempt_at <= now,
-                    sa.or_(d.lease_until.is_(None), d.lease_until < now),
-                )
-                .order_by(d.next_attempt_at, d.id)
+                sa.select(ready.c.id)
+                .order_by(ready.c.turn, ready.c.next_attempt_at, ready.c.id)
                 .limit(limit)
             )
             return [int(r[0]) for r in rows]

@@ -146,9 +146,14 @@ class Notifications:
         return body, headers
 
     async def send(self, data: dict[str, Any]) -> dict[str, Any]:
-        endpoint = data.get("endpoint")
-        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-            raise ValueError("endpoint must be an http(s) URL")
+        registered = self.emulator.notification_endpoints()
+        endpoint = data.get("endpoint", registered[0] if len(registered) == 1 else None)
+        if not isinstance(endpoint, str) or endpoint not in registered:
+            # Like eBay, the emulator notifies only the endpoint the application registered.
+            raise ValueError(
+                "endpoint must be the registered account-deletion endpoint "
+                f"({', '.join(registered) or 'none registered'})"
+            )
         mode = data.get("signature", "valid")
         if mode not in SIGNATURE_MODES:
             raise ValueError(f"signature must be one of {sorted(SIGNATURE_MODES)}")

@@ -67,6 +67,7 @@ class Emulator:
         self._lock = threading.Lock()
         self._store = Store(self.config)
         self.calls = CallLog(max_recorded_calls)
+        self._notification_endpoints: list[str] = []
 
     # -- control ----------------------------------------------------------------------------
 
@@ -107,6 +108,20 @@ class Emulator:
         with self._lock:
             self._store.apps[client_id] = app
         return app
+
+    def register_notification_endpoint(self, url: str) -> None:
+        """The account-deletion endpoint the application registered in eBay's developer portal:
+        the only URL the emulator's notification sender posts to (a sender to any URL would be
+        an open proxy into the network the emulator runs in)."""
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the notification endpoint must be an http(s) URL")
+        with self._lock:
+            if url not in self._notification_endpoints:
+                self._notification_endpoints.append(url)
+
+    def notification_endpoints(self) -> list[str]:
+        with self._lock:
+            return list(self._notification_endpoints)
 
     def add_user(
         self,

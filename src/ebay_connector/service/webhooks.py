@@ -18,10 +18,8 @@ attempt twice; a crash mid-attempt means one more attempt later (receivers dedup
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
@@ -31,19 +29,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from ebay_connector import log
-from ebay_connector.core import notices, quota, retry
+from ebay_connector.core import destination, notices, quota, retry
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Action
 from ebay_connector.db import outbox
 from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
-from ebay_connector.errors import ConnectorError, InvalidWebhookUrl, WebhookNotFound
+from ebay_connector.errors import (
+    ConnectorError,
+    DestinationRefused,
+    InvalidWebhookUrl,
+    UsageError,
+    WebhookNotFound,
+)
 from ebay_connector.keys.crypto import KeyRing
+from ebay_connector.service import outbound
 from ebay_connector.settings import Settings
 from ebay_connector.version import code_version
 
@@ -57,6 +61,7 @@ ATTEMPT_HEADER = "X-Ebay-Connector-Delivery-Attempt"
 SIGNATURE_TOLERANCE = timedelta(minutes=5)  # what receivers should accept (docs)
 MAX_URL_LENGTH = 2048
 MAX_ERROR_CHARS = 300
+MAX_DESCRIPTION_CHARS = 200
 BACKOFF = retry.Backoff(
     base=timedelta(seconds=30), cap=timedelta(hours=2), floor=timedelta(seconds=10)
 )
@@ -102,34 +107,44 @@ def body_bytes(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
-def check_url(url: str) -> str:
-    """An endpoint URL, or ``InvalidWebhookUrl``: http(s), a host, no credentials, no spaces."""
+def check_url(url: str) -> httpx.URL:
+    """An endpoint URL as httpx will send to it, or ``InvalidWebhookUrl``: http(s), a host (IDNA),
+    no credentials, no fragment, no character that reads differently from what is connected to.
+
+    Parsed with httpx's own parser, so a URL accepted here is one the sender can send to.
+    """
     url = url.strip()
-    if not url or len(url) > MAX_URL_LENGTH or any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if not url or len(url) > MAX_URL_LENGTH:
         raise InvalidWebhookUrl("the URL must be one line of at most 2048 characters")
+    bad = destination.unreadable_character(url, url=True)
+    if bad is not None:
+        raise InvalidWebhookUrl(f"the URL must not contain {bad} (a control or format character)")
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
         raise InvalidWebhookUrl("the URL is not valid") from exc
-    if parts.scheme not in ("http", "https"):
+    if parsed.scheme not in ("http", "https"):
         raise InvalidWebhookUrl("the URL must start with http:// or https://")
-    if not parts.hostname:
+    if not parsed.host:
         raise InvalidWebhookUrl("the URL has no host")
-    if parts.username is not None or parts.password is not None:
+    if parsed.userinfo:
         # Credentials in a URL would be shown in the API, the UI and the delivery log.
         raise InvalidWebhookUrl("the URL must not carry credentials; use the signature instead")
-    if parts.fragment:
+    if parsed.fragment or "#" in url:
         raise InvalidWebhookUrl("the URL must not have a #fragment")
-    if port == 0:
+    if port is not None and not 0 < port < 65536:
         raise InvalidWebhookUrl("the URL's port is not valid")
-    host = parts.hostname
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
-        return url
-    if not all(label and len(label) <= 63 for label in host.split(".")):
+    host = parsed.raw_host.decode("ascii")
+    if destination.numeric_host(host) is None and not all(
+        label and len(label) <= 63 for label in host.split(".")
+    ):
         raise InvalidWebhookUrl("the URL's host is not valid")
-    return url
+    return parsed
+
+
+def url_port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
 
 
 def secret_context(endpoint_id: int) -> str:
@@ -145,6 +160,7 @@ class DispatchConfig:
     max_attempts: int = 8
     concurrency: int = 8
     backoff: retry.Backoff = BACKOFF
+    destinations: outbound.DestinationPolicy = outbound.PUBLIC_ONLY
 
 
 DEFAULT_DISPATCH = DispatchConfig()
@@ -242,7 +258,13 @@ class Dispatcher:
 
                 async def one(delivery_id: int) -> int:
                     async with gate:
-                        return 1 if await self._deliver(client, delivery_id) else 0
+                        try:
+                            return 1 if await self._deliver(client, delivery_id) else 0
+                        except Exception:
+                            # E.g. the database between claim and finish: the lease runs out
+                            # and the attempt counts; the other deliveries go on.
+                            logger.exception("webhooks.delivery_crashed delivery=%s", delivery_id)
+                            return 0
 
                 done = sum(await asyncio.gather(*(one(i) for i in ids)))
                 if done == 0:
@@ -258,10 +280,9 @@ class Dispatcher:
         return await self.outbox.delivery(delivery_id)
 
     def _client(self) -> httpx.AsyncClient:
-        # Our own client, not eBay's: its timeouts and pool are the receivers' business.
-        return httpx.AsyncClient(
-            timeout=self.config.timeout.total_seconds(), follow_redirects=False
-        )
+        # Our own client, not eBay's: its timeouts and pool are the receivers' business, and it
+        # connects only to addresses the destination rule allows.
+        return outbound.client(self.config.destinations, self.config.timeout)
 
     async def _deliver(self, client: httpx.AsyncClient, delivery_id: int) -> bool:
         lease = self.config.timeout + timedelta(seconds=30)
@@ -271,28 +292,11 @@ class Dispatcher:
         status_code: int | None = None
         error: str | None = None
         started = time.monotonic()
-        try:
-            secret = self.ring.open(
-                claimed.secret_ciphertext, context=secret_context(claimed.endpoint_id)
-            )
-            body = body_bytes(claimed.payload)
-            stamp = int(self.clock().timestamp())
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": f"ebay-connector/{code_version()}",
-                EVENT_ID_HEADER: claimed.event_id,
-                EVENT_TYPE_HEADER: claimed.event_type,
-                ATTEMPT_HEADER: str(claimed.attempt),
-                SIGNATURE_HEADER: signature_header(secret, stamp, body),
-            }
-            answer = await client.post(claimed.url, content=body, headers=headers)
-            status_code = answer.status_code
-            if not 200 <= status_code < 300:
-                error = f"HTTP {status_code}"
-        except ConnectorError as exc:  # e.g. the secret does not decrypt
-            error = f"{exc.code}: {exc.message}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if claimed.attempt > self.config.max_attempts:
+            # Attempts that never finished (a crash, a lost lease) still count: it ends here.
+            error = "gave up: no attempt left"
+        else:
+            status_code, error = await self._attempt(client, claimed)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         now = self.clock()
         status, next_at = after_attempt(
@@ -325,6 +329,47 @@ class Dispatcher:
             http_status=status_code,
         )
         return True
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, claimed: outbox.Claimed
+    ) -> tuple[int | None, str | None]:
+        """One POST; its status code, or what went wrong in words a receiver's owner can use.
+
+        Whatever fails — the secret, the URL, the connection, an exception nobody foresaw —
+        fails this delivery alone; the message never carries the exception's own text (it
+        could describe the server's network to whoever owns the endpoint).
+        """
+        try:
+            secret = self.ring.open(
+                claimed.secret_ciphertext, context=secret_context(claimed.endpoint_id)
+            )
+            body = body_bytes(claimed.payload)
+            stamp = int(self.clock().timestamp())
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": f"ebay-connector/{code_version()}",
+                EVENT_ID_HEADER: claimed.event_id,
+                EVENT_TYPE_HEADER: claimed.event_type,
+                ATTEMPT_HEADER: str(claimed.attempt),
+                SIGNATURE_HEADER: signature_header(secret, stamp, body),
+            }
+            check_url(claimed.url)  # a row written before today's rules is held to them too
+            answer = await client.post(claimed.url, content=body, headers=headers)
+        except DestinationRefused:
+            return None, "could not connect: destination not allowed"
+        except InvalidWebhookUrl:
+            return None, "could not connect: the URL is not valid"
+        except ConnectorError as exc:  # e.g. the secret does not decrypt
+            return None, f"not sent: {exc.code}"
+        except httpx.TimeoutException:
+            return None, "could not connect: timed out"
+        except httpx.HTTPError:
+            return None, "could not connect"
+        except Exception:
+            logger.exception("webhooks.attempt_failed endpoint=%s", claimed.endpoint_id)
+            return None, "could not connect"
+        status_code = answer.status_code
+        return status_code, None if 200 <= status_code < 300 else f"HTTP {status_code}"
 
 
 # The chore ---------------------------------------------------------------------------------
@@ -449,6 +494,9 @@ def dispatch_config(settings: Settings) -> DispatchConfig:
         timeout=timedelta(seconds=settings.webhook_timeout_seconds),
         max_attempts=settings.webhook_max_attempts,
         concurrency=settings.webhook_concurrency,
+        destinations=outbound.DestinationPolicy(
+            destination.parse_networks(settings.webhook_allowed_networks)
+        ),
     )
 
 
@@ -474,12 +522,22 @@ class WebhookEndpoints:
         self, organization_id: int, url: str, description: str
     ) -> tuple[outbox.EndpointRow, str]:
         """Validate, store (secret sealed to the row) and answer the secret once."""
-        url = check_url(url)
+        parsed = check_url(url)
+        await outbound.check_host(
+            parsed.raw_host.decode("ascii"), url_port(parsed), self.dispatcher.config.destinations
+        )
+        description = description.strip()
+        bad = destination.unreadable_character(description)
+        if bad is not None or len(description) > MAX_DESCRIPTION_CHARS:
+            raise UsageError(
+                f"the description is one line of at most {MAX_DESCRIPTION_CHARS} characters"
+                + (f" without {bad}" if bad else "")
+            )
         secret = new_secret()
         row = await self.box.create_endpoint(
             organization_id,
-            url,
-            description.strip(),
+            str(parsed),
+            description,
             lambda endpoint_id: self.ring.seal(secret, context=secret_context(endpoint_id)),
         )
         return row, secret

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import swagger_ui  # type: ignore[import-untyped]
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from ebay_connector import __version__
+from ebay_connector.core import destination
 from ebay_connector.core.outcome import AppCredentials
 from ebay_connector.errors import ConnectorError
 from ebay_connector.runtime import Runtime
 from ebay_connector.service.refresh import APP_CREDENTIALS_REJECTED
+from ebay_connector.settings import Settings
 from ebay_connector.version import code_version
 from ebay_connector.web.api import errors
 from ebay_connector.web.api import metrics as metrics_api
@@ -21,13 +27,21 @@ from ebay_connector.web.api import programs as programs_api
 from ebay_connector.web.api import proxy as proxy_api
 from ebay_connector.web.api import webhooks as webhooks_api
 from ebay_connector.web.api.auth import Sessions
-from ebay_connector.web.api.guard import Guard
+from ebay_connector.web.api.guard import Guard, security_headers
 from ebay_connector.web.api.routes import router
 from ebay_connector.web.api.schemas import Health, Readiness
 from ebay_connector.web.ui import routes as ui
 from ebay_connector.web.ui import seller as seller_ui
 
 EMULATOR_MOUNT = "/emulator"
+SWAGGER_UI_FILES = Path(swagger_ui.__file__).parent / "static"  # Swagger UI 5, OpenAPI 3.1
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ebay-connector API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/ui/static/docs.js"></script></body></html>
+"""
 MAX_BODY_BYTES = 64 * 1024  # no request of this API needs more
 
 
@@ -50,18 +64,41 @@ async def _app_credentials_accepted(runtime: Runtime, *, database_up: bool) -> b
     return not verdicts or max(verdicts)[1]  # on a tie, the success wins
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def secure_cookies(settings: Settings) -> bool:
+    """``Secure`` cookies unless the product is reached over plain HTTP on loopback only."""
+    public_host = urlsplit(settings.public_url).hostname or ""
+    local = destination.is_loopback_host(public_host) and destination.is_loopback_host(
+        settings.host
+    )
+    return settings.public_url.startswith("https://") or not local
+
+
 def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> FastAPI:
     app = FastAPI(
         title="ebay-connector",
         version=__version__,
         description="Connects eBay seller accounts over OAuth and keeps their tokens alive.",
+        docs_url=None,  # served below from the package's own files, not a CDN
+        redoc_url=None,
     )
     ring = runtime.keys.ring
-    secure = runtime.settings.public_url.startswith("https://")
+    settings = runtime.settings
     app.state.runtime = runtime
-    app.state.sessions = Sessions(ring.derive_secret("session"), secure=secure)
+    app.state.sessions = Sessions(ring.derive_secret("session"), secure=secure_cookies(settings))
     errors.install(app)
-    app.add_middleware(Guard, max_body_bytes=MAX_BODY_BYTES, streamed=proxy_api.PROXY_PATH)
+    consent = _origin(settings.endpoints.authorize_url)
+    app.add_middleware(
+        Guard,
+        max_body_bytes=MAX_BODY_BYTES,
+        headers=security_headers((consent,) if consent != _origin(settings.public_url) else ()),
+        relaxed_prefixes=(EMULATOR_MOUNT + "/",),
+        streamed=proxy_api.PROXY_PATH,
+    )
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Any:
@@ -93,6 +130,11 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
             status_code=200 if ready else 503,
         )
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(DOCS_PAGE)
+
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_FILES))
     app.include_router(router)
     app.include_router(webhooks_api.router)
     app.include_router(notifications_api.router)

@@ -1,8 +1,10 @@
 """Who is calling: a signed-in user (cookie session, CSRF-checked on writes) or a program (API key).
 
-Sessions are stateless signed cookies (``HttpOnly``, ``SameSite=Lax``) holding the user id, a
-session id (to which OAuth states are bound) and a CSRF token; every state-changing call made
-with the cookie must echo the CSRF token in ``X-CSRF-Token`` (or the form field ``csrf_token``).
+Sessions are signed cookies (``HttpOnly``, ``SameSite=Lax``) holding the user id, the user's
+session version, a session id (to which OAuth states are bound) and a CSRF token; every
+state-changing call made with the cookie must echo the CSRF token in ``X-CSRF-Token`` (or the
+form field ``csrf_token``). The version is checked against the user's row on every request, so
+signing out, a new password, a new role or removing the user ends their sessions at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -25,6 +28,8 @@ from ebay_connector.web.api import schemas
 from ebay_connector.web.api.state import runtime_of
 
 SESSION_COOKIE = "ebc_session"
+NOTICE_COOKIE = "ebc_notice"
+NOTICE_MAX_AGE = timedelta(minutes=2)
 SESSION_MAX_AGE = timedelta(hours=12)
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -52,15 +57,43 @@ class Principal:
 
 
 class Sessions:
-    """Signs and reads session cookies."""
+    """Signs and reads session cookies, and the one-time notices shown after a redirect."""
 
     def __init__(self, secret: bytes, *, secure: bool) -> None:
         self._signer = URLSafeTimedSerializer(secret, salt="ebay-connector session")
+        self._notices = URLSafeTimedSerializer(secret, salt="ebay-connector notice")
         self.secure = secure
 
-    def issue(self, response: Response, user_id: int) -> tuple[str, str]:
+    def notice(self, response: Response, text: str) -> None:
+        response.set_cookie(
+            NOTICE_COOKIE,
+            str(self._notices.dumps(text)),
+            max_age=int(NOTICE_MAX_AGE.total_seconds()),
+            httponly=True,
+            samesite="lax",
+            secure=self.secure,
+            path="/",
+        )
+
+    def read_notice(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            text = self._notices.loads(value, max_age=int(NOTICE_MAX_AGE.total_seconds()))
+        except BadSignature:
+            return None
+        return text if isinstance(text, str) else None
+
+    def clear_notice(self, response: Response) -> None:
+        response.delete_cookie(
+            NOTICE_COOKIE, path="/", httponly=True, samesite="lax", secure=self.secure
+        )
+
+    def issue(self, response: Response, user: UserRow) -> tuple[str, str]:
         session_id, csrf = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
-        value = self._signer.dumps({"uid": user_id, "sid": session_id, "csrf": csrf})
+        value = self._signer.dumps(
+            {"uid": user.id, "ver": user.session_version, "sid": session_id, "csrf": csrf}
+        )
         response.set_cookie(
             SESSION_COOKIE,
             str(value),
@@ -81,11 +114,59 @@ class Sessions:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("uid"), int):
             return None
+        if not isinstance(data.get("ver"), int):
+            return None
         return data
 
-    @staticmethod
-    def clear(response: Response) -> None:
-        response.delete_cookie(SESSION_COOKIE, path="/")
+    def clear(self, response: Response) -> None:
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=self.secure
+        )
+
+
+@dataclass(frozen=True)
+class Session:
+    user: UserRow
+    session_id: str
+    csrf: str
+
+
+async def current_session(request: Request, cookie: str | None) -> Session | None:
+    """The session this cookie holds, if it is still valid: signed, not expired, its user still
+    there and its version still the user's."""
+    data = request.app.state.sessions.read(cookie)
+    if data is None:
+        return None
+    user = await runtime_of(request).users.get(data["uid"])
+    if user is None or user.session_version != data["ver"]:
+        return None
+    return Session(user, str(data.get("sid", "")), str(data.get("csrf", "")))
+
+
+SAME_SITE_FETCHES = frozenset({"same-origin", "none"})  # "none": typed, bookmarked
+
+
+def refuse_cross_site(request: Request) -> None:
+    """Sign-in only from our own pages: a form on another site must not sign the victim into the
+    attacker's organization (login CSRF). Browsers say where a request comes from
+    (``Sec-Fetch-Site``, else ``Origin``); a program that sends neither is no browser to fool."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if fetch_site is not None:
+        allowed = fetch_site.lower() in SAME_SITE_FETCHES
+    elif origin is not None:
+        public = runtime_of(request).settings.public_url
+        own = {_origin_of(public), f"{request.url.scheme}://{request.headers.get('host', '')}"}
+        allowed = origin.rstrip("/").lower() in own
+    else:
+        allowed = True
+    if not allowed:
+        raise Forbidden("sign-in from another site is refused", code="csrf_failed")
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def client_address(request: Request) -> str | None:
@@ -115,19 +196,16 @@ async def sign_in(request: Request, email: str, password: str) -> UserRow:
 
 
 async def _session_principal(request: Request, cookie: str | None) -> Principal:
-    state = request.app.state
-    data = state.sessions.read(cookie)
-    if data is None:
-        raise Unauthorized("sign in first")
-    user = await runtime_of(request).users.get(data["uid"])
-    if user is None:
-        raise Unauthorized("this session's user no longer exists")
+    session = await current_session(request, cookie)
+    if session is None:
+        raise Unauthorized("sign in first (no session, or it has ended)")
+    user = session.user
     principal = Principal(
         organization_id=user.organization_id,
         user_id=user.id,
         role=user.role,
-        session_id=str(data.get("sid", "")),
-        csrf=str(data.get("csrf", "")),
+        session_id=session.session_id,
+        csrf=session.csrf,
     )
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER)
@@ -149,8 +227,17 @@ async def signed_in(
 
 async def admin(principal: Annotated[Principal, Depends(signed_in)]) -> Principal:
     """A signed-in admin: connect, refresh, debug, disconnect, manage keys."""
-    if principal.role is not Role.ADMIN:
+    if principal.role is None or not principal.role.manages:
         raise Forbidden("this needs the admin role")
+    return principal
+
+
+async def operator(principal: Annotated[Principal, Depends(signed_in)]) -> Principal:
+    """The instance operator: workers, the shared quota, running a cycle for every organization."""
+    if principal.role is None or not principal.role.sees_instance:
+        raise Forbidden(
+            "instance-wide figures are for the instance operator (users create --role operator)"
+        )
     return principal
 
 
@@ -187,6 +274,7 @@ async def proxy_caller(principal: Annotated[Principal, Depends(program)]) -> Pri
 
 SignedIn = Annotated[Principal, Depends(signed_in)]
 Admin = Annotated[Principal, Depends(admin)]
+Operator = Annotated[Principal, Depends(operator)]
 Program = Annotated[Principal, Depends(program)]
 TokenReader = Annotated[Principal, Depends(token_reader)]
 SessionMaker = Annotated[Principal, Depends(session_maker)]

@@ -9,6 +9,7 @@ No stack trace and no secret ever reaches an answer: unexpected exceptions becom
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +27,7 @@ from ebay_connector.errors import (
     NeedsReconnect,
     NotFound,
     QuotaExhausted,
+    RateLimited,
     RefreshFailed,
     StoreError,
     TooManyAttempts,
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 # By class, most specific first; anything else is a 500 `internal_error`.
 _STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
     (TooManyAttempts, 429),
+    (RateLimited, 429),
     (Unauthorized, 401),
     (Forbidden, 403),
     (InvalidState, 400),
@@ -62,6 +65,7 @@ _STATUS_BY_CODE.update(
         "too_large": 413,
     }
 )
+_STATUS_BY_CODE["destination_refused"] = 422
 # -- application token and account deletions: 412 is what eBay's SDKs answer to a
 # notification whose signature fails; 503 asks eBay to deliver again later.
 _STATUS_BY_CODE.update(
@@ -109,6 +113,7 @@ ERROR_SCHEMA = {
                 "message": {"type": "string"},
                 "field": {"type": "string"},
                 "reason": {"type": "string"},
+                "error_id": {"type": "string"},
             },
         }
     },
@@ -136,11 +141,27 @@ def install(app: FastAPI) -> None:
             extra["reason"] = exc.reason
         if isinstance(exc, RefreshFailed | StoreError):
             headers = {"Retry-After": "30"}
-        if isinstance(exc, TooManyAttempts | QuotaExhausted):
+        if isinstance(exc, TooManyAttempts | QuotaExhausted | RateLimited):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
-        if status >= 500:
+        message = exc.message
+        if isinstance(exc, StoreError):
+            # The driver's text describes the schema and the data; the log keeps it, the
+            # answer gets an id to find it by.
+            error_id = secrets.token_hex(6)
+            extra["error_id"] = error_id
+            message = f"the database could not complete this request (error id {error_id})"
+            log.event(
+                logger,
+                "api.store_error",
+                logging.WARNING,
+                path=request.url.path,
+                code=exc.code,
+                error_id=error_id,
+                detail=exc.message,
+            )
+        elif status >= 500:
             log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)
-        return error_response(status, exc.code, exc.message, headers, **extra)
+        return error_response(status, exc.code, message, headers, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -161,5 +182,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("api.unexpected path=%s", request.url.path)
-        return error_response(500, "internal_error", "internal error")
+        error_id = secrets.token_hex(6)
+        logger.exception("api.unexpected path=%s error_id=%s", request.url.path, error_id)
+        return error_response(
+            500, "internal_error", f"internal error (error id {error_id})", error_id=error_id
+        )

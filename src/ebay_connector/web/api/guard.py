@@ -1,4 +1,9 @@
-"""The outermost layer of the API: a body-size limit and ``Cache-Control: no-store`` on /api/.
+"""The outermost layer of the app: a body-size limit and the headers every answer carries.
+
+``Cache-Control: no-store`` on everything but the static files (tokens, account data and signed-in
+pages never sit in a cache), and the browser-side rules: no framing (``X-Frame-Options: DENY``,
+``frame-ancestors 'none'``), a content security policy allowing this site's own scripts and
+styles only, no ``Referer`` leaving the site, no MIME sniffing.
 
 A plain ASGI middleware rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
 runs every request in an extra task with memory streams (see docs/decisions.md, "A plain ASGI
@@ -13,6 +18,23 @@ import re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 NO_STORE = (b"cache-control", b"no-store")
+STATIC_PREFIXES = ("/ui/static/", "/docs/assets/")  # the package's own files: cacheable
+
+
+def security_headers(form_targets: tuple[str, ...] = ()) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer; ``form_targets`` are origins a form may lead to (eBay's
+    consent page: a connect is a form post that redirects there)."""
+    targets = " ".join(("'self'", *form_targets))
+    policy = (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        f"frame-ancestors 'none'; form-action {targets}"
+    )
+    return [
+        (b"content-security-policy", policy.encode()),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
 
 
 def _too_large() -> tuple[Message, Message]:
@@ -27,19 +49,43 @@ def _too_large() -> tuple[Message, Message]:
 
 class Guard:
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, streamed: re.Pattern[str] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        streamed: re.Pattern[str] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        relaxed_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.streamed = streamed  # routes that stream bodies under a cap of their own
+        self.headers = headers if headers is not None else security_headers()
+        # Paths whose pages bring their own policy (the emulator's consent page, /docs).
+        self.relaxed_prefixes = relaxed_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        api = scope["path"].startswith("/api/")
-        if self.streamed is not None and self.streamed.fullmatch(scope["path"]):
-            await self.app(scope, receive, _no_store(send))
+        path: str = scope["path"]
+        cacheable = path.startswith(STATIC_PREFIXES)
+        extra = [] if path.startswith(self.relaxed_prefixes) else self.headers
+
+        async def send_guarded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in extra}
+                if not cacheable:
+                    names.add(b"cache-control")
+                headers = [h for h in message.get("headers", []) if h[0] not in names]
+                headers += extra
+                if not cacheable:
+                    headers.append(NO_STORE)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if self.streamed is not None and self.streamed.fullmatch(path):
+            await self.app(scope, receive, send_guarded)
             return
         length: bytes | None = None
         chunked = False
@@ -66,24 +112,13 @@ class Guard:
                     break
             receive = _replay(messages, receive)
 
-        await self.app(scope, receive, _no_store(send) if api else send)
+        await self.app(scope, receive, send_guarded)
 
     @staticmethod
     async def _refuse(send: Send) -> None:
         start, body = _too_large()
         await send(start)
         await send(body)
-
-
-def _no_store(send: Send) -> Send:
-    async def send_no_store(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            # Tokens and account data must never sit in a cache.
-            headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
-            message = {**message, "headers": [*headers, NO_STORE]}
-        await send(message)
-
-    return send_no_store
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

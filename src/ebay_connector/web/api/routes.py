@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -24,10 +23,13 @@ from ebay_connector.web import views
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
     Admin,
+    Operator,
     Principal,
     Program,
     SignedIn,
     TokenReader,
+    current_session,
+    refuse_cross_site,
     session_cookie,
     sign_in,
 )
@@ -72,8 +74,9 @@ async def login(body: schemas.LoginRequest, request: Request, response: Response
     """Sign in; sets the session cookie and returns the CSRF token for state-changing calls.
     429 `too_many_attempts` (with `Retry-After`) after repeated failures for the e-mail or the
     client address; the password is then not checked at all."""
+    refuse_cross_site(request)
     user = await sign_in(request, body.email, body.password)
-    _, csrf = request.app.state.sessions.issue(response, user.id)
+    _, csrf = request.app.state.sessions.issue(response, user)
     return schemas.SessionInfo(
         user_id=user.id,
         email=user.email,
@@ -85,6 +88,9 @@ async def login(body: schemas.LoginRequest, request: Request, response: Response
 
 @router.post("/api/auth/logout", status_code=204, responses=responses(401, 403), tags=["session"])
 async def logout(principal: SignedIn, request: Request) -> Response:
+    """Sign out: every session of this user ends now, copied cookies included."""
+    assert principal.user_id is not None
+    await runtime_of(request).users.end_sessions(principal.user_id)
     response = Response(status_code=204)
     request.app.state.sessions.clear(response)
     return response
@@ -110,11 +116,11 @@ async def me(principal: SignedIn, request: Request) -> Any:
 # OAuth connect / reconnect / disconnect -----------------------------------------------------
 
 
-@router.get(
+@router.post(
     "/api/ebay/connect",
-    status_code=302,
+    status_code=303,
     response_class=RedirectResponse,
-    responses={302: {"description": "redirect to eBay's consent page"}, **responses(401, 403, 404)},
+    responses={303: {"description": "redirect to eBay's consent page"}, **responses(401, 403, 404)},
     tags=["connect"],
 )
 async def connect_start(
@@ -123,7 +129,11 @@ async def connect_start(
     request: Request,
     account: Annotated[int | None, Query(ge=1, le=2**31 - 1), schemas.DIGITS] = None,
 ) -> RedirectResponse:
-    """Start connecting a seller (or reconnecting ``account``): redirects to eBay's consent."""
+    """Start connecting a seller (or reconnecting ``account``): redirects to eBay's consent.
+
+    A POST with the CSRF token: a link on another site cannot start a connect in the victim's
+    session (and so cannot send them to connect their eBay account to someone else's
+    organization)."""
     if account is not None:
         await _owned(runtime, principal, account)
     assert principal.user_id is not None and principal.session_id is not None
@@ -133,7 +143,7 @@ async def connect_start(
         session_id=principal.session_id,
         account_id=account,
     )
-    return RedirectResponse(runtime.client.consent_url(runtime.settings.scope_list, state), 302)
+    return RedirectResponse(runtime.client.consent_url(runtime.settings.scope_list, state), 303)
 
 
 @router.get(
@@ -157,12 +167,12 @@ async def connect_callback(
         # A seller's connect session: no login; the seller is always sent back, never shown JSON.
         back = await runtime.connect_sessions.complete(state, code=code, error=error)
         return RedirectResponse(back or "/", status_code=303)
-    session = request.app.state.sessions.read(cookie)
+    session = await current_session(request, cookie)
     if session is None:
         raise Unauthorized("sign in first: the connect belongs to a session")
     if not state:
         raise InvalidState("the callback carries no state")
-    pending = await runtime.connect_states.consume(state, str(session.get("sid", "")))
+    pending = await runtime.connect_states.consume(state, session.session_id)
     if pending is None:
         raise InvalidState("the state is forged, expired, already used, or from another session")
     if error:
@@ -180,8 +190,9 @@ async def connect_callback(
     )
     if "text/html" in request.headers.get("accept", ""):
         verb = "connected" if connection.created else "reconnected"
-        notice = urlencode({"notice": f"eBay account {connection.ebay_username} {verb}."})
-        return RedirectResponse(f"/?{notice}", status_code=303)
+        page = RedirectResponse("/", status_code=303)
+        request.app.state.sessions.notice(page, f"eBay account {connection.ebay_username} {verb}.")
+        return page
     return body
 
 
@@ -277,10 +288,10 @@ async def admin_accounts(principal: SignedIn, runtime: RuntimeDep) -> Any:
 
 
 async def _refresh(
-    runtime: Runtime, principal: Principal, account_id: int, trigger: Trigger
+    runtime: Runtime, principal: Principal, body: schemas.ManualRefresh, trigger: Trigger
 ) -> views.RefreshResultDoc:
-    await _owned(runtime, principal, account_id)
-    result = await runtime.refresher.refresh(account_id, trigger, actor=principal.actor)
+    account = await _owned(runtime, principal, body.ebay_account_id)
+    result = await runtime.manual.refresh(account, trigger, actor=principal.actor, force=body.force)
     return views.refresh_result_dict(
         result, views.exchange_dict(await runtime.refresher.exchange_of(result))
     )
@@ -289,24 +300,27 @@ async def _refresh(
 @router.post(
     "/api/admin/ebay/token/refresh-debug",
     response_model=schemas.RefreshOutcome,
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 409, 422, 429),
     tags=["admin"],
 )
-async def refresh_debug(body: schemas.AccountRef, principal: Admin, runtime: RuntimeDep) -> Any:
+async def refresh_debug(body: schemas.ManualRefresh, principal: Admin, runtime: RuntimeDep) -> Any:
     """Refresh now through the canonical path (trigger `debug`); the answer carries the masked
-    request and response exactly as sent and received."""
-    return await _refresh(runtime, principal, body.ebay_account_id, Trigger.DEBUG)
+    request and response exactly as sent and received. 429 `rate_limited` (with `Retry-After`)
+    beyond the organization's or the account's allowance. Always forced: it shows what eBay
+    answers even for an account that needs reconnecting."""
+    return await _refresh(runtime, principal, body, Trigger.DEBUG)
 
 
 @router.post(
     "/api/admin/ebay/token/refresh",
     response_model=schemas.RefreshOutcome,
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 409, 422, 429),
     tags=["admin"],
 )
-async def refresh_admin(body: schemas.AccountRef, principal: Admin, runtime: RuntimeDep) -> Any:
-    """Refresh now (trigger `admin`)."""
-    return await _refresh(runtime, principal, body.ebay_account_id, Trigger.ADMIN)
+async def refresh_admin(body: schemas.ManualRefresh, principal: Admin, runtime: RuntimeDep) -> Any:
+    """Refresh now (trigger `admin`); limits as for refresh-debug. An account that needs
+    reconnecting answers 409 `needs_reconnect` without calling eBay, unless `force`."""
+    return await _refresh(runtime, principal, body, Trigger.ADMIN)
 
 
 @router.get(
@@ -349,11 +363,12 @@ async def terminal_logs(
 @router.get(
     "/api/admin/workers",
     response_model=schemas.Workers,
-    responses=responses(401),
+    responses=responses(401, 403),
     tags=["admin"],
 )
-async def workers(principal: SignedIn, runtime: RuntimeDep) -> Any:
-    """Worker heartbeats (with `stale`), code versions, cycle counts and today's eBay quota."""
+async def workers(principal: Operator, runtime: RuntimeDep) -> Any:
+    """Worker heartbeats (with `stale`), code versions, cycle counts and today's eBay quota:
+    the deployment's, so for the instance operator only (403 for an organization's users)."""
     now = runtime.clock()
     beats = await runtime.heartbeats.all()
     usage = await runtime.journal.quota_usage(now - quota.WINDOW)
@@ -389,8 +404,9 @@ async def workers(principal: SignedIn, runtime: RuntimeDep) -> Any:
     responses=responses(401, 403),
     tags=["admin"],
 )
-async def run_once(principal: Admin, runtime: RuntimeDep) -> Any:
-    """Run one worker cycle now, in this process, and return its counts."""
+async def run_once(principal: Operator, runtime: RuntimeDep) -> Any:
+    """Run one worker cycle now, in this process, and return its counts (every organization's
+    due accounts: the instance operator only)."""
     report = await runtime.worker().run_once()
     return {"status": report.status.value, "counts": asdict(report.counts), "error": report.error}
 

@@ -6,12 +6,26 @@ import unicodedata
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from ebay_connector.core import destination
 
 
 def printable(text: str) -> bool:
     """No control characters (NUL, ESC, CR/LF, …) and no lone surrogates (not encodable)."""
     return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
+
+
+def _one_line(value: str) -> str:
+    bad = destination.unreadable_character(value)
+    if bad is not None:
+        raise ValueError(f"must not contain {bad} (a control or invisible formatting character)")
+    return value
+
+
+# Every free-text field of a request: refused (422) with a NUL, a control character, a line
+# separator, a lone surrogate or a bidi override, before any database sees it.
+OneLine = AfterValidator(_one_line)
 
 
 class Strict(BaseModel):
@@ -41,6 +55,12 @@ class SessionInfo(BaseModel):
 
 class AccountRef(Strict):
     ebay_account_id: int = Field(ge=1, le=2**31 - 1)
+
+
+class ManualRefresh(AccountRef):
+    force: bool = Field(
+        default=False, description="refresh even an account that needs reconnecting"
+    )
 
 
 class Account(BaseModel):

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from ebay_connector.core.roles import Role
 from ebay_connector.db.store import MAX_ID
 from ebay_connector.errors import Forbidden, WebhookNotFound
 from ebay_connector.service import webhooks
@@ -46,7 +45,9 @@ async def manager(
             raise Forbidden("API keys may read webhooks; changing them needs an admin")
         return key_holder
     principal = await signed_in(request, cookie)
-    if request.method not in SAFE_METHODS and principal.role is not Role.ADMIN:
+    if request.method not in SAFE_METHODS and (
+        principal.role is None or not principal.role.manages
+    ):
         raise Forbidden("this needs the admin role")
     return principal
 
@@ -58,8 +59,11 @@ EndpointId = Annotated[
 
 
 class EndpointIn(Strict):
+    # Its characters are checked with the rest of the URL: invalid_webhook_url, as in the CLI.
     url: str = Field(min_length=1, max_length=webhooks.MAX_URL_LENGTH)
-    description: str = Field(default="", max_length=200)
+    description: Annotated[str, schemas.OneLine] = Field(
+        default="", max_length=webhooks.MAX_DESCRIPTION_CHARS
+    )
 
 
 class Endpoint(BaseModel):

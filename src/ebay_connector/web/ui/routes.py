@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -22,14 +22,30 @@ from fastapi.templating import Jinja2Templates
 from ebay_connector.core import quota
 from ebay_connector.core.exchange import Action, Trigger
 from ebay_connector.core.outcome import Outcome
-from ebay_connector.core.roles import Role
 from ebay_connector.db.journal import ExchangeRow
 from ebay_connector.db.store import MAX_ID, AccountToken
-from ebay_connector.errors import AccountNotFound, ConnectorError, TooManyAttempts, Unauthorized
+from ebay_connector.errors import (
+    AccountNotFound,
+    Forbidden,
+    NeedsReconnect,
+    RateLimited,
+    TooManyAttempts,
+    Unauthorized,
+    UsageError,
+)
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
 from ebay_connector.web.api import schemas
-from ebay_connector.web.api.auth import Admin, SignedIn, session_cookie, sign_in
+from ebay_connector.web.api.auth import (
+    NOTICE_COOKIE,
+    Admin,
+    Operator,
+    SignedIn,
+    current_session,
+    refuse_cross_site,
+    session_cookie,
+    sign_in,
+)
 from ebay_connector.web.api.state import runtime_of
 
 HERE = Path(__file__).parent
@@ -58,6 +74,7 @@ class Me:
     email: str
     role: str
     admin: bool
+    operator: bool
     csrf: str
     organization: str
     organization_id: int
@@ -73,34 +90,39 @@ def badge(account: AccountToken, now: datetime, refresh_ahead: timedelta) -> tup
 
 
 async def _me(request: Request, cookie: str | None) -> Me | None:
-    state = request.app.state
-    data = state.sessions.read(cookie)
-    if data is None:
+    session = await current_session(request, cookie)
+    if session is None:
         return None
-    user = await runtime_of(request).users.get(data["uid"])
-    if user is None:
-        return None
+    user = session.user
     organization = await runtime_of(request).store.organization_name(user.organization_id)
     return Me(
         user.id,
         user.email,
         user.role.value,
-        user.role is Role.ADMIN,
-        str(data.get("csrf", "")),
+        user.role.manages,
+        user.role.sees_instance,
+        session.csrf,
         organization or "?",
         user.organization_id,
     )
 
 
 def _page(request: Request, name: str, me: Me | None, **context: Any) -> HTMLResponse:
-    notice = request.query_params.get("notice")
-    return templates.TemplateResponse(
+    # The banner shows only what this server said, once: a signed cookie, never the URL's text.
+    sessions = request.app.state.sessions
+    notice = sessions.read_notice(request.cookies.get(NOTICE_COOKIE))
+    page = templates.TemplateResponse(
         request, name, {"me": me, "notice": notice, "page": name.removesuffix(".html"), **context}
     )
+    if notice is not None:
+        sessions.clear_notice(page)
+    return page
 
 
-def _back(path: str, notice: str) -> RedirectResponse:
-    return RedirectResponse(f"{path}?{urlencode({'notice': notice})}", status_code=303)
+def _back(request: Request, path: str, notice: str) -> RedirectResponse:
+    response = RedirectResponse(path, status_code=303)
+    request.app.state.sessions.notice(response, notice)
+    return response
 
 
 Cookie = Annotated[str | None, Depends(session_cookie)]
@@ -122,7 +144,12 @@ async def login(
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
     try:
+        refuse_cross_site(request)
         user = await sign_in(request, email, password)
+    except Forbidden:
+        page = _page(request, "login.html", None, error="Sign in from this site's own page.")
+        page.status_code = 403
+        return page
     except TooManyAttempts as exc:
         minutes = -(-exc.retry_after_seconds // 60)
         error = f"Too many sign-in attempts. Try again in {minutes} minute(s)."
@@ -135,12 +162,14 @@ async def login(
         page.status_code = 401
         return page
     response = RedirectResponse("/", status_code=303)
-    request.app.state.sessions.issue(response, user.id)
+    request.app.state.sessions.issue(response, user)
     return response
 
 
 @router.post("/ui/logout")
 async def logout(request: Request, principal: SignedIn) -> Response:
+    assert principal.user_id is not None
+    await runtime_of(request).users.end_sessions(principal.user_id)  # copied cookies too
     response = RedirectResponse("/login", status_code=303)
     request.app.state.sessions.clear(response)
     return response
@@ -203,12 +232,34 @@ async def _owned(runtime: Runtime, organization_id: int, account_id: int) -> Acc
     return account
 
 
+def _refused(
+    request: Request, account: AccountToken, exc: NeedsReconnect | RateLimited
+) -> Response:
+    if isinstance(exc, RateLimited):
+        return _back(
+            request,
+            "/",
+            f"{account.label}: {exc.message}; try again in {exc.retry_after_seconds} s",
+        )
+    return _back(request, "/", exc.message)
+
+
+Force = Annotated[bool, Form()]
+
+
 @router.post("/ui/accounts/{account_id}/refresh")
-async def refresh(request: Request, account_id: AccountId, principal: Admin) -> Response:
+async def refresh(
+    request: Request, account_id: AccountId, principal: Admin, force: Force = False
+) -> Response:
     runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
-    result = await runtime.refresher.refresh(account_id, Trigger.ADMIN, actor=principal.actor)
-    return _back("/", f"{account.label}: {result.outcome.value} — {result.meaning}")
+    try:
+        result = await runtime.manual.refresh(
+            account, Trigger.ADMIN, actor=principal.actor, force=force
+        )
+    except (NeedsReconnect, RateLimited) as exc:
+        return _refused(request, account, exc)
+    return _back(request, "/", f"{account.label}: {result.outcome.value} — {result.meaning}")
 
 
 @router.post("/ui/accounts/{account_id}/debug")
@@ -217,7 +268,10 @@ async def debug(
 ) -> Response:
     runtime = runtime_of(request)
     account = await _owned(runtime, principal.organization_id, account_id)
-    result = await runtime.refresher.refresh(account_id, Trigger.DEBUG, actor=principal.actor)
+    try:
+        result = await runtime.manual.refresh(account, Trigger.DEBUG, actor=principal.actor)
+    except (NeedsReconnect, RateLimited) as exc:
+        return _refused(request, account, exc)
     exchange = views.exchange_dict(await runtime.refresher.exchange_of(result))
     lines = (
         "\n".join(
@@ -258,7 +312,7 @@ async def disconnect(request: Request, account_id: AccountId, principal: Admin) 
     account = await _owned(runtime, principal.organization_id, account_id)
     done = await runtime.connector.disconnect(account, actor=principal.actor)
     revoked = "revoked at eBay" if done.revoked_at_ebay else "not revoked at eBay"
-    return _back("/", f"{account.label} disconnected ({revoked})")
+    return _back(request, "/", f"{account.label} disconnected ({revoked})")
 
 
 # Terminal -----------------------------------------------------------------------------------
@@ -312,7 +366,7 @@ async def terminal_page(
 async def terminal_entries(
     request: Request,
     cookie: Cookie,
-    after: int = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     account: str = "",
     trigger: str = "",
     outcome: str = "",
@@ -324,7 +378,7 @@ async def terminal_entries(
     runtime = runtime_of(request)
     rows = await runtime.journal.exchanges(
         organization_id=me.organization_id,
-        after_id=max(after, 0),
+        after_id=after,
         limit=TERMINAL_PAGE,
         **_terminal_filters(account, trigger, outcome),
     )
@@ -347,7 +401,7 @@ def activity_svg(points: list[tuple[datetime, str]], now: datetime) -> str:
     width, half, bar = 24 * 20, 60, 14
     parts = [
         f'<svg role="img" aria-label="refreshes per hour" viewBox="0 0 {width} {2 * half + 20}"'
-        f' width="100%" style="max-width:{width}px">',
+        f' width="100%" class="chart">',
         f'<line x1="0" x2="{width}" y1="{half}" y2="{half}" stroke="#999"/>',
     ]
     for slot in range(24):
@@ -372,7 +426,9 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
         return RedirectResponse("/login", status_code=303)
     runtime = runtime_of(request)
     now = runtime.clock()
-    beats = await runtime.heartbeats.all()
+    # Workers and the shared quota are the deployment's: its operator's to see, not every
+    # organization's (host names, pids, the other organizations' spending).
+    beats = await runtime.heartbeats.all() if me.operator else []
     versions = sorted({b.version for b in beats})
     cards = []
     for b in beats:
@@ -402,6 +458,7 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
     table = [
         {"grant": g, "used": usage.used.get(g, 0), "limit": limit, "remaining": usage.remaining(g)}
         for g, limit in usage.config.limits.items()
+        if me.operator
     ]
     projection = await runtime.journal.quota_projection(
         now, usage.config.limits.get(Action.REFRESH_TOKEN.value, 0)
@@ -436,10 +493,11 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
 
 
 @router.post("/ui/workers/run-once")
-async def run_once(request: Request, principal: Admin) -> Response:
+async def run_once(request: Request, principal: Operator) -> Response:
     report = await runtime_of(request).worker().run_once()
     c = report.counts
     return _back(
+        request,
         "/workers",
         f"cycle {report.status.value}: claimed {c.claimed}, refreshed {c.refreshed}, "
         f"failed {c.failed}",
@@ -504,7 +562,7 @@ async def webhook_add(
         row, secret = await runtime_of(request).webhooks.create(
             principal.organization_id, url, description
         )
-    except ConnectorError as exc:
+    except UsageError as exc:  # the URL or the description; a database error is not shown
         page = await _webhooks_page(request, me, error=exc.message)
         page.status_code = 422
         return page
@@ -521,9 +579,9 @@ async def webhook_test(request: Request, endpoint_id: WebhookId, principal: Admi
     endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
     row = await runtime.webhooks.send_test(endpoint, principal.actor)
     if row is None:
-        return _back("/webhooks", "the test event could not be written")
+        return _back(request, "/webhooks", "the test event could not be written")
     answer = f"HTTP {row.last_status_code}" if row.last_status_code else (row.last_error or "")
-    return _back("/webhooks", f"test event to #{endpoint_id}: {row.status} ({answer})")
+    return _back(request, "/webhooks", f"test event to #{endpoint_id}: {row.status} ({answer})")
 
 
 @router.post("/ui/webhooks/{endpoint_id}/delete")
@@ -531,4 +589,4 @@ async def webhook_delete(request: Request, endpoint_id: WebhookId, principal: Ad
     runtime = runtime_of(request)
     endpoint = await runtime.webhooks.owned(principal.organization_id, endpoint_id)
     await runtime.webhooks.remove(principal.organization_id, endpoint.id)
-    return _back("/webhooks", f"webhook #{endpoint_id} removed")
+    return _back(request, "/webhooks", f"webhook #{endpoint_id} removed")

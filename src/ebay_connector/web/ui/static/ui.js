@@ -1,6 +1,11 @@
 // Small progressive enhancements: confirmations, the live terminal, copy all, compare.
 "use strict";
 
+// No inline handlers: the content security policy allows scripts from this file only.
+document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
+  select.addEventListener("change", () => select.form.submit());
+});
+
 document.querySelectorAll("form[data-confirm]").forEach((form) => {
   form.addEventListener("submit", (event) => {
     if (!window.confirm(form.dataset.confirm)) event.preventDefault();
