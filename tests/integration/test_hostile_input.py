@@ -259,11 +259,17 @@ class Site:
         self.account_id = account_id
 
 
+RETURN_URL = "https://tool.example.com/back"
+
+
 @pytest.fixture
 async def site(runtime: Runtime) -> AsyncIterator[Site]:
     org = await runtime.store.create_organization("hostile")
     await Users(runtime.db).create(org, ADMIN, Role.ADMIN, PASSWORD)
-    _, key = await ApiKeys(runtime.db).create(org, "hostile", can_read_tokens=True)
+    _, key = await ApiKeys(runtime.db).create(
+        org, "hostile", can_read_tokens=True, can_connect=True, can_proxy=True
+    )
+    await runtime.return_urls.add(org, RETURN_URL)
     async with (
         serving(runtime) as base,
         httpx.AsyncClient(base_url=base, timeout=30, trust_env=False) as admin,
@@ -322,6 +328,10 @@ def _base_body(schema: dict[str, Any], account_id: int) -> dict[str, Any]:
         "url": "https://hooks.example.com/hostile",
         "description": "ops",
         "force": False,
+        "end_user_id": "seller-1",
+        "end_user_label": "Seller One",
+        "return_url": RETURN_URL + "/done",
+        "account_id": None,  # a new connect, not a reconnect
     }
     return {name: samples.get(name, "x") for name in schema.get("properties", {})}
 
@@ -421,7 +431,9 @@ async def test_every_field_is_reached_with_the_others_valid(site: Site, runtime:
         schema = _body_schema(document, operation)
         if schema is None or path == "/api/auth/login" or "{" in path:
             continue
-        answer = await site.admin.request(method, path, json=_base_body(schema, site.account_id))
+        answer = await site.admin.request(
+            method, path, json=_base_body(schema, site.account_id), headers=_caller(site, path)
+        )
         assert answer.status_code < 400, (method, path, answer.text)
 
 
