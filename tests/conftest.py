@@ -26,11 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import argon2
 import asyncpg
 import pytest
 
 from ebay_connector import settings
-from ebay_connector.db import migrate
+from ebay_connector.db import migrate, users
 from ebay_connector.db.models import Base
 from ebay_connector.emulator import Emulator, EmulatorServer
 from ebay_connector.runtime import Runtime, open_runtime
@@ -63,6 +64,21 @@ def postgres_unavailable_reason() -> str | None:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             _postgres_checked["reason"] = f"PostgreSQL at {POSTGRES_URL} unreachable: {exc!r}"
     return _postgres_checked["reason"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2 at its cheapest parameters in the test processes (argon2-cffi's profile for tests).
+
+    At the product's cost each hash or check takes 0.15-0.4 s of CPU, and the in-process tiers
+    hash and check hundreds of passwords; what they test is who may sign in, not the hash's cost.
+    The processes the tests start (demo, serve) keep the product's parameters.
+    """
+    cheap = argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(users, "_HASHER", cheap)
+        patch.setattr(users, "_DUMMY_HASH", cheap.hash("not a password of anybody"))
+        yield
 
 
 @pytest.fixture(autouse=True)
