@@ -286,5 +286,8 @@ async def runtime(
     tmp_path: Path,
     clock: FakeClock,
 ) -> AsyncIterator[Runtime]:
-    async with open_test_runtime(database, emulator, tmp_path, clock, http_timeout_seconds=3) as rt:
+    """A runtime with the product's HTTP timeout: its deadline includes the wait for a pooled
+    connection, and a loaded machine makes many concurrent calls wait seconds for one. A test
+    that waits for the timeout on purpose (a hang) opens its own runtime with a short one."""
+    async with open_test_runtime(database, emulator, tmp_path, clock) as rt:
         yield rt
