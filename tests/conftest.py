@@ -19,6 +19,7 @@ import contextlib
 import os
 import random
 import shutil
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -231,12 +232,31 @@ def _pg_fetch(sql: str, *args: Any) -> list[Any]:
     return result
 
 
+@pytest.fixture(scope="session")
+def _emulator_stops() -> Iterator[list[threading.Thread]]:
+    """The threads stopping the tests' emulators; all are joined before the session ends."""
+    stops: list[threading.Thread] = []
+    yield stops
+    for stop in stops:
+        stop.join()
+
+
 @pytest.fixture
-def emulator(clock: FakeClock) -> Iterator[tuple[Emulator, str]]:
+def emulator(
+    clock: FakeClock, _emulator_stops: list[threading.Thread]
+) -> Iterator[tuple[Emulator, str]]:
     """The real emulator, served over HTTP on 127.0.0.1, sharing the test's clock."""
     emu = Emulator(clock=clock, seed=1234)
-    with EmulatorServer(emu) as server:
+    server = EmulatorServer(emu).start()
+    try:
         yield emu, server.base_url
+    finally:
+        # Stopping takes uvicorn ~0.2 s (its shutdown tick), for each of some 350 tests, and
+        # nothing after the test waits for it: the stop runs in a thread of its own.
+        stop = threading.Thread(target=server.stop, name="emulator-stop", daemon=True)
+        stop.start()
+        _emulator_stops[:] = [s for s in _emulator_stops if s.is_alive()]
+        _emulator_stops.append(stop)
 
 
 def make_settings(database: DatabaseTarget, emulator_url: str, tmp_path: Path, **extra: Any) -> Any:
