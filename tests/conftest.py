@@ -1,9 +1,14 @@
 """Shared fixtures: real SQLite and PostgreSQL databases, the real emulator on loopback, a clock.
 
-PostgreSQL: a fresh schema per test in the database named by EBAY_CONNECTOR_TEST_POSTGRES_URL
-(default postgresql://postgres@127.0.0.1:5432/test). When it is unreachable the PostgreSQL tier is
-skipped with a visible reason — unless EBAY_CONNECTOR_TEST_REQUIRE_POSTGRES=1 (set by .ci/run),
-where an unreachable PostgreSQL fails the run.
+PostgreSQL: one migrated schema per test process in the database named by
+EBAY_CONNECTOR_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test), emptied
+before each test. When it is unreachable the PostgreSQL tier is skipped with a visible reason —
+unless EBAY_CONNECTOR_TEST_REQUIRE_POSTGRES=1 (set by .ci/run), where an unreachable PostgreSQL
+fails the run.
+
+Test processes run side by side (pytest-xdist, see scripts/test) and beside other checkouts' runs
+on the same PostgreSQL: everything a test creates has a unique name (schema, database, port,
+temporary directory), and no test acts on another's connections or data.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import concurrent.futures
 import contextlib
 import os
 import random
+import shutil
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,11 +27,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import argon2
 import asyncpg
 import pytest
 
 from ebay_connector import settings
-from ebay_connector.db import migrate
+from ebay_connector.db import migrate, users
+from ebay_connector.db.models import Base
 from ebay_connector.emulator import Emulator, EmulatorServer
 from ebay_connector.runtime import Runtime, open_runtime
 
@@ -56,6 +65,21 @@ def postgres_unavailable_reason() -> str | None:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             _postgres_checked["reason"] = f"PostgreSQL at {POSTGRES_URL} unreachable: {exc!r}"
     return _postgres_checked["reason"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2 at its cheapest parameters in the test processes (argon2-cffi's profile for tests).
+
+    At the product's cost each hash or check takes 0.15-0.4 s of CPU, and the in-process tiers
+    hash and check hundreds of passwords; what they test is who may sign in, not the hash's cost.
+    The processes the tests start (demo, serve) keep the product's parameters.
+    """
+    cheap = argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(users, "_HASHER", cheap)
+        patch.setattr(users, "_DUMMY_HASH", cheap.hash("not a password of anybody"))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -95,23 +119,68 @@ class DatabaseTarget:
     backend: str
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseTarget]:
-    """A fresh, migrated database: a SQLite file, or a new PostgreSQL schema."""
-    if request.param == "sqlite":
-        db = DatabaseTarget(f"sqlite:///{tmp_path}/test.db", None, "sqlite")
-        in_thread(migrate.upgrade, db.url)
-        yield db
-        return
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per test process; each test gets a copy of it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "migrated.db"
+    in_thread(migrate.upgrade, f"sqlite:///{path}")
+    return path
+
+
+@dataclass(frozen=True)
+class _PostgresSchema:
+    name: str
+    empty: str  # the statements that bring it back to "just migrated"
+
+
+@pytest.fixture(scope="session")
+def _postgres_schema() -> Iterator[_PostgresSchema]:
+    """A PostgreSQL schema migrated once per test process (migrating costs ~0.3 s; emptying ~10 ms).
+
+    Emptying deletes every row (children first) and restarts every sequence, so each test starts
+    where a freshly migrated schema starts, ids included.
+    """
     require_postgres()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     _pg_execute(f'CREATE SCHEMA "{schema}"')
-    db = DatabaseTarget(POSTGRES_URL, schema, "postgresql")
     try:
-        in_thread(migrate.upgrade, db.url, schema=schema)
-        yield db
+        in_thread(migrate.upgrade, POSTGRES_URL, schema=schema)
+        tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+        migrated = _pg_fetch(
+            "SELECT tablename FROM pg_tables"
+            " WHERE schemaname = $1 AND tablename <> 'alembic_version'",
+            schema,
+        )
+        assert set(migrated) == set(tables), "the migrations and the models name other tables"
+        sequences = _pg_fetch("SELECT sequencename FROM pg_sequences WHERE schemaname = $1", schema)
+        empty = "".join(f'DELETE FROM "{schema}"."{table}";' for table in tables) + "".join(
+            f'ALTER SEQUENCE "{schema}"."{sequence}" RESTART;' for sequence in sequences
+        )
+        yield _PostgresSchema(schema, f"BEGIN;{empty}COMMIT;")
     finally:
         _pg_execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# A test that acts on every connection to its database (terminates them, say) gets a database of
+# its own: in the shared one it would hit the other test processes' connections.
+OWN_POSTGRES_DATABASE = "own-postgresql-database"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseTarget]:
+    """A freshly migrated database: a copy of a migrated SQLite file, or the test process's
+    PostgreSQL schema, emptied (or, for OWN_POSTGRES_DATABASE, a new PostgreSQL database)."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("_sqlite_template")
+        shutil.copyfile(template, tmp_path / "test.db")
+        yield DatabaseTarget(f"sqlite:///{tmp_path}/test.db", None, "sqlite")
+    elif request.param == OWN_POSTGRES_DATABASE:
+        with postgres_database("ebc_own", migrated=True) as url:
+            yield DatabaseTarget(url, None, "postgresql")
+    else:
+        schema: _PostgresSchema = request.getfixturevalue("_postgres_schema")
+        _pg_execute(schema.empty)
+        yield DatabaseTarget(POSTGRES_URL, schema.name, "postgresql")
 
 
 def require_postgres() -> None:
@@ -149,12 +218,45 @@ def _pg_execute(sql: str) -> None:
     in_thread(asyncio.run, run())
 
 
+def _pg_fetch(sql: str, *args: Any) -> list[Any]:
+    """The first column of every row."""
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql://", "postgres://"))
+        try:
+            return [row[0] for row in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    result: list[Any] = in_thread(asyncio.run, run())
+    return result
+
+
+@pytest.fixture(scope="session")
+def _emulator_stops() -> Iterator[list[threading.Thread]]:
+    """The threads stopping the tests' emulators; all are joined before the session ends."""
+    stops: list[threading.Thread] = []
+    yield stops
+    for stop in stops:
+        stop.join()
+
+
 @pytest.fixture
-def emulator(clock: FakeClock) -> Iterator[tuple[Emulator, str]]:
+def emulator(
+    clock: FakeClock, _emulator_stops: list[threading.Thread]
+) -> Iterator[tuple[Emulator, str]]:
     """The real emulator, served over HTTP on 127.0.0.1, sharing the test's clock."""
     emu = Emulator(clock=clock, seed=1234)
-    with EmulatorServer(emu) as server:
+    server = EmulatorServer(emu).start()
+    try:
         yield emu, server.base_url
+    finally:
+        # Stopping takes uvicorn ~0.2 s (its shutdown tick), for each of some 350 tests, and
+        # nothing after the test waits for it: the stop runs in a thread of its own.
+        stop = threading.Thread(target=server.stop, name="emulator-stop", daemon=True)
+        stop.start()
+        _emulator_stops[:] = [s for s in _emulator_stops if s.is_alive()]
+        _emulator_stops.append(stop)
 
 
 def make_settings(database: DatabaseTarget, emulator_url: str, tmp_path: Path, **extra: Any) -> Any:
@@ -203,5 +305,8 @@ async def runtime(
     tmp_path: Path,
     clock: FakeClock,
 ) -> AsyncIterator[Runtime]:
-    async with open_test_runtime(database, emulator, tmp_path, clock, http_timeout_seconds=3) as rt:
+    """A runtime with the product's HTTP timeout: its deadline includes the wait for a pooled
+    connection, and a loaded machine makes many concurrent calls wait seconds for one. A test
+    that waits for the timeout on purpose (a hang) opens its own runtime with a short one."""
+    async with open_test_runtime(database, emulator, tmp_path, clock) as rt:
         yield rt

@@ -28,7 +28,7 @@ from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.db import models as m
 from ebay_connector.db.store import AccountToken, FinishedRefresh, RefreshWrite
-from ebay_connector.ebay.client import CallResult, build_refresh_request
+from ebay_connector.ebay.client import CallResult, PreparedRequest, build_refresh_request
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import StoreError, StoreUnavailable
 from ebay_connector.keys.crypto import TokenField
@@ -645,14 +645,26 @@ async def fates(runtime: Runtime, emu: Emulator, ids: list[int]) -> dict[str, in
 
 
 async def test_a_worker_stopped_mid_cycle_gives_back_what_it_claimed_ahead(
-    runtime: Runtime, emulator: tuple[Emulator, str], clock: FakeClock
+    runtime: Runtime,
+    emulator: tuple[Emulator, str],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emu, _ = emulator
     concurrency = 4
     ids = await seed_due_accounts(runtime, emu, 40, "stop")
-    # Long enough that the stop surely lands while the first calls are out (it is set within
-    # a few polls of the claim); the cycle then lasts about this long.
-    emu.set_faults(Faults(latency_ms=600))
+    # The first calls are held at the client until the stop has landed (not for a fixed
+    # latency, which a loaded machine's polling can outlast): the stop surely lands while
+    # they are out.
+    client = runtime.refresher.client
+    send = client.send_token_request
+    answer = asyncio.Event()
+
+    async def held(request: PreparedRequest) -> CallResult:
+        await answer.wait()
+        return await send(request)
+
+    monkeypatch.setattr(client, "send_token_request", held)
     worker = make_worker(runtime, concurrency)
     stop = asyncio.Event()
     cycle = asyncio.create_task(worker.run_once(stop))
@@ -666,6 +678,11 @@ async def test_a_worker_stopped_mid_cycle_gives_back_what_it_claimed_ahead(
     # Nothing answered yet: all claimed accounts are in flight or waiting in the buffer.
     assert emu.calls.count(grant_type="refresh_token") == 0
     stop.set()
+    # The stop gives back the account claimed ahead at once; then the calls out are answered.
+    while len(await leased_to(runtime, worker.instance_id)) > concurrency:
+        assert time.monotonic() < deadline + POLL_DEADLINE_S, "the claimed-ahead stayed leased"
+        await asyncio.sleep(0.01)
+    answer.set()
     report = await asyncio.wait_for(cycle, POLL_DEADLINE_S)
 
     c = report.counts

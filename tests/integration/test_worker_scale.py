@@ -18,7 +18,7 @@ from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.runtime import Runtime, refresh_config
 from ebay_connector.service.refresh import Refresher
 from ebay_connector.service.worker import CycleStatus, Worker, WorkerConfig
-from tests.conftest import DatabaseTarget, FakeClock
+from tests.conftest import OWN_POSTGRES_DATABASE, DatabaseTarget, FakeClock
 from tests.helpers import seed_due_accounts
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,9 @@ async def test_a_429_pauses_the_whole_process(
 
 
 @pytest.mark.parametrize(
-    "database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+    "database",
+    [pytest.param(OWN_POSTGRES_DATABASE, marks=pytest.mark.postgres, id="postgresql")],
+    indirect=True,
 )
 async def test_worker_survives_a_lost_database_connection(
     runtime: Runtime, emulator: tuple[Emulator, str], database: DatabaseTarget, clock: FakeClock
