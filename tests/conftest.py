@@ -78,8 +78,9 @@ def _cheap_password_hashing() -> Iterator[None]:
     cheap = argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(users, "_HASHER", cheap)
-        patch.setattr(users, "_DUMMY_HASH", cheap.hash("not a password of anybody"))
+        users._dummy_hash.cache_clear()  # made on first use, with whichever hasher is in place
         yield
+    users._dummy_hash.cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -51,6 +51,7 @@ from ebay_connector.service.served_tokens import Served, ServedTokens
 logger = logging.getLogger(__name__)
 
 LEASE_POLL = timedelta(milliseconds=50)
+MAX_TAKEN_OVER = 4096  # bounded: worker memory stays flat
 # invalid_client is about the application, not an account: said this way wherever it surfaces.
 APP_CREDENTIALS_REJECTED = (
     "eBay rejected the application credentials (invalid_client): "
@@ -148,6 +149,9 @@ class Refresher:
         self.rng = rng or random.Random()
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, int] = {}
+        # Accounts an on-demand, admin or debug refresh of this process attempted lately, in
+        # order: a worker claim of one re-reads its version before calling (an ordered set).
+        self._taken_over: dict[int, None] = {}
         self.observers: list[RefreshObserver] = []
         # What this process served, to serve through a database outage (and never otherwise).
         self.served = ServedTokens(config.outage_memory)
@@ -230,7 +234,17 @@ class Refresher:
             account = await self._lease(seen)
             if account is None:
                 return await self._joined(await self._snapshot(account_id), trigger)
+            # This process's worker may hold a claim on the account (the lease is this process's
+            # own, so the lease was taken over): that claim must see the new version first.
+            self._note_refreshed_outside_claims(account_id)
             return await self._attempt_holding_lease(account, trigger, actor)
+
+    def _note_refreshed_outside_claims(self, account_id: int) -> None:
+        self._taken_over.pop(account_id, None)
+        self._taken_over[account_id] = None
+        if len(self._taken_over) > MAX_TAKEN_OVER:
+            # The oldest goes: a claim racing a refresh races it within seconds, not hours.
+            del self._taken_over[next(iter(self._taken_over))]
 
     async def refresh_claimed(self, account: AccountToken, trigger: Trigger) -> RefreshResult:
         """Refresh an account the worker already leased with :meth:`Store.claim_due`.
@@ -240,7 +254,11 @@ class Refresher:
         """
         started = time.perf_counter()
         async with self._account_lock(account.account_id) as waited:
-            if waited:
+            taken_over = account.account_id in self._taken_over
+            if waited or taken_over:
+                # Another refresh of this process ran while the claim waited (before it took the
+                # lock, or with the lock released): if it changed the token, do not call again.
+                self._taken_over.pop(account.account_id, None)
                 current = await self._snapshot(account.account_id)
                 if current.version != account.version:
                     return self._observed(await self._joined(current, trigger), started)
