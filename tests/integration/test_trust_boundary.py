@@ -14,11 +14,12 @@ import socket
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import argon2
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from fastapi import FastAPI
 from ebay_connector import cli, serve
 from ebay_connector import settings as settings_module
 from ebay_connector.core.roles import Role
-from ebay_connector.db import migrate
+from ebay_connector.db import migrate, users
 from ebay_connector.db import models as m
 from ebay_connector.emulator import Emulator
 from ebay_connector.errors import StoreError
@@ -253,7 +254,18 @@ async def test_a_needs_reconnect_account_is_refreshed_only_when_forced(
 # Sign-in hashing does not stall the server --------------------------------------------------
 
 
+@pytest.fixture
+def product_hashing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The product's own argon2 parameters (the suite's processes hash at the cheapest)."""
+    monkeypatch.setattr(users, "_HASHER", argon2.PasswordHasher())
+    users._dummy_hash.cache_clear()
+    yield
+    users._dummy_hash.cache_clear()
+
+
+@pytest.mark.serial
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("product_hashing")
 async def test_healthz_stays_fast_during_40_concurrent_failed_sign_ins(site: Site) -> None:
     async with site.client() as client:
         await client.get("/healthz")  # warm the connection
