@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from ebay_connector.core.roles import Role
@@ -261,8 +262,6 @@ async def test_the_table_holds_no_email_or_address(runtime: Runtime) -> None:
     async with _client(app, "192.0.2.77") as client:
         await _login(client, EMAIL, "wrong password!")
     async with runtime.db.read() as conn:
-        import sqlalchemy as sa
-
         rows = (await conn.execute(sa.text("SELECT * FROM login_throttles"))).all()
     assert {row.kind for row in rows} == {"email", "client"}
     dump = repr(rows)
