@@ -24,35 +24,20 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.return_urls import ReturnUrls
 from ebay_connector.emulator import Emulator
 from ebay_connector.web.app import create_app
 from ebay_connector_client import Connector, NeedsReconnect
-from tests.browser.test_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REQUIRE_BROWSER, VIEWPORT
+from tests.browser.harness import ARTIFACTS, VIEWPORT
 from tests.conftest import DatabaseTarget, FakeClock, open_test_runtime
 from tests.helpers import bound_socket, serve_asgi
 
 pytestmark = pytest.mark.browser
 
 INVENTORY = "sell/inventory/v1/inventory_item"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        reason = f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if REQUIRE_BROWSER:
-            pytest.fail(f"{reason}; EBAY_CONNECTOR_TEST_REQUIRE_BROWSER=1 requires it")
-        pytest.skip(reason)
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 class _ProgramPage(http.server.BaseHTTPRequestHandler):

@@ -5,57 +5,39 @@ the tests run in order and share the admin's signed-in page, like one operator's
 sign in, debug refreshes, a reconnect through the emulator's consent page, the live terminal,
 Copy all, the viewer's read-only pages, and finally: no rendered page ever held a token.
 
-Without /usr/bin/chromium the module is skipped with a visible reason, unless
-EBAY_CONNECTOR_TEST_REQUIRE_BROWSER=1 (set by CI), where that is a failure.
 Each test leaves a screenshot in artifacts/browser/<test name>.png (artifacts/ is git-ignored).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
     Locator,
     Page,
-    ViewportSize,
     expect,
-    sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.acceptance.test_demo_cli import CLI, Demo, base_env, free_port
+from tests.acceptance.test_demo_cli import Demo
+from tests.browser import harness
+from tests.browser.harness import (
+    ADMIN_EMAIL,
+    VIEWER_EMAIL,
+    VIEWPORT,
+    RunningDemo,
+    running_demo,
+    screenshot,
+)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-REQUIRE_BROWSER = os.environ.get("EBAY_CONNECTOR_TEST_REQUIRE_BROWSER") == "1"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
-START_TIMEOUT_S = 60
-VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
-
-ADMIN_EMAIL = "admin@demo.local"
-VIEWER_EMAIL = "viewer@demo.local"
 HEALTHY = ("demo_main_store", "demo_outlet", "demo_expiring", "demo_expired", "demo_refresh_ending")
 DEMO_USERNAMES = {
     *HEALTHY,
@@ -99,91 +81,23 @@ def remember(page: Page) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        reason = f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if REQUIRE_BROWSER:
-            pytest.fail(f"{reason}; EBAY_CONNECTOR_TEST_REQUIRE_BROWSER=1 requires it")
-        pytest.skip(reason)
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@dataclass
-class RunningDemo:
-    demo: Demo
-    admin_password: str
-    viewer_password: str
+def demo_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDemo]:
+    with running_demo(tmp_path_factory.mktemp("browser-demo")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDemo]:
-    cwd = tmp_path_factory.mktemp("browser-demo")
-    port = free_port()
-    env = dict(base_env(cwd, port), PYTHONUNBUFFERED="1")
-    log_path = cwd / "demo.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [CLI, "demo"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
-    )
-    demo = Demo(cwd, env, process, f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        passwords = None
-        while passwords is None:
-            assert process.poll() is None, log_path.read_text()
-            text = log_path.read_text()
-            admin = re.search(rf"sign in as {re.escape(ADMIN_EMAIL)} / (\S+) \(admin\)", text)
-            viewer = re.search(rf"or {re.escape(VIEWER_EMAIL)} / (\S+) \(viewer\)", text)
-            if admin and viewer:
-                passwords = admin.group(1), viewer.group(1)
-                break
-            assert time.monotonic() < deadline, f"demo printed no sign-in line in time:\n{text}"
-            time.sleep(0.2)
-        while True:
-            try:
-                if httpx.get(demo.base_url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "demo did not answer /healthz in time"
-            time.sleep(0.2)
-        # The in-process worker runs its first cycle right after seeding; the badges of test 1
-        # are the states after that cycle, so wait until its heartbeat counts one cycle.
-        while True:
-            beats = demo.json("inspect", "runtime")["heartbeats"]
-            if beats and beats[0]["cycles"] >= 1:
-                break
-            assert time.monotonic() < deadline, "no worker cycle in time"
-            time.sleep(0.3)
-        yield RunningDemo(demo, *passwords)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def ui(browser: Browser, running_demo: RunningDemo) -> Iterator[Ui]:
-    base = running_demo.demo.base_url
+def ui(browser: Browser, demo_running: RunningDemo) -> Iterator[Ui]:
+    base = demo_running.demo.base_url
     context = browser.new_context(viewport=VIEWPORT, base_url=base)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     context.set_default_timeout(15_000)
     state = Ui(
-        running_demo.demo,
+        demo_running.demo,
         browser,
         context.new_page(),
-        running_demo.admin_password,
-        running_demo.viewer_password,
+        demo_running.admin_password,
+        demo_running.viewer_password,
         [context],
     )
     try:
@@ -200,8 +114,7 @@ def _screenshot(request: pytest.FixtureRequest, ui: Ui) -> Iterator[None]:
     yield
     page = ui.current
     if page is not None and not page.is_closed():
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        screenshot(page, request.node.name)
 
 
 @pytest.fixture
@@ -218,10 +131,7 @@ def admin(ui: Ui) -> Page:
 def sign_in(page: Page, email: str, password: str) -> None:
     page.goto("/login")
     remember(page)
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(re.compile(r"/$"))
+    harness.sign_in(page, email, password)
     remember(page)
 
 
