@@ -46,11 +46,7 @@ import httpx
 
 import _harness as h
 import token_api as t
-from ebay_connector.core.roles import Role
-from ebay_connector.db.api_keys import ApiKeys
-from ebay_connector.db.users import Users
-from ebay_connector.runtime import open_runtime
-from ebay_connector.settings import Settings, load
+from ebay_connector.settings import Settings
 
 TARGET_P99_OVERHEAD_MS = 5.0
 INVENTORY = "sell/inventory/v1/inventory_item"
@@ -74,17 +70,6 @@ class Level:
             "overhead_p50_ms": round(self.overhead(50), 3),
             "overhead_p99_ms": round(self.overhead(99), 3),
         }
-
-
-async def create_org(settings: Settings, password: str) -> str:
-    """Organization, admin, and an API key that may read tokens and use the proxy."""
-    async with open_runtime(settings) as runtime:
-        org_id = await runtime.store.create_organization("bench")
-        await Users(runtime.db).create(org_id, t.ADMIN_EMAIL, Role.ADMIN, password)
-        _, key = await ApiKeys(runtime.db).create(
-            org_id, "bench", can_read_tokens=True, can_proxy=True
-        )
-    return key
 
 
 class InventoryCheck:
@@ -178,24 +163,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             h.progress(f"database: {db.description}; emulator pid {emulator.pid}")
 
-            def settings_for(port: int) -> Settings:
-                return load(
-                    _env_file=None,
-                    database_url=db.url,
-                    ebay_environment="emulator",
-                    emulator_url=emulator.base_url,
-                    key_file=workdir / "keyring.json",
-                    host="127.0.0.1",
-                    port=port,
-                    public_url=f"http://127.0.0.1:{port}",
-                    max_calls_per_second=0,
-                )
-
-            key = asyncio.run(create_org(settings_for(h.free_port()), password))
-            for attempt in range(3):  # a free port can be taken between probing and binding
-                port = h.free_port()
-                settings = settings_for(port)
-                registered = httpx.post(  # the emulator's accept URL: this server's callback
+            def register(settings: Settings) -> None:  # its accept URL is this server's callback
+                registered = httpx.post(
                     f"{emulator.base_url}/_emulator/apps",
                     json={
                         "client_id": settings.app_client_id,
@@ -207,27 +176,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 if registered.status_code != 201:
                     raise h.BenchError(f"registering the app: {registered.status_code}")
-                log = workdir / f"server-{port}.log"
-                proc = h.spawn(
-                    [str(h.CLI), "serve", "--no-worker"],
-                    env=t.server_env(settings),
-                    cwd=workdir,
-                    log=log,
-                )
-                try:
-                    base_url = f"http://127.0.0.1:{port}"
-                    if not t.wait_healthy(base_url, proc, deadline):
-                        if attempt == 2:
-                            raise h.BenchError(f"the server did not start:\n{h.tail(log)}")
-                        continue
-                    h.progress(f"server pid {proc.pid} on {base_url}")
-                    levels, checked = asyncio.run(
-                        measure(base_url, emulator.base_url, password, key, args, proc.pid)
+
+            with t.serving(
+                db.url, emulator.base_url, register, workdir, deadline, password, can_proxy=True
+            ) as server:
+                levels, checked = asyncio.run(
+                    measure(
+                        server.base_url, emulator.base_url, password, server.key, args, server.pid
                     )
-                    return report(args, db.backend, levels, checked)
-                finally:
-                    h.stop(proc)
-    raise h.BenchError("unreachable")
+                )
+                return report(args, db.backend, levels, checked)
 
 
 def report(

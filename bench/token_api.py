@@ -54,7 +54,8 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,13 +151,73 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def create_org(settings: Settings, password: str) -> str:
-    """Organization, admin and a token-reading API key; returns the key."""
+async def create_org(settings: Settings, password: str, *, can_proxy: bool = False) -> str:
+    """Organization, admin and a token-reading API key (and proxy use); returns the key."""
     async with open_runtime(settings) as runtime:
         org_id = await runtime.store.create_organization("bench")
         await Users(runtime.db).create(org_id, ADMIN_EMAIL, Role.ADMIN, password)
-        _, key = await ApiKeys(runtime.db).create(org_id, "bench", can_read_tokens=True)
+        _, key = await ApiKeys(runtime.db).create(
+            org_id, "bench", can_read_tokens=True, can_proxy=can_proxy
+        )
     return key
+
+
+@dataclass(frozen=True)
+class Served:
+    base_url: str
+    pid: int
+    key: str  # the organization's API key
+
+
+@contextmanager
+def serving(
+    database_url: str,
+    emulator_url: str,
+    register: Callable[[Settings], None],
+    workdir: Path,
+    deadline: h.Deadline,
+    password: str,
+    *,
+    can_proxy: bool = False,
+) -> Iterator[Served]:
+    """``ebay-connector serve --no-worker`` as its own process on a free port, with one
+    organization, its admin (``password``) and an API key; ``register`` tells the emulator this
+    server's callback. Stopped on exit."""
+
+    def settings_for(port: int) -> Settings:
+        return load(
+            _env_file=None,
+            database_url=database_url,
+            ebay_environment="emulator",
+            emulator_url=emulator_url,
+            key_file=workdir / "keyring.json",
+            host="127.0.0.1",
+            port=port,
+            public_url=f"http://127.0.0.1:{port}",
+            max_calls_per_second=0,
+        )
+
+    key = asyncio.run(create_org(settings_for(h.free_port()), password, can_proxy=can_proxy))
+    for attempt in range(3):  # a free port can be taken between probing and binding
+        port = h.free_port()
+        settings = settings_for(port)
+        register(settings)
+        log = workdir / f"server-{port}.log"
+        proc = h.spawn(
+            [str(h.CLI), "serve", "--no-worker"], env=server_env(settings), cwd=workdir, log=log
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            if not wait_healthy(base_url, proc, deadline):
+                if attempt == 2:
+                    raise h.BenchError(f"the server did not start:\n{h.tail(log)}")
+                continue
+            h.progress(f"server pid {proc.pid} on {base_url}")
+            yield Served(base_url, proc.pid, key)
+            return
+        finally:
+            h.stop(proc)
+    raise h.BenchError("unreachable")
 
 
 def wait_healthy(base_url: str, proc: Any, deadline: h.Deadline) -> bool:
@@ -377,50 +438,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             h.progress(f"database: {db.description}")
 
-            def settings_for(port: int) -> Settings:
-                return load(
-                    _env_file=None,
-                    database_url=db.url,
-                    ebay_environment="emulator",
-                    emulator_url=emulator_server.base_url,
-                    key_file=workdir / "keyring.json",
-                    host="127.0.0.1",
-                    port=port,
-                    public_url=f"http://127.0.0.1:{port}",
-                    max_calls_per_second=0,
-                )
-
-            key = asyncio.run(create_org(settings_for(h.free_port()), password))
-            for attempt in range(3):  # a free port can be taken between probing and binding
-                port = h.free_port()
-                settings = settings_for(port)
-                emulator.register_app(  # its accept URL is this server's callback
+            def register(settings: Settings) -> None:  # its accept URL is this server's callback
+                emulator.register_app(
                     client_id=settings.app_client_id,
                     client_secret=settings.app_client_secret,
                     ru_name=settings.app_ru_name,
                     accept_url=settings.callback_url,
                 )
-                log = workdir / f"server-{port}.log"
-                proc = h.spawn(
-                    [str(h.CLI), "serve", "--no-worker"],
-                    env=server_env(settings),
-                    cwd=workdir,
-                    log=log,
-                )
-                try:
-                    base_url = f"http://127.0.0.1:{port}"
-                    if not wait_healthy(base_url, proc, deadline):
-                        if attempt == 2:
-                            raise h.BenchError(f"the server did not start:\n{h.tail(log)}")
-                        continue
-                    h.progress(f"server pid {proc.pid} on {base_url}")
-                    levels, checked = asyncio.run(
-                        measure(base_url, emulator, password, key, args, proc.pid, deadline)
+
+            with serving(
+                db.url, emulator_server.base_url, register, workdir, deadline, password
+            ) as server:
+                levels, checked = asyncio.run(
+                    measure(
+                        server.base_url, emulator, password, server.key, args, server.pid, deadline
                     )
-                    return report(args, db.backend, levels, checked)
-                finally:
-                    h.stop(proc)
-    raise h.BenchError("unreachable")
+                )
+                return report(args, db.backend, levels, checked)
 
 
 def report(
