@@ -268,6 +268,7 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
             refresher,
             per_account=Allowance(settings.manual_refreshes_per_account, manual_window),
             per_organization=Allowance(settings.manual_refreshes_per_organization, manual_window),
+            journal=journal,
             clock=clock,
         ),
         connector=connector,

@@ -27,16 +27,18 @@ from fastapi import FastAPI
 
 from ebay_connector import cli, serve
 from ebay_connector import settings as settings_module
+from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.roles import Role
 from ebay_connector.db import migrate, users
 from ebay_connector.db import models as m
 from ebay_connector.emulator import Emulator
-from ebay_connector.errors import StoreError
+from ebay_connector.errors import RateLimited, StoreError
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import app as app_module
 from ebay_connector.web.api import errors as api_errors
 from ebay_connector.web.app import create_app
-from tests.conftest import in_thread
+from tests.conftest import DatabaseTarget, FakeClock, in_thread, open_test_runtime
 from tests.helpers import QuietServer, connect_seller, serve_asgi
 
 pytestmark = pytest.mark.integration
@@ -230,6 +232,41 @@ async def test_manual_refreshes_are_limited_per_account_and_per_organization(
         own = await connect_seller(site.runtime, site.org_b, "burst_b")
         answer = await other.post("/api/admin/ebay/token/refresh", json={"ebay_account_id": own})
         assert answer.status_code == 200, answer.text
+
+
+async def test_replicas_share_one_manual_refresh_allowance(
+    runtime: Runtime,
+    database: DatabaseTarget,
+    emulator: tuple[Emulator, str],
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    """Two processes of the product over one database: their admins' refreshes of one account
+    count against one allowance (4 a minute), not 4 each."""
+    emu = emulator[0]
+    org = await runtime.store.create_organization("replicas")
+    account_id = await connect_seller(runtime, org, "shared_allowance")
+    calls = emu.calls.count(grant_type="refresh_token")
+    async with open_test_runtime(database, emulator, tmp_path, clock) as replica:
+        for process in (runtime, replica, runtime, replica):
+            account = await process.store.account_token(account_id)
+            assert account is not None
+            result = await process.manual.refresh(account, Trigger.ADMIN, actor="test")
+            assert result.outcome is Outcome.OK
+            clock.advance(seconds=1)
+        for process in (runtime, replica):
+            account = await process.store.account_token(account_id)
+            assert account is not None
+            with pytest.raises(RateLimited) as refused:
+                await process.manual.refresh(account, Trigger.ADMIN, actor="test")
+            # The oldest of the four calls leaves the 60 s window 56 s from now.
+            assert refused.value.retry_after_seconds == 56
+        assert emu.calls.count(grant_type="refresh_token") == calls + 4
+        clock.advance(seconds=57)
+        account = await replica.store.account_token(account_id)
+        assert account is not None
+        again = await replica.manual.refresh(account, Trigger.ADMIN, actor="test")
+        assert again.outcome is Outcome.OK
 
 
 async def test_a_needs_reconnect_account_is_refreshed_only_when_forced(

@@ -7,7 +7,7 @@ organization (or one account) may not spend it for everybody.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,10 +32,21 @@ class Allowance:
         if not times:
             del self._taken[key]
             return None
-        if len(times) < self.limit:
-            return None
-        return times[0] + self.window - now
+        return wait_after(times, self.limit, self.window, now)
 
     def take(self, key: Hashable, now: datetime) -> None:
         if self.limit > 0:
             self._taken.setdefault(key, deque()).append(now)
+
+
+def wait_after(
+    taken: Sequence[datetime], limit: int, window: timedelta, now: datetime
+) -> timedelta | None:
+    """How long until one more may be taken, given the times already ``taken`` (any order,
+    any age; 0: no limit). None: it may now."""
+    if limit <= 0:
+        return None
+    recent = sorted(t for t in taken if t > now - window)
+    if len(recent) < limit:
+        return None
+    return recent[-limit] + window - now

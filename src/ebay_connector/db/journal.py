@@ -397,6 +397,32 @@ class Journal:
         async with self.db.read() as conn:
             return [_exchange_row(row) for row in (await conn.execute(query)).all()]
 
+    async def manual_calls_since(
+        self, organization_id: int, account_id: int, since: datetime, limit: int
+    ) -> tuple[list[datetime], list[datetime]]:
+        """When eBay was last called for refreshes a person asked for (admin and debug), by any
+        process: at most ``limit`` times each for the organization and for the account."""
+        manual = (
+            m.EbayExchange.trigger.in_((Trigger.ADMIN.value, Trigger.DEBUG.value)),
+            m.EbayExchange.sent.is_(True),
+            m.EbayExchange.created_at > since,
+        )
+        newest = m.EbayExchange.created_at.desc()
+        async with self.db.read() as conn:
+            by_org = await conn.execute(
+                sa.select(m.EbayExchange.created_at)
+                .where(m.EbayExchange.organization_id == organization_id, *manual)
+                .order_by(newest)
+                .limit(limit)
+            )
+            by_account = await conn.execute(
+                sa.select(m.EbayExchange.created_at)
+                .where(m.EbayExchange.account_id == account_id, *manual)
+                .order_by(newest)
+                .limit(limit)
+            )
+            return list(by_org.scalars()), list(by_account.scalars())
+
     async def exchange(self, exchange_id: int) -> ExchangeRow | None:
         query = (
             sa.select(*_EXCHANGE_COLUMNS)

@@ -5,16 +5,20 @@ of its accounts get an allowance per window; beyond it the answer is ``rate_limi
 to try again, and eBay is not called. An account that needs reconnecting is only refreshed when
 the admin insists (``force``): eBay would refuse the refresh token anyway. A debug refresh is
 that insistence by nature (it exists to show what eBay answers), so it is always forced.
+
+Two counts decide, and the stricter wins: this process's own takes (they include refreshes still
+in flight) and the calls the journal holds from every process (so replicas share one allowance).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ebay_connector.core.allowance import Allowance
+from ebay_connector.core.allowance import Allowance, wait_after
 from ebay_connector.core.clock import Clock
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.token_state import TokenState
+from ebay_connector.db.journal import Journal
 from ebay_connector.db.store import AccountToken
 from ebay_connector.errors import NeedsReconnect, RateLimited
 from ebay_connector.service.refresh import Refresher, RefreshResult
@@ -25,6 +29,7 @@ class ManualRefreshes:
     refresher: Refresher
     per_account: Allowance
     per_organization: Allowance
+    journal: Journal
     clock: Clock
 
     async def refresh(
@@ -38,9 +43,16 @@ class ManualRefreshes:
                 reason=account.state_reason or "needs_reconnect",
             )
         now = self.clock()
+        org, own = self.per_organization, self.per_account
+        window = max(org.window, own.window)
+        by_org, by_account = await self.journal.manual_calls_since(
+            account.organization_id, account.account_id, now - window, max(org.limit, own.limit)
+        )
         waits = [
-            self.per_organization.wait(account.organization_id, now),
-            self.per_account.wait(account.account_id, now),
+            org.wait(account.organization_id, now),
+            own.wait(account.account_id, now),
+            wait_after(by_org, org.limit, org.window, now),
+            wait_after(by_account, own.limit, own.window, now),
         ]
         wait = max((w for w in waits if w is not None), default=None)
         if wait is not None:
