@@ -108,12 +108,8 @@ class AccountList:
         if search is not None:
             scope.append(search)
         joined = sa.join(m.EbayAccount, m.EbayToken, m.EbayToken.account_id == m.EbayAccount.id)
-        counting = (
-            sa.select(status, sa.func.count())
-            .select_from(joined)
-            .where(*scope)
-            .group_by(status_expression(now, refresh_ahead))
-        )
+        states = sa.select(status).select_from(joined).where(*scope).subquery()
+        counting = sa.select(states.c.status, sa.func.count()).group_by(states.c.status)
         async with self.db.read() as conn:
             counts = {Status(s): int(n) for s, n in (await conn.execute(counting)).all()}
             total = counts.get(query.status, 0) if query.status else sum(counts.values())
