@@ -6,8 +6,10 @@ never refreshed (sorting by "Last attempt" once compared naive and aware datetim
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -131,7 +133,7 @@ async def test_every_column_sorts_both_ways_with_missing_values_last(
     up = await listing(runtime, seeded, ListQuery(sort=key))
     down = await listing(runtime, seeded, ListQuery(sort=key, descending=True))
     assert len(up) == len(down) == 7
-    value = {
+    values_of: dict[SortKey, Callable[[AccountToken], Any]] = {
         SortKey.LABEL: lambda a: a.label.lower(),
         SortKey.EBAY_USERNAME: lambda a: a.ebay_username.lower(),
         SortKey.ACCESS: lambda a: a.access_expires_at,
@@ -140,7 +142,8 @@ async def test_every_column_sorts_both_ways_with_missing_values_last(
         SortKey.LAST_ATTEMPT: lambda a: a.last_attempt_at,
         SortKey.LAST_USED: lambda a: a.last_used_at,
         SortKey.STATE: lambda a: None,
-    }[key]
+    }
+    value = values_of[key]
     if key is SortKey.STATE:
         assert up[0].label == "Revoked"
         assert down[-1].label == "Revoked"
@@ -149,7 +152,7 @@ async def test_every_column_sorts_both_ways_with_missing_values_last(
         values = [value(a) for a in rows]
         present = [v for v in values if v is not None]
         assert values[: len(present)] == present, "missing values come last"
-        assert present == sorted(present, reverse=descending)  # type: ignore[type-var]
+        assert present == sorted(present, reverse=descending)
     if key is SortKey.LAST_ATTEMPT:
         never = {"alpha_1", "Beta", "gamma%2", "Expiring"}
         assert {a.label for a in up[-4:]} == never
