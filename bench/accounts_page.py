@@ -148,7 +148,7 @@ def measure(base_url: str, password: str, args: argparse.Namespace) -> dict[str,
                 if round_ >= args.warmup:
                     times[name].append(elapsed)
 
-    def pct(values: list[float], q: float) -> float:
+    def pct(values: list[float], q: int) -> float:
         return (
             statistics.quantiles(values, n=100, method="inclusive")[q - 1]
             if len(values) > 1
