@@ -22,6 +22,7 @@ from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.db import login_throttle
 from ebay_connector.db.account_deletions import AccountDeletions
+from ebay_connector.db.account_list import AccountList
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.connect_sessions import ConnectSessionStore
 from ebay_connector.db.connect_states import ConnectStates
@@ -114,6 +115,7 @@ class Runtime(Records):
     manual: ManualRefreshes
     connector: Connector
     users: Users
+    account_list: AccountList
     api_keys: ApiKeys
     connect_states: ConnectStates
     return_urls: ReturnUrls
@@ -273,6 +275,7 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         ),
         connector=connector,
         users=Users(db),
+        account_list=AccountList(db),
         api_keys=ApiKeys(db),
         connect_states=connect_states,
         return_urls=allowed_urls,

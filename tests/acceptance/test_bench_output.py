@@ -138,6 +138,18 @@ SMOKE_ARGS["proxy"] = [
     "--budget-s",
     "180",
 ]
+PAGE_ACCOUNTS = 120
+PAGE_REQUESTS = 5
+SMOKE_ARGS["accounts_page"] = [
+    "--accounts",
+    str(PAGE_ACCOUNTS),
+    "--requests",
+    str(PAGE_REQUESTS),
+    "--warmup",
+    "1",
+    "--budget-s",
+    "180",
+]
 ON_POSTGRES = {"replicas", "soak"}
 
 
@@ -379,6 +391,23 @@ def check_cli_startup(doc: dict[str, Any]) -> None:
     assert doc["accounts_ratio"] == pytest.approx(doc["accounts_json_s"] / doc["sqlalchemy_s"])
 
 
+def check_accounts_page(doc: dict[str, Any]) -> None:
+    assert (doc["accounts"], doc["requests"]) == (PAGE_ACCOUNTS, PAGE_REQUESTS)
+    views = doc["views"]
+    assert set(views) == {"default", "last_attempt_desc", "search", "far_page"}
+    for name, view in views.items():
+        assert view["rows"] == 50, name  # a full page of the list, whatever the view
+        assert view["bytes"] > 0, name
+        assert 0 < view["p50_ms"] <= view["p95_ms"] <= view["max_ms"], name
+    healthz = doc["healthz"]
+    assert 0 < healthz["p50_ms"] <= healthz["p95_ms"] <= healthz["max_ms"]
+    assert doc["max_bytes"] == max(v["bytes"] for v in views.values())
+    assert doc["max_p95_ms"] == max(v["p95_ms"] for v in views.values())
+    assert doc["ratio"] == pytest.approx(views["default"]["p50_ms"] / healthz["p50_ms"], abs=0.06)
+    met = doc["max_bytes"] < doc["target_bytes"] and doc["max_p95_ms"] < doc["target_p95_ms"]
+    assert doc["target_met"] is met
+
+
 def check_proxy(doc: dict[str, Any]) -> None:
     levels = doc["levels"]
     assert [level["concurrency"] for level in levels] == [1, 4]
@@ -403,4 +432,5 @@ CHECKS = {
     "replicas": check_replicas,
     "soak": check_soak,
     "cli_startup": check_cli_startup,
+    "accounts_page": check_accounts_page,
 }

@@ -489,7 +489,7 @@ async def test_the_banner_shows_only_what_the_server_said_once(
         done = await admin.post(
             f"/ui/accounts/{account}/refresh", data={"csrf_token": csrf}, follow_redirects=False
         )
-        assert done.status_code == 303 and done.headers["location"] == "/"
+        assert done.status_code == 303 and done.headers["location"] == f"/#account-{account}"
         shown = await admin.get("/")
         assert 'class="notice"' in shown.text and "banner_seller: ok" in shown.text
         again = await admin.get("/")

@@ -114,6 +114,18 @@ class Users:
             ).first()
         return None if row is None else _user(row)
 
+    async def managers(self, organization_id: int) -> list[str]:
+        """The e-mails of the people who may act on the organization's accounts (a viewer is
+        told whom to ask)."""
+        roles = [role.value for role in Role if role.manages]
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(m.User.email)
+                .where(m.User.organization_id == organization_id, m.User.role.in_(roles))
+                .order_by(m.User.email)
+            )
+            return [str(email) for (email,) in rows.all()]
+
     async def authenticate(self, email: str, password: str) -> UserRow | None:
         async with self.db.read() as conn:
             row = (
