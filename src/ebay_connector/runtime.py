@@ -31,6 +31,7 @@ from ebay_connector.db.heartbeats import Heartbeats
 from ebay_connector.db.journal import Journal
 from ebay_connector.db.login_throttle import LoginThrottle
 from ebay_connector.db.outbox import Outbox
+from ebay_connector.db.quota_ledger import QuotaLedger
 from ebay_connector.db.return_urls import ReturnUrls
 from ebay_connector.db.users import Users
 from ebay_connector.ebay.app_token import AppTokenChore, AppTokens
@@ -215,6 +216,7 @@ def _build(records: Records, http: aiohttp.ClientSession, rng: random.Random | N
         keyring=ring,
         config=refresh_config(settings),
         owner=instance_id,
+        ledger=QuotaLedger(db),
         clock=clock,
         rng=rng,
     )

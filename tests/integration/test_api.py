@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from ebay_connector.core import quota
 from ebay_connector.core.roles import Role
 from ebay_connector.db.api_keys import ApiKeys
 from ebay_connector.db.users import Users
@@ -399,8 +400,9 @@ async def test_token_api_refuses_past_the_daily_limit_without_calling_ebay(
             assert refused.status_code == 503
             assert refused.json()["error"]["code"] == "quota_exhausted"
             assert "EBAY_CONNECTOR_DAILY_REFRESH_LIMIT" in refused.json()["error"]["message"]
-            # The window frees a call when the first of the two has left it, 24 h after it.
-            frees = first_at + timedelta(hours=24, seconds=1) - clock()
+            # The window frees a call when the first of the two has left it: 24 h after the
+            # minute it was reserved in ended (the ledger counts by the minute, never less).
+            frees = quota.bucket_of(first_at) + timedelta(hours=24, minutes=1) - clock()
             assert int(refused.headers["retry-after"]) == int(frees.total_seconds())
             assert emu.calls.count(grant_type="refresh_token") == calls
             # The Workers page says why (to the deployment's operator, who owns the shared

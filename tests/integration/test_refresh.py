@@ -21,6 +21,7 @@ from ebay_connector.core.exchange import Action, Trigger
 from ebay_connector.core.outcome import Outcome
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db import models as m
+from ebay_connector.ebay.pacing import Pacer
 from ebay_connector.emulator import Emulator, Faults
 from ebay_connector.errors import NeedsReconnect, RefreshFailed
 from ebay_connector.keys.crypto import TokenField, associated_data
@@ -265,6 +266,7 @@ async def test_two_processes_refreshing_one_account_call_ebay_once(
         keyring=runtime.keys.ring,
         config=refresh_config(runtime.settings),
         owner="other-process",
+        ledger=runtime.refresher.ledger,
         clock=clock,
     )
     first, second = await asyncio.gather(
@@ -345,16 +347,29 @@ async def test_account_deleted_during_refresh_is_not_written(
     assert kept.status == 200
 
 
+class GatedPacer(Pacer):
+    """Holds each call at the last step before it is sent, until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def acquire(self) -> None:
+        self.reached.set()
+        await self.gate.wait()
+        await super().acquire()
+
+
 async def test_a_lost_lease_is_never_applied_over_the_new_holder(
-    runtime: Runtime, connect: Connect, emulator: tuple[Emulator, str], clock: FakeClock
+    runtime: Runtime, connect: Connect, clock: FakeClock
 ) -> None:
     """If a call outlives its lease (settings forbid it; this forces it), the result is kept in
     the journal but the token belongs to whoever holds the lease now."""
-    emu, _ = emulator
     account_id = await connect("seller_slow")
     await expire(runtime, account_id)
-    emu.set_faults(Faults(latency_ms=400), username="seller_slow")
     short = dataclasses.replace(refresh_config(runtime.settings), lease=timedelta(seconds=1))
+    gated = GatedPacer()
     slow = Refresher(
         store=runtime.store,
         journal=runtime.journal,
@@ -362,20 +377,19 @@ async def test_a_lost_lease_is_never_applied_over_the_new_holder(
         keyring=runtime.keys.ring,
         config=short,
         owner="slow-process",
+        ledger=runtime.refresher.ledger,
         clock=clock,
+        pacer=gated,
     )
     task = asyncio.create_task(slow.refresh(account_id, Trigger.SCHEDULED))
-    while not task.done():
-        account = await runtime.store.account_token(account_id)
-        if account is not None and account.lease_owner == "slow-process":
-            break
-        await asyncio.sleep(0.01)
+    await gated.reached.wait()  # leased, about to send
     clock.advance(seconds=2)  # the slow holder's lease has now expired
-    emu.clear_faults("seller_slow")
     fast = await runtime.refresher.refresh(account_id, Trigger.ADMIN)
     assert fast.outcome is Outcome.OK
     after_fast = await runtime.store.account_token(account_id)
+    gated.gate.set()  # the slow call goes out now, and its answer comes back after the new one
     lost = await task
+    assert lost.called_ebay and lost.outcome is Outcome.OK
     assert lost.skipped
     assert "lease" in lost.message
     final = await runtime.store.account_token(account_id)

@@ -37,6 +37,7 @@ def replica(
         keyring=runtime.keys.ring,
         config=refresh_config(runtime.settings),
         owner=name,
+        ledger=runtime.refresher.ledger,
         clock=clock,
         pacer=Pacer(),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,3 +93,28 @@ async def test_upgrade_is_idempotent(database: DatabaseTarget) -> None:
     assert len(first["revisions"]) == 1
     in_thread(migrate.upgrade, database.url, schema=database.schema)  # already at head: no-op
     assert await _schema(database) == first
+
+
+def test_the_quota_ledger_starts_from_the_last_24_hours_of_calls(tmp_path: Path) -> None:
+    """Upgrading keeps eBay's limit: the ledger is filled from the calls already sent."""
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    in_thread(migrate.upgrade, url, revision="0014")
+    now = datetime.now(UTC)
+    sent = [now - timedelta(hours=1), now - timedelta(hours=1), now - timedelta(hours=30)]
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for n, created_at in enumerate([*sent, now]):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ebay_exchanges (action, trigger, environment, outcome, sent,"
+                    " request, created_at) VALUES (:action, 'scheduled', 'emulator', 'ok', :sent,"
+                    " '{}', :at)"
+                ),
+                {"action": "refresh_token", "sent": n < 3, "at": created_at},
+            )
+    in_thread(migrate.upgrade, url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT action, calls FROM quota_buckets")).all()
+    engine.dispose()
+    # The two calls of an hour ago; not the one of 30 h ago, nor the one never sent.
+    assert [(action, calls) for action, calls in rows] == [("refresh_token", 2)]

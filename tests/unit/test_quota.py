@@ -53,3 +53,40 @@ def test_a_crossing_ends_only_well_under_the_limit() -> None:
     assert not near.exceeded and not near.rearmed
     under = quota.project(80, 40, timedelta(hours=20), limit=100)
     assert not under.exceeded and under.rearmed
+
+
+# The ledger's decisions -------------------------------------------------------------------------
+
+NOON = datetime(2026, 12, 5, 12, 0, 30, 500, tzinfo=UTC)
+
+
+def test_a_call_counts_in_the_bucket_of_its_minute() -> None:
+    assert quota.bucket_of(NOON) == datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+def test_a_bucket_counts_while_any_part_of_its_minute_is_in_the_window() -> None:
+    # At 12:00:30 the window starts at 12:00:30 yesterday: the 12:00 bucket of yesterday still
+    # holds calls inside it, the 11:59 bucket none.
+    after = quota.counted_after(NOON)
+    assert datetime(2026, 12, 4, 12, 0, tzinfo=UTC) > after
+    assert not datetime(2026, 12, 4, 11, 59, tzinfo=UTC) > after
+
+
+def test_only_what_fits_under_the_ceiling_is_granted() -> None:
+    assert quota.grantable(used=3, wanted=10, ceiling=5) == 2
+    assert quota.grantable(used=5, wanted=1, ceiling=5) == 0
+    assert quota.grantable(used=7, wanted=1, ceiling=5) == 0  # a lowered limit grants nothing
+    assert quota.grantable(used=0, wanted=4, ceiling=5) == 4
+
+
+def test_a_slot_frees_when_enough_of_the_oldest_buckets_have_left_the_window() -> None:
+    day = timedelta(hours=24)
+    first = datetime(2026, 12, 4, 13, 0, tzinfo=UTC)
+    second = datetime(2026, 12, 4, 14, 0, tzinfo=UTC)
+    buckets = [(first, 2), (second, 3)]
+    assert quota.slot_frees_at(buckets, ceiling=6) is None  # room now
+    assert quota.slot_frees_at(buckets, ceiling=5) == first + quota.BUCKET + day
+    assert quota.slot_frees_at(buckets, ceiling=4) == first + quota.BUCKET + day
+    assert quota.slot_frees_at(buckets, ceiling=3) == second + quota.BUCKET + day
+    assert quota.slot_frees_at(buckets, ceiling=2) == second + quota.BUCKET + day
+    assert quota.slot_frees_at(buckets, ceiling=0) is None  # never: nothing may be sent

@@ -5,6 +5,12 @@ Usage is counted from the exchange records (every call actually sent), over eBay
 stops before the reserve (default 20 %) is touched; on-demand refreshes and connects may use it.
 Nothing is sent once the window holds the whole limit (eBay would answer 429): a program's
 request is refused until the oldest call of the window leaves it.
+
+The limit itself is kept by reservations, not by counting after the fact: every refresh grant
+takes a slot in a ledger of per-minute buckets before it is sent, atomically with the count of
+the window, so concurrent callers and replicas can never together pass it. A bucket counts
+while any part of its minute lies in the window: at most one minute's calls are counted longer
+than eBay counts them, never shorter.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ class QuotaConfig:
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_DAILY_LIMITS))
     reserve_share: float = 0.2  # kept for on-demand refreshes and connects
 
+    def proactive_ceiling(self) -> int:
+        """Refresh grants a window may hold before background work stops (the reserve's edge)."""
+        limit = self.limits.get(Action.REFRESH_TOKEN.value, 0)
+        return math.floor(limit * (1 - self.reserve_share))
+
 
 @dataclass(frozen=True)
 class QuotaState:
@@ -53,9 +64,8 @@ class QuotaState:
 
     def proactive_budget(self) -> int:
         """Refresh grants background work may still spend before it reaches the reserve."""
-        grant = Action.REFRESH_TOKEN.value
-        ceiling = math.floor(self.config.limits.get(grant, 0) * (1 - self.config.reserve_share))
-        return max(0, ceiling - self.used.get(grant, 0))
+        used = self.used.get(Action.REFRESH_TOKEN.value, 0)
+        return max(0, self.config.proactive_ceiling() - used)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +76,40 @@ class QuotaState:
             }
             for grant, limit in self.config.limits.items()
         } | {"proactive_budget": self.proactive_budget()}
+
+
+BUCKET = timedelta(minutes=1)
+
+
+def bucket_of(moment: datetime) -> datetime:
+    """The ledger bucket (its minute) a call sent at ``moment`` counts in."""
+    return moment.replace(second=0, microsecond=0)
+
+
+def counted_after(now: datetime) -> datetime:
+    """Buckets that start after this moment still count in the window ending ``now``."""
+    return now - WINDOW - BUCKET
+
+
+def grantable(used: int, wanted: int, ceiling: int) -> int:
+    """How many of ``wanted`` calls fit under ``ceiling`` with ``used`` already in the window."""
+    return max(0, min(wanted, ceiling - used))
+
+
+def slot_frees_at(buckets: list[tuple[datetime, int]], ceiling: int) -> datetime | None:
+    """When the window (``buckets``: oldest first, with their calls) has room for one more call
+    under ``ceiling`` again; None when it has room now."""
+    used = sum(calls for _, calls in buckets)
+    leave = calls_to_leave(used, ceiling)
+    if leave <= 0:
+        return None
+    gone = 0
+    for minute, calls in buckets:
+        gone += calls
+        if gone >= leave:
+            # The bucket stops counting once its whole minute is older than 24 h.
+            return minute + BUCKET + WINDOW
+    return None  # a ceiling of 0 (nothing may be sent) never frees; the caller retries later
 
 
 def frees_at(window_calls: int, limit: int, nth_oldest: datetime) -> datetime | None:

@@ -430,6 +430,18 @@ class LoginThrottle(Base):
     updated_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class QuotaBucket(Base):
+    """eBay calls reserved in one minute, per grant type: the ledger that keeps the daily limit
+    (see core/quota.py). A slot is taken before the call is sent, and given back only when the
+    call was not sent after all."""
+
+    __tablename__ = "quota_buckets"
+
+    action: Mapped[str] = mapped_column(sa.String(32), primary_key=True)  # the grant type
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    calls: Mapped[int]
+
+
 # --- ids never reused (SQLite) -------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ebay_connector import log
-from ebay_connector.core import access, policy, quota, retry, token_state
+from ebay_connector.core import access, policy, retry, token_state
 from ebay_connector.core.access import Access
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Action, ExchangeRecord, Trigger
@@ -30,6 +30,7 @@ from ebay_connector.core.policy import PolicyConfig
 from ebay_connector.core.quota import QuotaConfig
 from ebay_connector.core.token_state import TokenState
 from ebay_connector.db.journal import ExchangeRow, Journal
+from ebay_connector.db.quota_ledger import QuotaLedger
 from ebay_connector.db.store import AccountToken, RefreshWrite, Store
 from ebay_connector.ebay.client import EbayClient, build_refresh_request, not_sent
 from ebay_connector.ebay.pacing import Pacer
@@ -134,12 +135,14 @@ class Refresher:
         keyring: KeyRing,
         config: RefreshConfig,
         owner: str,
+        ledger: QuotaLedger,
         clock: Clock = utcnow,
         rng: random.Random | None = None,
         pacer: Pacer | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
+        self.ledger = ledger
         self.pacer = pacer or Pacer()
         self.client = client
         self.keyring = keyring
@@ -262,16 +265,17 @@ class Refresher:
                 current = await self._snapshot(account.account_id)
                 if current.version != account.version:
                     return self._observed(await self._joined(current, trigger), started)
-            result = await self._attempt_holding_lease(account, trigger, None)
+            # The worker reserved this call's quota slot when it claimed the account.
+            result = await self._attempt_holding_lease(account, trigger, None, reserved=True)
         return self._observed(result, started)
 
     async def _attempt_holding_lease(
-        self, account: AccountToken, trigger: Trigger, actor: str | None
+        self, account: AccountToken, trigger: Trigger, actor: str | None, *, reserved: bool = False
     ) -> RefreshResult:
         """Attempt with the lease held; a failure of our own gives the lease back at once."""
         finished = False
         try:
-            result = await self._attempt(account, trigger, actor)
+            result = await self._attempt(account, trigger, actor, reserved=reserved)
             finished = True
             return result
         finally:
@@ -318,10 +322,10 @@ class Refresher:
             log.event(logger, "refresh.lease_release_failed", logging.WARNING, account=account_id)
 
     async def _attempt(
-        self, account: AccountToken, trigger: Trigger, actor: str | None
+        self, account: AccountToken, trigger: Trigger, actor: str | None, *, reserved: bool
     ) -> RefreshResult:
         started = self.clock()
-        exchange, classified = await self._call_ebay(account, started)
+        exchange, classified = await self._call_ebay(account, started, reserved=reserved)
         now = self.clock()
 
         def next_after_success(new_expiry: datetime) -> datetime | None:
@@ -442,9 +446,12 @@ class Refresher:
         return access_ct, refresh_ct, expires
 
     async def _call_ebay(
-        self, account: AccountToken, now: datetime
+        self, account: AccountToken, now: datetime, *, reserved: bool
     ) -> tuple[ExchangeRecord, Classified]:
-        """Validate the stored token and call eBay; refusals are decided here, before any HTTP."""
+        """Validate the stored token and call eBay; refusals are decided here, before any HTTP.
+
+        Unless the caller ``reserved`` it already (the worker, at its claim), the call takes its
+        slot in the quota ledger first; with none left, ``QuotaExhausted`` and no call."""
         url = self.client.endpoints.token_url
         if account.refresh_expires_at is not None and account.refresh_expires_at <= now:
             message = "the refresh token expired; no request was sent"
@@ -486,6 +493,8 @@ class Refresher:
             return not_sent(Action.REFRESH_TOKEN, url, outcome, message, fingerprint), Classified(
                 outcome, message, retry_after=retry_after
             )
+        if not reserved:
+            await self._reserve_slot(account.account_id, now)
         await self.pacer.acquire()
         call = await self.client.send_token_request(request)
         if call.classified.outcome is Outcome.RATE_LIMITED:
@@ -598,7 +607,6 @@ class Refresher:
         if decision is Access.SERVE:
             token, scheduled_at = self._stored_token(account), account.next_attempt_at
         else:
-            await self._refuse_past_limit(account_id, now)
             token, scheduled_at = await self._refreshed_token(account, actor)
         self.served.remember(
             Served(account_id, account.organization_id, token.access_token, token.expires_at)
@@ -647,25 +655,21 @@ class Refresher:
         log.event(logger, "token.served_through_outage", account=account_id)
         return AccessToken(account_id, held.access_token, held.expires_at)
 
-    async def _refuse_past_limit(self, account_id: int, now: datetime) -> None:
-        """Raise ``QuotaExhausted`` when eBay's rolling 24 h window holds its whole daily limit:
-        eBay would answer 429, so no call is made until the window's oldest call leaves it."""
+    async def _reserve_slot(self, account_id: int, now: datetime) -> None:
+        """Take one slot of eBay's rolling 24 h limit, or raise ``QuotaExhausted``: eBay would
+        answer 429, so no call is made until the window's oldest call leaves it."""
         grant = Action.REFRESH_TOKEN.value
-        since = now - quota.WINDOW
-        used = await self.journal.quota_usage(since)
-        state = quota.QuotaState(used, self.config.quota)
-        if not state.window_full(grant):
+        limit = self.config.quota.limits.get(grant, 0)
+        reservation = await self.ledger.reserve(grant, 1, limit, now)
+        if reservation.granted:
             return
-        limit, sent = self.config.quota.limits.get(grant, 0), used.get(grant, 0)
-        oldest = await self.journal.nth_call_since(grant, since, quota.calls_to_leave(sent, limit))
-        frees = quota.frees_at(sent, limit, oldest) if oldest is not None else None
-        wait = max(timedelta(seconds=1), (frees or now + self.config.on_demand_cooldown) - now)
+        frees = reservation.frees_at or now + self.config.on_demand_cooldown
         log.event(logger, "refresh.quota_exhausted", logging.WARNING, account=account_id)
         raise QuotaExhausted(
             f"account {account_id}: eBay's daily limit of {limit:,} refresh grants is used up "
             f"for the last 24 h; no call was made (raise it with eBay's Application Growth "
             f"Check, then set EBAY_CONNECTOR_DAILY_REFRESH_LIMIT)",
-            retry_after=wait,
+            retry_after=max(timedelta(seconds=1), frees - now),
         )
 
     async def _refreshed_token(

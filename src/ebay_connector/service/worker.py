@@ -27,7 +27,7 @@ from typing import Any
 
 from ebay_connector import log
 from ebay_connector.core.clock import Clock, utcnow
-from ebay_connector.core.exchange import Trigger
+from ebay_connector.core.exchange import Action, Trigger
 from ebay_connector.core.outcome import (
     AppCredentials,
     Disposition,
@@ -284,6 +284,7 @@ class Worker:
         claiming: asyncio.Task[list[AccountToken]] | None = None
         stopping: asyncio.Future[Any] | None = None
         asked = 0  # how many the running claim asked for
+        slots: dict[int, datetime] = {}  # claimed account → the ledger minute of its quota slot
         error: str | None = None
         exhausted = False
         probing = self.app_rejected  # one account at a time until eBay accepts us again
@@ -292,7 +293,7 @@ class Worker:
                 if ready and (
                     stop.is_set() or error is not None or self.refresher.pacer.paused(self.clock())
                 ):
-                    counts.claimed -= await self._unclaim(list(ready))
+                    counts.claimed -= await self._unclaim(list(ready), slots)
                     ready.clear()
                 while ready and len(in_flight) < concurrency:
                     in_flight.add(self._start(ready.popleft()))
@@ -309,11 +310,7 @@ class Worker:
                     )
                     if step.action is ClaimAction.CLAIM:
                         asked = step.size
-                        claiming = asyncio.create_task(
-                            self.store.claim_due(
-                                self.instance_id, now, now + self.config.lease, asked
-                            )
-                        )
+                        claiming = asyncio.create_task(self._claim(now, asked, slots, counts))
                     elif step.action is ClaimAction.DEFER_PAUSE:
                         counts.deferred_pause, exhausted = 1, True  # counted once the cycle ends
                     elif step.action is ClaimAction.DEFER_QUOTA:
@@ -347,6 +344,9 @@ class Worker:
                     in_flight.discard(task)
                     result = task.result()
                     tally.add(result)
+                    minute = slots.pop(result.account_id, None)
+                    if minute is not None and not result.called_ebay:
+                        await self._give_back({minute: 1})
                     verdict = app_verdict(
                         result.outcome, called_ebay=result.called_ebay, joined=result.joined
                     )
@@ -386,12 +386,56 @@ class Worker:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
             if ready:
-                counts.claimed -= await self._unclaim(list(ready))
+                counts.claimed -= await self._unclaim(list(ready), slots)
 
-    async def _unclaim(self, accounts: list[AccountToken]) -> int:
-        """Give back claimed accounts this cycle will not start; returns how many."""
+    async def _claim(
+        self, now: datetime, asked: int, slots: dict[int, datetime], counts: CycleCounts
+    ) -> list[AccountToken]:
+        """Reserve quota slots, then claim as many due accounts as slots were granted.
+
+        The slots come from the proactive share of eBay's limit, atomically across replicas
+        (each replica's own budget, read at its cycle's start, cannot see the others' spending).
+        """
+        grant = Action.REFRESH_TOKEN.value
+        reservation = await self.refresher.ledger.reserve(
+            grant, asked, self.config.quota.proactive_ceiling(), now
+        )
+        if reservation.granted < asked:
+            counts.deferred_quota = 1  # counted once the cycle ends
+        if reservation.granted == 0:
+            return []
+        try:
+            batch = await self.store.claim_due(
+                self.instance_id, now, now + self.config.lease, reservation.granted
+            )
+        except ConnectorError:
+            await self._give_back({reservation.minute: reservation.granted})
+            raise
+        await self._give_back({reservation.minute: reservation.granted - len(batch)})
+        for account in batch:
+            slots[account.account_id] = reservation.minute
+        return batch
+
+    async def _give_back(self, minutes: Mapping[datetime, int]) -> None:
+        """Return quota slots whose calls were not sent; on failure they stay counted (safe)."""
+        grant = Action.REFRESH_TOKEN.value
+        for minute, count in minutes.items():
+            try:
+                await self.refresher.ledger.release(grant, minute, count)
+            except ConnectorError:
+                log.event(logger, "worker.quota_release_failed", logging.WARNING, slots=count)
+
+    async def _unclaim(self, accounts: list[AccountToken], slots: dict[int, datetime]) -> int:
+        """Give back claimed accounts this cycle will not start, and their quota slots;
+        returns how many."""
         if not accounts:
             return 0
+        unsent: collections.Counter[datetime] = collections.Counter()
+        for account in accounts:
+            minute = slots.pop(account.account_id, None)
+            if minute is not None:
+                unsent[minute] += 1
+        await self._give_back(unsent)
         try:
             await self.store.release_claims([a.account_id for a in accounts], self.instance_id)
         except ConnectorError:

@@ -8,7 +8,7 @@ sends the person back to the view they acted from, at the row they acted on.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -19,7 +19,7 @@ from ebay_connector.core.account_list import ListQuery, Status
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.db.account_list import Listing
 from ebay_connector.db.store import AccountToken
-from ebay_connector.errors import NeedsReconnect, RateLimited
+from ebay_connector.errors import NeedsReconnect, QuotaExhausted, RateLimited
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
 from ebay_connector.web.api.auth import Admin
@@ -166,16 +166,15 @@ async def accounts_live(request: Request, cookie: Cookie) -> Response:
     )
 
 
-def _refused(
-    request: Request, account: AccountToken, exc: NeedsReconnect | RateLimited, to: str = "/"
-) -> Response:
-    if isinstance(exc, RateLimited):
-        return back(
-            request,
-            to,
-            f"{account.label}: {exc.message}; try again in {exc.retry_after_seconds} s",
-        )
-    return back(request, to, f"{account.label}: {exc.message}")
+Refusal = NeedsReconnect | RateLimited | QuotaExhausted
+
+
+def _refused(request: Request, account: AccountToken, exc: Refusal, to: str = "/") -> Response:
+    if isinstance(exc, NeedsReconnect):
+        return back(request, to, f"{account.label}: {exc.message}")
+    now = runtime_of(request).clock()
+    when = views.relative(now + timedelta(seconds=exc.retry_after_seconds), now)
+    return back(request, to, f"{account.label}: {exc.message}; try again {when}")
 
 
 Force = Annotated[bool, Form()]
@@ -196,7 +195,7 @@ async def refresh(
         result = await runtime.manual.refresh(
             account, Trigger.ADMIN, actor=principal.actor, force=force
         )
-    except (NeedsReconnect, RateLimited) as exc:
+    except (NeedsReconnect, RateLimited, QuotaExhausted) as exc:
         return _refused(request, account, exc, to)
     return back(request, to, f"{account.label}: {result.outcome.value} — {result.meaning}")
 
@@ -209,7 +208,7 @@ async def debug(
     account = await owned(runtime, principal.organization_id, account_id)
     try:
         result = await runtime.manual.refresh(account, Trigger.DEBUG, actor=principal.actor)
-    except (NeedsReconnect, RateLimited) as exc:
+    except (NeedsReconnect, RateLimited, QuotaExhausted) as exc:
         return _refused(request, account, exc)
     exchange = views.exchange_dict(await runtime.refresher.exchange_of(result))
     lines = (
