@@ -67,7 +67,7 @@ from typing import Any
 from ebay_connector.core import policy, token_state
 from ebay_connector.core.exchange import Action
 from ebay_connector.core.outcome import Classified, Outcome, TokenGrant
-from ebay_connector.core.policy import PolicyConfig, Reason, RefreshPolicy
+from ebay_connector.core.policy import SPARE_RECHECK, PolicyConfig, Reason, RefreshPolicy
 from ebay_connector.core.quota import WINDOW, QuotaConfig, QuotaState, pace_span, project
 from ebay_connector.core.usage import Use
 from ebay_connector.service.refresh import LAST_USED_THROTTLE, RefreshConfig
@@ -250,6 +250,8 @@ class Simulation:
         self.calls: list[datetime] = []  # every grant, in time order
         self.window_start = 0  # calls[window_start:] are the last 24 h
         self.last_wake = T0 - WAKE  # the last completed worker wake
+        self._spare_at: datetime | None = None  # when calls_are_spare was last decided
+        self._spare_now = False
         self.stats = Stats()
         for account in range(n):
             first = policy.schedule(
@@ -297,6 +299,7 @@ class Simulation:
                     last_success_at=now,
                     now=now,
                     config=self.config,
+                    spare=self._spare(now),
                 )
             )
             return planned[-1].next_attempt_at
@@ -338,6 +341,7 @@ class Simulation:
             use=use,
             now=now,
             config=self.config,
+            spare=self._spare(now),
         )
         if moved is not None:
             self._set_next(account, moved, Reason.RECENTLY_USED, now)
@@ -377,6 +381,23 @@ class Simulation:
         recent = len(calls) - bisect.bisect_left(calls, now - pace_span(history))
         if project(used, recent, history, self.quota.limits[GRANT]).exceeded:
             self.stats.warned_at_h = hours_after_t0(now)
+
+    def _spare(self, now: datetime) -> bool:
+        """As the product decides it, at most once a minute: the projection of the next 24 h
+        (the product projects over the quota ledger's minute buckets; exact times here)."""
+        if self._spare_at is not None and now - self._spare_at < SPARE_RECHECK:
+            return self._spare_now
+        calls, since = self.calls, now - WINDOW
+        first = bisect.bisect_left(calls, since)
+        limit = self.quota.limits[GRANT]
+        projected, history = 0, timedelta(0)
+        if first < len(calls):
+            history = now - calls[first]
+            recent = len(calls) - bisect.bisect_left(calls, now - pace_span(history))
+            projected = project(len(calls) - first, recent, history, limit).projected
+        self._spare_at = now
+        self._spare_now = policy.calls_are_spare(projected, history, limit, self.config)
+        return self._spare_now
 
     def _calls_in_window(self, now: datetime) -> int:
         """Calls since now - 24 h (inclusive, as ``Journal.quota_usage``)."""

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     refresh_policy: RefreshPolicy = RefreshPolicy.AUTO
     recent_use_seconds: int = Field(default=6 * 3600, ge=60, le=30 * 86400)
     probe_interval_seconds: int = Field(default=3 * 86400, ge=600, le=30 * 86400)
+    spare_quota_share: float = Field(default=0.1, ge=0, le=1)
     daily_refresh_limit: int = Field(default=50_000, ge=1)
     daily_code_limit: int = Field(default=10_000, ge=1)
     daily_client_credentials_limit: int = Field(default=1_000, ge=1)
@@ -271,6 +272,7 @@ class Settings(BaseSettings):
             refresh_ahead=self.refresh_ahead,
             recent_use=timedelta(seconds=self.recent_use_seconds),
             probe_interval=timedelta(seconds=self.probe_interval_seconds),
+            spare_share=self.spare_quota_share,
             access_token_margin=timedelta(seconds=self.access_token_margin_seconds),
         )
 

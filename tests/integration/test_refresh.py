@@ -421,6 +421,25 @@ async def test_regular_use_is_learned_and_keeps_the_token_warm(
     assert learned.next_attempt_at < probe_at
 
 
+async def test_while_calls_are_spare_a_used_account_is_kept_warm(
+    runtime: Runtime, connect: Connect, clock: FakeClock
+) -> None:
+    """A small shop: its calls are far below eBay's limit, so one use keeps the token warm."""
+    account_id = await connect("seller_occasional")
+    await expire(runtime, account_id)
+    await runtime.refresher.get_access_token(account_id)  # one refresh: a pace begins
+    used = await runtime.store.account_token(account_id)
+    assert used is not None and used.next_attempt_at is not None
+    assert used.access_expires_at is not None
+    assert used.next_attempt_at > used.access_expires_at  # no pace yet: the idle probe stands
+    clock.advance(minutes=20)  # ten minutes of calls to judge by, and the process reads again
+    # A refresh that is not a use (one use teaches no rate): its schedule keeps the token warm.
+    await runtime.refresher.refresh(account_id, Trigger.ADMIN)
+    warm = await runtime.store.account_token(account_id)
+    assert warm is not None and warm.access_expires_at is not None
+    assert warm.next_attempt_at == warm.access_expires_at - timedelta(minutes=15)
+
+
 async def test_an_on_demand_refresh_serves_the_new_token_without_reading_it_back(
     runtime: Runtime,
     connect: Connect,

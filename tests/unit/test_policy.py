@@ -155,3 +155,35 @@ def test_after_use_warms_an_account_once_its_use_pays_and_otherwise_writes_nothi
     assert moved(twice, now, warm_at, RefreshPolicy.AUTO) is None
     for chosen in (RefreshPolicy.PROACTIVE, RefreshPolicy.ON_DEMAND):
         assert moved(twice, now, None, chosen) is None
+
+
+# Spare calls: a small shop keeps every recently used token warm -------------------------------
+
+
+def test_calls_are_spare_only_well_under_the_limit_and_with_some_history() -> None:
+    config = PolicyConfig()
+    hour = timedelta(hours=1)
+    assert policy.calls_are_spare(4_999, hour, 50_000, config)
+    assert not policy.calls_are_spare(5_000, hour, 50_000, config)
+    assert not policy.calls_are_spare(0, timedelta(minutes=9), 50_000, config)  # no pace yet
+
+
+def test_with_spare_calls_an_occasional_account_used_lately_is_kept_warm() -> None:
+    config = PolicyConfig()
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    occasional = Use(now - timedelta(hours=3), interval_s=3 * 86400.0, jitter_s=86400.0)
+    assert not policy.keep_warm(occasional, now, config)
+    assert policy.keep_warm(occasional, now, config, spare=True)
+    forgotten = Use(now - timedelta(hours=13), interval_s=3 * 86400.0, jitter_s=86400.0)
+    assert not policy.keep_warm(forgotten, now, config, spare=True)
+    expires = now + timedelta(hours=1)
+    moved = policy.after_use(
+        RefreshPolicy.AUTO,
+        scheduled_at=None,
+        access_expires_at=expires,
+        use=occasional,
+        now=now,
+        config=config,
+        spare=True,
+    )
+    assert moved == expires - config.refresh_ahead

@@ -90,3 +90,13 @@ def test_a_slot_frees_when_enough_of_the_oldest_buckets_have_left_the_window() -
     assert quota.slot_frees_at(buckets, ceiling=3) == second + quota.BUCKET + day
     assert quota.slot_frees_at(buckets, ceiling=2) == second + quota.BUCKET + day
     assert quota.slot_frees_at(buckets, ceiling=0) is None  # never: nothing may be sent
+
+
+def test_the_ledger_projects_the_next_24_hours_as_the_journal_does() -> None:
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    buckets = [(now - timedelta(hours=20), 100), (now - timedelta(hours=2), 60)]
+    # 160 in the window, 60 of them in the last 12 h: 120 a day at that pace, never below 160.
+    assert quota.project_buckets(buckets, now, 1000) == quota.Projection(160, 160, 1000)
+    busy = [(now - timedelta(hours=1), 500)]  # one hour old: paced over the 6 h minimum
+    assert quota.project_buckets(busy, now, 1000).projected == 2000
+    assert quota.project_buckets([], now, 1000) == quota.Projection(0, 0, 1000)

@@ -171,3 +171,15 @@ def project(used: int, recent: int, history: timedelta, limit: int) -> Projectio
     """
     paced = math.ceil(recent * (WINDOW / pace_span(history)))
     return Projection(used, max(used, paced), limit)
+
+
+def project_buckets(buckets: list[tuple[datetime, int]], now: datetime, limit: int) -> Projection:
+    """:func:`project` over the quota ledger's buckets (oldest first) of the window ending
+    ``now``."""
+    used = sum(calls for _, calls in buckets)
+    if not used:
+        return Projection(0, 0, limit)
+    history = now - buckets[0][0]
+    since = now - pace_span(history)
+    recent = sum(calls for minute, calls in buckets if minute >= since)
+    return project(used, recent, history, limit)

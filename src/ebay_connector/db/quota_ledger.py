@@ -50,7 +50,7 @@ class QuotaLedger:
             if conn.dialect.name == "postgresql":
                 key = sa.literal(_lock_key(grant), sa.BigInteger)
                 await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-            buckets = await self._window(conn, grant, now)
+            buckets = await _window(conn, grant, now)
             used = sum(calls for _, calls in buckets)
             granted = quota.grantable(used, wanted, ceiling)
             if granted > 0:
@@ -78,19 +78,12 @@ class QuotaLedger:
 
     async def used(self, grant: str, now: datetime) -> int:
         """Slots the window ending ``now`` holds (reserved, sent or in flight)."""
-        async with self.db.read() as conn:
-            return sum(calls for _, calls in await self._window(conn, grant, now))
+        return sum(calls for _, calls in await self.window(grant, now))
 
-    @staticmethod
-    async def _window(
-        conn: AsyncConnection, grant: str, now: datetime
-    ) -> list[tuple[datetime, int]]:
-        result = await conn.execute(
-            sa.select(m.QuotaBucket.minute, m.QuotaBucket.calls)
-            .where(m.QuotaBucket.action == grant, m.QuotaBucket.minute > quota.counted_after(now))
-            .order_by(m.QuotaBucket.minute)
-        )
-        return [(minute, int(calls)) for minute, calls in result.all()]
+    async def window(self, grant: str, now: datetime) -> list[tuple[datetime, int]]:
+        """The buckets the window ending ``now`` counts, oldest first, with their slots."""
+        async with self.db.read() as conn:
+            return await _window(conn, grant, now)
 
     @staticmethod
     async def _add(conn: AsyncConnection, grant: str, minute: datetime, count: int) -> None:
@@ -102,3 +95,12 @@ class QuotaLedger:
                 set_={"calls": m.QuotaBucket.calls + insert.excluded.calls},
             )
         )
+
+
+async def _window(conn: AsyncConnection, grant: str, now: datetime) -> list[tuple[datetime, int]]:
+    result = await conn.execute(
+        sa.select(m.QuotaBucket.minute, m.QuotaBucket.calls)
+        .where(m.QuotaBucket.action == grant, m.QuotaBucket.minute > quota.counted_after(now))
+        .order_by(m.QuotaBucket.minute)
+    )
+    return [(minute, int(calls)) for minute, calls in result.all()]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ebay_connector import log
-from ebay_connector.core import access, policy, retry, token_state
+from ebay_connector.core import access, policy, quota, retry, token_state
 from ebay_connector.core.access import Access
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Action, ExchangeRecord, Trigger
@@ -161,6 +161,8 @@ class Refresher:
         # (when, accepted): eBay's last word on the application credentials in this process,
         # so /readyz can say "invalid_client" until a call succeeds again.
         self.app_credentials: tuple[datetime, bool] | None = None
+        # (when decided, whether eBay calls are spare): see _calls_are_spare.
+        self._spare: tuple[datetime | None, bool] = (None, False)
 
     def _observed(self, result: RefreshResult, started: float) -> RefreshResult:
         elapsed = time.perf_counter() - started
@@ -327,15 +329,18 @@ class Refresher:
         started = self.clock()
         exchange, classified = await self._call_ebay(account, started, reserved=reserved)
         now = self.clock()
+        chosen = policy.effective(account.refresh_policy, self.config.policy)
+        spare = chosen is policy.RefreshPolicy.AUTO and await self._calls_are_spare(now)
 
         def next_after_success(new_expiry: datetime) -> datetime | None:
             return policy.schedule(
-                policy.effective(account.refresh_policy, self.config.policy),
+                chosen,
                 access_expires_at=new_expiry,
                 use=account.use,
                 last_success_at=now,
                 now=now,
                 config=self.config.policy,
+                spare=spare,
             ).next_attempt_at
 
         transition = token_state.after_attempt(
@@ -630,17 +635,37 @@ class Refresher:
         if account.last_used_at is None or account.last_used_at < now - LAST_USED_THROTTLE:
             use = use.observed(now)
             await self.store.touch_last_used(account.account_id, use, now - LAST_USED_THROTTLE)
+        chosen = policy.effective(account.refresh_policy, self.config.policy)
         moved = policy.after_use(
-            policy.effective(account.refresh_policy, self.config.policy),
+            chosen,
             scheduled_at=scheduled_at,
             access_expires_at=token.expires_at,
             use=use,
             now=now,
             config=self.config.policy,
+            spare=chosen is policy.RefreshPolicy.AUTO and await self._calls_are_spare(now),
         )
         if moved is not None:
             # An `auto` account's use now pays for a warm token: keep it warm from now on.
             await self.store.reschedule(account.account_id, moved)
+
+    async def _calls_are_spare(self, now: datetime) -> bool:
+        """Whether eBay calls are spare now (``policy.calls_are_spare``), decided from the quota
+        ledger at most once a minute per process: the token path must not read it each time."""
+        checked_at, spare = self._spare
+        if checked_at is not None and timedelta(0) <= now - checked_at < policy.SPARE_RECHECK:
+            return spare
+        grant = Action.REFRESH_TOKEN.value
+        limit = self.config.quota.limits.get(grant, 0)
+        try:
+            buckets = await self.ledger.window(grant, now)
+        except StoreError:
+            return False  # not known: spend nothing extra
+        history = now - buckets[0][0] if buckets else timedelta(0)
+        projected = quota.project_buckets(buckets, now, limit).projected
+        spare = policy.calls_are_spare(projected, history, limit, self.config.policy)
+        self._spare = (now, spare)
+        return spare
 
     def _held_through_outage(
         self, account_id: int, organization_id: int | None
