@@ -51,7 +51,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -1018,3 +1018,30 @@ async def bounded(deadline: Deadline) -> AsyncIterator[None]:
     """An ``asyncio.timeout`` for what is left of the run's budget."""
     async with asyncio.timeout(deadline.remaining()):
         yield
+
+
+def run_reporting(
+    json_out: bool,
+    run: Callable[[], dict[str, Any]],
+    print_text: Callable[[dict[str, Any]], None],
+    stopped: str,
+) -> int:
+    """A measuring benchmark's main: signals handled, environment cleaned, the run's document
+    printed (JSON or text). 0 even when a target is missed (a result, not a failure), 1 when the
+    run failed, 130 when interrupted (``stopped`` says what was cleaned up)."""
+    install_signal_handlers()
+    clean_environment()
+    set_quiet(json_out)
+    try:
+        doc = run()
+    except KeyboardInterrupt:
+        print(f"interrupted; {stopped}", file=sys.stderr)
+        return 130
+    except (BenchError, TimeoutError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    if json_out:
+        print_json(doc)
+    else:
+        print_text(doc)
+    return 0

@@ -276,22 +276,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    h.install_signal_handlers()
-    h.clean_environment()
-    h.set_quiet(args.json)
-    try:
-        doc = run(args)
-    except KeyboardInterrupt:
-        print("interrupted; server process stopped, bench database dropped", file=sys.stderr)
-        return 130
-    except (h.BenchError, TimeoutError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        h.print_json(doc)
-    else:
-        print_text(doc)
-    return 0  # a missed target is a result, not a failure of the run
+    return h.run_reporting(
+        args.json, lambda: run(args), print_text, "server process stopped, bench database dropped"
+    )
 
 
 if __name__ == "__main__":
