@@ -20,7 +20,8 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     ├── RefreshFailed                   refresh_failed       (raised with the failed outcome's code)
     │   └── QuotaExhausted              quota_exhausted      (24 h limit used up; retry_after)
     ├── ConnectFailed                   connect_failed       (raised with the failed outcome's code,
-    │                                                         get_user_failed or consent_failed)
+    │   │                                                     get_user_failed or consent_failed)
+    │   └── WrongEbayUser               wrong_ebay_user      (a reconnect consented as another user)
     ├── AccessError                     access_denied
     │   ├── Unauthorized                unauthorized         (no or bad credentials)
     │   ├── Forbidden                   forbidden / csrf_failed
@@ -180,6 +181,18 @@ class ConnectFailed(ConnectorError):
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message, code=code)
+
+
+class WrongEbayUser(ConnectFailed):
+    """A reconnect where the seller consented as another eBay user than the account's own:
+    nothing was stored and the grant just made was revoked. ``signed_in`` names who consented
+    (an eBay username is not a secret), so a person can be told what to do instead."""
+
+    code = "wrong_ebay_user"
+
+    def __init__(self, message: str, *, signed_in: str) -> None:
+        super().__init__(message, code=self.code)
+        self.signed_in = signed_in
 
 
 class UsageError(ConnectorError):

@@ -118,6 +118,7 @@ def test_outcome_errors_carry_the_code_they_are_given(cls: type[ConnectorError])
         (errors.QuotaExhausted("limit", retry_after=timedelta(seconds=1)), 503),
         (errors.ConnectFailed("eBay said no", code="invalid_scope"), 502),
         (errors.ConnectFailed("code reused", code="invalid_grant"), 400),
+        (errors.WrongEbayUser("another seller", signed_in="demo_outlet"), 409),
         (errors.StoreError("failed"), 503),
         (errors.StoreUnavailable("down"), 503),
         (errors.SchemaMissing("no schema"), 503),

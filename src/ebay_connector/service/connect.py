@@ -28,7 +28,7 @@ from ebay_connector.db.journal import Journal
 from ebay_connector.db.outbox import Outbox
 from ebay_connector.db.store import AccountToken, EndUser, Store
 from ebay_connector.ebay.client import EbayClient
-from ebay_connector.errors import AccountNotFound, ConnectFailed, ConnectorError
+from ebay_connector.errors import AccountNotFound, ConnectFailed, ConnectorError, WrongEbayUser
 from ebay_connector.keys.crypto import KeyRing, TokenField
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ async def connect_with_code(
     """Exchange ``code`` (decoded, as received) once and store the account it belongs to.
 
     ``expected_ebay_user_id`` (a reconnect through a connect session): consent given by any
-    other eBay user changes nothing; the grant just made is revoked and ``ConnectFailed`` /
-    ``wrong_ebay_user`` raised."""
+    other eBay user changes nothing; the grant just made is revoked and ``WrongEbayUser``
+    (``wrong_ebay_user``) raised."""
     started = clock()
     call = await client.send_token_request(client.code_exchange_request(code))
     grant = call.classified.grant
@@ -100,9 +100,9 @@ async def connect_with_code(
                 organization_id=organization_id,
                 actor=actor,
             )
-        raise ConnectFailed(
-            "the seller consented as another eBay user than the account's own",
-            code="wrong_ebay_user",
+        raise WrongEbayUser(
+            f"the seller consented as eBay user {username}, not as the account's own",
+            signed_in=username,
         )
     access_expires = started + timedelta(seconds=grant.expires_in)
     refresh_expires = (

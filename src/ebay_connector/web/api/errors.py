@@ -59,6 +59,7 @@ _STATUS_BY_CODE.update(
     {
         "return_url_not_allowed": 422,
         "end_user_mismatch": 409,
+        "wrong_ebay_user": 409,
         "invalid_proxy_path": 422,
         "ebay_unreachable": 502,
         "ebay_timeout": 504,
