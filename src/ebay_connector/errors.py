@@ -29,6 +29,9 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   ├── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
     │   └── RateLimited                 rate_limited         (manual refreshes; retry_after)
     ├── UsageError                      usage_error
+    │   ├── InvalidLabel                invalid_label        (an account label to rename to)
+    │   ├── MemberChangeRefused         member_change_refused (a role change or removal that
+    │   │                                                     would lock out; core.roles)
     │   ├── InvalidWebhookUrl           invalid_webhook_url
     │   │   └── DestinationRefused      destination_refused  (an address webhooks may not reach)
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed
@@ -197,6 +200,18 @@ class WrongEbayUser(ConnectFailed):
 
 class UsageError(ConnectorError):
     code = "usage_error"
+
+
+class InvalidLabel(UsageError):
+    """A label an account cannot be renamed to: empty, too long, or with control characters."""
+
+    code = "invalid_label"
+
+
+class MemberChangeRefused(UsageError):
+    """A role change or removal refused: oneself, the last admin, or the operator role."""
+
+    code = "member_change_refused"
 
 
 class InvalidWebhookUrl(UsageError):

@@ -124,6 +124,8 @@ def test_outcome_errors_carry_the_code_they_are_given(cls: type[ConnectorError])
         (errors.SchemaMissing("no schema"), 503),
         (errors.UsageError("wrong"), 400),
         (errors.InvalidWebhookUrl("not a URL"), 422),
+        (errors.InvalidLabel("empty"), 422),
+        (errors.MemberChangeRefused("the last admin"), 409),
         (DecryptFailed("cannot decrypt", reason=DecryptReason.MALFORMED), 409),
         (errors.InvalidStoredToken("empty"), 409),
         (errors.NotificationRejected("bad signature"), 412),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ebay_connector import log
-from ebay_connector.core import policy
+from ebay_connector.core import labels, policy
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.notices import EventType
@@ -283,6 +283,15 @@ class Connector:
             account=account,
             actor=actor,
         )
+
+    async def rename(self, account: AccountToken, typed: str, *, actor: str | None = None) -> str:
+        """Give the account a new label (``core.labels.clean_label`` decides what is accepted);
+        answers the label stored."""
+        label = labels.clean_label(typed)
+        if not await self.store.set_label(account.account_id, label):
+            raise AccountNotFound(f"no account {account.account_id}")
+        log.event(logger, "account.renamed", account=account.account_id, actor=actor)
+        return label
 
     async def set_policy(
         self, account_id: int, chosen: policy.RefreshPolicy | None

@@ -5,8 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ebay_connector.web.ui import (
+    account,
     accounts,
+    api_keys,
     connect_ending,
+    people,
     signin,
     terminal,
     webhooks,
@@ -15,7 +18,17 @@ from ebay_connector.web.ui import (
 from ebay_connector.web.ui.pages import static
 
 router = APIRouter(include_in_schema=False)
-for part in (signin, accounts, connect_ending, terminal, workers, webhooks):
+for part in (
+    signin,
+    accounts,
+    account,
+    connect_ending,
+    people,
+    api_keys,
+    terminal,
+    workers,
+    webhooks,
+):
     router.include_router(part.router)
 
 __all__ = ["router", "static"]
