@@ -139,8 +139,10 @@ class Users:
             member = next((p for p in people if p.id == user_id), None)
             if member is None:
                 raise NotFound(f"no user #{user_id} in this organization")
+            # The actor as they are now: an admin demoted a moment ago is no longer one.
+            actor = next((p for p in people if p.id == by.id), None)
             why = roles.refusal(
-                by=by.role,
+                by=actor.role if actor else Role.VIEWER,
                 by_self=member.id == by.id,
                 current=member.role,
                 new=role,
