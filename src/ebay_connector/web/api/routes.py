@@ -193,17 +193,17 @@ async def connect_callback(
             raise InvalidState(
                 "the state is forged, expired, already used, or from another session"
             )
+        if pending.account_id is not None:
+            target = await runtime.store.account_token(pending.account_id)
+            if target is None or target.organization_id != pending.organization_id:
+                target = None
+                raise AccountNotFound(f"account {pending.account_id} to reconnect is gone")
         if error:
             raise InvalidState(
                 f"the seller declined on eBay's page ({error})", code="consent_declined"
             )
         if not code:
             raise InvalidState("the callback carries no code", code="missing_code")
-        if pending.account_id is not None:
-            target = await runtime.store.account_token(pending.account_id)
-            if target is None or target.organization_id != pending.organization_id:
-                target = None
-                raise AccountNotFound(f"account {pending.account_id} to reconnect is gone")
         connection = await runtime.connector.connect(
             organization_id=pending.organization_id,
             code=code,
