@@ -20,7 +20,8 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     ├── RefreshFailed                   refresh_failed       (raised with the failed outcome's code)
     │   └── QuotaExhausted              quota_exhausted      (24 h limit used up; retry_after)
     ├── ConnectFailed                   connect_failed       (raised with the failed outcome's code,
-    │                                                         get_user_failed or consent_failed)
+    │   │                                                     get_user_failed or consent_failed)
+    │   └── WrongEbayUser               wrong_ebay_user      (a reconnect consented as another user)
     ├── AccessError                     access_denied
     │   ├── Unauthorized                unauthorized         (no or bad credentials)
     │   ├── Forbidden                   forbidden / csrf_failed
@@ -28,6 +29,9 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   ├── TooManyAttempts             too_many_attempts    (sign-in throttled; retry_after)
     │   └── RateLimited                 rate_limited         (manual refreshes; retry_after)
     ├── UsageError                      usage_error
+    │   ├── InvalidLabel                invalid_label        (an account label to rename to)
+    │   ├── MemberChangeRefused         member_change_refused (a role change or removal that
+    │   │                                                     would lock out; core.roles)
     │   ├── InvalidWebhookUrl           invalid_webhook_url
     │   │   └── DestinationRefused      destination_refused  (an address webhooks may not reach)
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed
@@ -182,8 +186,32 @@ class ConnectFailed(ConnectorError):
         super().__init__(message, code=code)
 
 
+class WrongEbayUser(ConnectFailed):
+    """A reconnect where the seller consented as another eBay user than the account's own:
+    nothing was stored and the grant just made was revoked. ``signed_in`` names who consented
+    (an eBay username is not a secret), so a person can be told what to do instead."""
+
+    code = "wrong_ebay_user"
+
+    def __init__(self, message: str, *, signed_in: str) -> None:
+        super().__init__(message, code=self.code)
+        self.signed_in = signed_in
+
+
 class UsageError(ConnectorError):
     code = "usage_error"
+
+
+class InvalidLabel(UsageError):
+    """A label an account cannot be renamed to: empty, too long, or with control characters."""
+
+    code = "invalid_label"
+
+
+class MemberChangeRefused(UsageError):
+    """A role change or removal refused: oneself, the last admin, or the operator role."""
+
+    code = "member_change_refused"
 
 
 class InvalidWebhookUrl(UsageError):

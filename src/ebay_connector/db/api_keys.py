@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from ebay_connector.core.labels import clean_name
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
 from ebay_connector.errors import StoreUnavailable
@@ -77,6 +78,7 @@ class ApiKeys:
         can_proxy: bool = False,
     ) -> tuple[ApiKeyRow, str]:
         """A new key; the full key is returned once and never stored."""
+        name = clean_name(name, what="a key's name")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = self.db.clock()

@@ -797,6 +797,14 @@ class Store:
                 .values(next_attempt_at=next_attempt_at)
             )
 
+    async def set_label(self, account_id: int, label: str) -> bool:
+        """Rename an account; False when it no longer exists."""
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.update(m.EbayAccount).where(m.EbayAccount.id == account_id).values(label=label)
+            )
+        return bool(result.rowcount)
+
     async def set_policy(
         self, account_id: int, policy: str | None, next_attempt_at: datetime | None
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import os
@@ -15,10 +16,12 @@ from typing import Any, TypeVar
 import argon2
 import sqlalchemy as sa
 
+from ebay_connector.core import roles
+from ebay_connector.core.labels import has_hidden
 from ebay_connector.core.roles import Role
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
-from ebay_connector.errors import NotFound, StoreError, UsageError
+from ebay_connector.errors import MemberChangeRefused, NotFound, StoreError, UsageError
 
 T = TypeVar("T")
 MIN_PASSWORD_LENGTH = 10
@@ -87,7 +90,7 @@ class Users:
     async def create(self, organization_id: int, email: str, role: Role, password: str) -> UserRow:
         check_password(password)
         address = normalise_email(email)
-        if "@" not in address or len(address) > 320:
+        if "@" not in address or len(address) > 320 or has_hidden(address) or " " in address:
             raise UsageError(f"{email!r} is not an e-mail address")
         try:
             async with self.db.transaction() as conn:
@@ -107,6 +110,57 @@ class Users:
             raise UsageError(f"a user {address!r} already exists") from exc
         return UserRow(user_id, organization_id, address, role)
 
+    async def list(self, organization_id: int) -> list[UserRow]:
+        """The organization's people, by e-mail."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(m.User.__table__)
+                .where(m.User.organization_id == organization_id)
+                .order_by(m.User.email)
+            )
+            return [_user(r) for r in rows]
+
+    async def change_member(
+        self, organization_id: int, user_id: int, role: Role | None, *, by: UserRow
+    ) -> UserRow:
+        """Give a member of the organization ``role`` (``None``: remove them), as ``by`` asks;
+        ``core.roles.refusal`` decides, on the organization's people as they are inside this
+        transaction (their rows locked where the database can), so two admins demoting each
+        other at once cannot leave it without one. Their sessions end. Answers the member as
+        they were; another organization's member is ``NotFound`` like a missing one."""
+        async with self.db.transaction() as conn:
+            people = [
+                _user(r)
+                for r in await conn.execute(
+                    sa.select(m.User.__table__)
+                    .where(m.User.organization_id == organization_id)
+                    .with_for_update()
+                )
+            ]
+            member = next((p for p in people if p.id == user_id), None)
+            if member is None:
+                raise NotFound(f"no user #{user_id} in this organization")
+            # The actor as they are now: an admin demoted a moment ago is no longer one.
+            actor = next((p for p in people if p.id == by.id), None)
+            why = roles.refusal(
+                by=actor.role if actor else Role.VIEWER,
+                by_self=member.id == by.id,
+                current=member.role,
+                new=role,
+                managers=sum(p.role.manages for p in people),
+            )
+            if why is not None:
+                raise MemberChangeRefused(why)
+            if role is None:
+                await conn.execute(sa.delete(m.User).where(m.User.id == user_id))
+            else:
+                await conn.execute(
+                    sa.update(m.User)
+                    .where(m.User.id == user_id)
+                    .values(session_version=m.User.session_version + 1, role=role.value)
+                )
+        return member
+
     async def get(self, user_id: int) -> UserRow | None:
         async with self.db.read() as conn:
             row = (
@@ -114,7 +168,7 @@ class Users:
             ).first()
         return None if row is None else _user(row)
 
-    async def managers(self, organization_id: int) -> list[str]:
+    async def managers(self, organization_id: int) -> builtins.list[str]:  # `list` is a method
         """The e-mails of the people who may act on the organization's accounts (a viewer is
         told whom to ask)."""
         roles = [role.value for role in Role if role.manages]

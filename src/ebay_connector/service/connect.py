@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ebay_connector import log
-from ebay_connector.core import policy
+from ebay_connector.core import labels, policy
 from ebay_connector.core.clock import Clock, utcnow
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.core.notices import EventType
@@ -28,7 +28,7 @@ from ebay_connector.db.journal import Journal
 from ebay_connector.db.outbox import Outbox
 from ebay_connector.db.store import AccountToken, EndUser, Store
 from ebay_connector.ebay.client import EbayClient
-from ebay_connector.errors import AccountNotFound, ConnectFailed, ConnectorError
+from ebay_connector.errors import AccountNotFound, ConnectFailed, ConnectorError, WrongEbayUser
 from ebay_connector.keys.crypto import KeyRing, TokenField
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ async def connect_with_code(
     """Exchange ``code`` (decoded, as received) once and store the account it belongs to.
 
     ``expected_ebay_user_id`` (a reconnect through a connect session): consent given by any
-    other eBay user changes nothing; the grant just made is revoked and ``ConnectFailed`` /
-    ``wrong_ebay_user`` raised."""
+    other eBay user changes nothing; the grant just made is revoked and ``WrongEbayUser``
+    (``wrong_ebay_user``) raised."""
     started = clock()
     call = await client.send_token_request(client.code_exchange_request(code))
     grant = call.classified.grant
@@ -100,9 +100,9 @@ async def connect_with_code(
                 organization_id=organization_id,
                 actor=actor,
             )
-        raise ConnectFailed(
-            "the seller consented as another eBay user than the account's own",
-            code="wrong_ebay_user",
+        raise WrongEbayUser(
+            f"the seller consented as eBay user {username}, not as the account's own",
+            signed_in=username,
         )
     access_expires = started + timedelta(seconds=grant.expires_in)
     refresh_expires = (
@@ -283,6 +283,15 @@ class Connector:
             account=account,
             actor=actor,
         )
+
+    async def rename(self, account: AccountToken, typed: str, *, actor: str | None = None) -> str:
+        """Give the account a new label (``core.labels.clean_label`` decides what is accepted);
+        answers the label stored."""
+        label = labels.clean_label(typed)
+        if not await self.store.set_label(account.account_id, label):
+            raise AccountNotFound(f"no account {account.account_id}")
+        log.event(logger, "account.renamed", account=account.account_id, actor=actor)
+        return label
 
     async def set_policy(
         self, account_id: int, chosen: policy.RefreshPolicy | None

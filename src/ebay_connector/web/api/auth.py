@@ -30,6 +30,10 @@ from ebay_connector.web.api.state import runtime_of
 SESSION_COOKIE = "ebc_session"
 NOTICE_COOKIE = "ebc_notice"
 NOTICE_MAX_AGE = timedelta(minutes=2)
+ENDING_COOKIE = "ebc_connect_ending"
+ENDING_PATH = "/connect/ended"
+ENDING_MAX_AGE = timedelta(minutes=10)
+SHOWN_ONCE_MAX_AGE = timedelta(minutes=2)
 SESSION_MAX_AGE = timedelta(hours=12)
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -62,7 +66,53 @@ class Sessions:
     def __init__(self, secret: bytes, *, secure: bool) -> None:
         self._signer = URLSafeTimedSerializer(secret, salt="ebay-connector session")
         self._notices = URLSafeTimedSerializer(secret, salt="ebay-connector notice")
+        self._endings = URLSafeTimedSerializer(secret, salt="ebay-connector connect ending")
+        self._shown_once = URLSafeTimedSerializer(secret, salt="ebay-connector shown once")
         self.secure = secure
+
+    def ending(self, response: Response, ending: dict[str, str | int | None]) -> None:
+        """How a connect ended, for its page: signed (a person cannot be shown another's words)
+        and kept for a while, so reloading the page shows it again; never a secret."""
+        response.set_cookie(
+            ENDING_COOKIE,
+            str(self._endings.dumps(ending)),
+            max_age=int(ENDING_MAX_AGE.total_seconds()),
+            httponly=True,
+            samesite="lax",
+            secure=self.secure,
+            path=ENDING_PATH,
+        )
+
+    def shown_once(self, response: Response, cookie: str, path: str, secret: str) -> None:
+        """A secret for the one page at ``path`` that shows it once after a post/redirect/get:
+        never in a URL, gone after two minutes or the first showing (the page clears it)."""
+        response.set_cookie(
+            cookie,
+            str(self._shown_once.dumps(secret)),
+            max_age=int(SHOWN_ONCE_MAX_AGE.total_seconds()),
+            httponly=True,
+            samesite="strict",
+            secure=self.secure,
+            path=path,
+        )
+
+    def read_shown_once(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            secret = self._shown_once.loads(value, max_age=int(SHOWN_ONCE_MAX_AGE.total_seconds()))
+        except BadSignature:
+            return None
+        return secret if isinstance(secret, str) else None
+
+    def read_ending(self, value: str | None) -> dict[str, Any] | None:
+        if not value:
+            return None
+        try:
+            ending = self._endings.loads(value, max_age=int(ENDING_MAX_AGE.total_seconds()))
+        except BadSignature:
+            return None
+        return ending if isinstance(ending, dict) else None
 
     def notice(self, response: Response, text: str) -> None:
         response.set_cookie(

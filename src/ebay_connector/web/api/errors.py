@@ -59,6 +59,7 @@ _STATUS_BY_CODE.update(
     {
         "return_url_not_allowed": 422,
         "end_user_mismatch": 409,
+        "wrong_ebay_user": 409,
         "invalid_proxy_path": 422,
         "ebay_unreachable": 502,
         "ebay_timeout": 504,
@@ -66,6 +67,8 @@ _STATUS_BY_CODE.update(
     }
 )
 _STATUS_BY_CODE["destination_refused"] = 422
+_STATUS_BY_CODE["invalid_label"] = 422
+_STATUS_BY_CODE["member_change_refused"] = 409
 # -- application token and account deletions: 412 is what eBay's SDKs answer to a
 # notification whose signature fails; 503 asks eBay to deliver again later.
 _STATUS_BY_CODE.update(

@@ -6,6 +6,7 @@ for an account of another organization exactly as for one that does not exist.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -14,14 +15,22 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 
+from ebay_connector import log
 from ebay_connector.core import quota
 from ebay_connector.core.exchange import Trigger
 from ebay_connector.db.store import MAX_ID, AccountToken
-from ebay_connector.errors import AccountNotFound, InvalidState, Unauthorized
+from ebay_connector.errors import (
+    AccountNotFound,
+    ConnectorError,
+    InvalidState,
+    Unauthorized,
+    WrongEbayUser,
+)
 from ebay_connector.runtime import Runtime
 from ebay_connector.web import views
 from ebay_connector.web.api import schemas
 from ebay_connector.web.api.auth import (
+    ENDING_PATH,
     Admin,
     Operator,
     Principal,
@@ -33,9 +42,10 @@ from ebay_connector.web.api.auth import (
     session_cookie,
     sign_in,
 )
-from ebay_connector.web.api.errors import responses
+from ebay_connector.web.api.errors import responses, status_for
 from ebay_connector.web.api.state import RuntimeDep, runtime_of
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 MAX_PAGE = 200
 
@@ -149,7 +159,7 @@ async def connect_start(
 @router.get(
     "/api/ebay/callback",
     response_model=schemas.Connected,
-    responses=responses(400, 401, 409, 502),
+    responses=responses(400, 401, 404, 409, 502),
     tags=["connect"],
 )
 async def connect_callback(
@@ -162,38 +172,80 @@ async def connect_callback(
     expires_in: Annotated[int | None, Query(ge=0, le=86400)] = None,
 ) -> Any:
     """Where eBay sends the seller back. The state is checked and used up before anything else;
-    the code is exchanged exactly once; nothing is stored unless everything succeeds."""
+    the code is exchanged exactly once; nothing is stored unless everything succeeds. A
+    reconnect stores nothing unless the seller consented as the account's own eBay user (409
+    `wrong_ebay_user`; the grant just made is revoked). A browser (`Accept: text/html`) is sent
+    to a page for every ending instead of JSON."""
     if state and runtime.connect_sessions.is_seller_state(state):
         # A seller's connect session: no login; the seller is always sent back, never shown JSON.
         back = await runtime.connect_sessions.complete(state, code=code, error=error)
         return RedirectResponse(back or "/", status_code=303)
-    session = await current_session(request, cookie)
-    if session is None:
-        raise Unauthorized("sign in first: the connect belongs to a session")
-    if not state:
-        raise InvalidState("the callback carries no state")
-    pending = await runtime.connect_states.consume(state, session.session_id)
-    if pending is None:
-        raise InvalidState("the state is forged, expired, already used, or from another session")
-    if error:
-        raise InvalidState(f"the seller declined on eBay's page ({error})", code="consent_declined")
-    if not code:
-        raise InvalidState("the callback carries no code", code="missing_code")
-    connection = await runtime.connector.connect(
-        organization_id=pending.organization_id, code=code, actor=f"user:{pending.user_id}"
-    )
+    browser = "text/html" in request.headers.get("accept", "")
+    target: AccountToken | None = None
+    try:
+        session = await current_session(request, cookie)
+        if session is None:
+            raise Unauthorized("sign in first: the connect belongs to a session")
+        if not state:
+            raise InvalidState("the callback carries no state")
+        pending = await runtime.connect_states.consume(state, session.session_id)
+        if pending is None:
+            raise InvalidState(
+                "the state is forged, expired, already used, or from another session"
+            )
+        if pending.account_id is not None:
+            target = await runtime.store.account_token(pending.account_id)
+            if target is None or target.organization_id != pending.organization_id:
+                target = None
+                raise AccountNotFound(f"account {pending.account_id} to reconnect is gone")
+        if error:
+            raise InvalidState(
+                f"the seller declined on eBay's page ({error})", code="consent_declined"
+            )
+        if not code:
+            raise InvalidState("the callback carries no code", code="missing_code")
+        connection = await runtime.connector.connect(
+            organization_id=pending.organization_id,
+            code=code,
+            actor=f"user:{pending.user_id}",
+            expected_ebay_user_id=target.ebay_user_id if target else None,
+        )
+    except ConnectorError as exc:
+        if not browser:
+            raise
+        return _connect_ended(request, exc, target)
     body = schemas.Connected(
         account_id=connection.account_id,
         created=connection.created,
         ebay_username=connection.ebay_username,
         reconnected_account=pending.account_id,
     )
-    if "text/html" in request.headers.get("accept", ""):
+    if browser:
         verb = "connected" if connection.created else "reconnected"
         page = RedirectResponse("/", status_code=303)
         request.app.state.sessions.notice(page, f"eBay account {connection.ebay_username} {verb}.")
         return page
     return body
+
+
+def _connect_ended(
+    request: Request, exc: ConnectorError, target: AccountToken | None
+) -> RedirectResponse:
+    """Post/redirect/get to the page that says how the connect ended (the UI renders it)."""
+    log.event(logger, "connect.ended", code=exc.code, account=target.account_id if target else None)
+    page = RedirectResponse(ENDING_PATH, status_code=303)
+    request.app.state.sessions.ending(
+        page,
+        {
+            "code": exc.code,
+            "status": status_for(exc),
+            "signed_in": exc.signed_in if isinstance(exc, WrongEbayUser) else None,
+            "account_id": target.account_id if target else None,
+            "label": target.label if target else None,
+            "ebay_username": target.ebay_username if target else None,
+        },
+    )
+    return page
 
 
 @router.delete(

@@ -30,18 +30,22 @@ async def login(
         refuse_cross_site(request)
         user = await sign_in(request, email, password)
     except Forbidden:
-        response = page(request, "login.html", None, error="Sign in from this site's own page.")
+        response = page(
+            request, "login.html", None, error="Sign in from this site's own page.", email=email
+        )
         response.status_code = 403
         return response
     except TooManyAttempts as exc:
         minutes = -(-exc.retry_after_seconds // 60)
         error = f"Too many sign-in attempts. Try again in {minutes} minute(s)."
-        response = page(request, "login.html", None, error=error)
+        response = page(request, "login.html", None, error=error, email=email)
         response.status_code = 429
         response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
     except Unauthorized:
-        response = page(request, "login.html", None, error="Wrong e-mail or password.")
+        # The e-mail stays typed (a typo in the password costs only the password); the password
+        # is never sent back.
+        response = page(request, "login.html", None, error="Wrong e-mail or password.", email=email)
         response.status_code = 401
         return response
     signed_in = RedirectResponse("/", status_code=303)

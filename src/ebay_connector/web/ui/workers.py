@@ -95,17 +95,22 @@ async def workers_page(request: Request, cookie: Cookie) -> Response:
     points = await runtime.journal.refresh_outcomes_since(
         me.organization_id, now - timedelta(hours=24)
     )
+    # Only what needs a person: an access token ending in two hours is routine (the worker
+    # refreshes it); a refresh token ending, or an account that needs reconnecting, only the
+    # seller can fix.
     expiries = []
     for a in await runtime.store.accounts(me.organization_id):
-        if a.access_expires_at is not None and now <= a.access_expires_at <= now + timedelta(
-            hours=24
-        ):
-            expiries.append(f"{a.label}: access token {views.relative(a.access_expires_at, now)}")
-        if a.refresh_expires_at is not None and a.refresh_expires_at - now < REFRESH_WARNING:
-            expiries.append(
-                f"{a.label}: refresh token ends {views.relative(a.refresh_expires_at, now)}"
+        if a.state.value == "needs_reconnect":
+            reason = views.PLAIN_REASONS.get(a.state_reason or "", a.state_reason or "")
+            what = f"needs reconnecting{f' — {reason}' if reason else ''}"
+        elif a.refresh_expires_at is not None and a.refresh_expires_at - now < REFRESH_WARNING:
+            what = (
+                f"refresh token ends {views.relative(a.refresh_expires_at, now)}"
                 " — the seller must reconnect before then"
             )
+        else:
+            continue
+        expiries.append({"id": a.account_id, "label": a.label, "what": what})
     return page(
         request,
         "workers.html",
