@@ -224,7 +224,7 @@ async def test_the_page_answers_every_sort_with_never_refreshed_accounts(
                 expected = "ascending" if direction == "asc" else "descending"
                 assert sorted_header == [(key.value, expected)]
         answer = await client.get("/", params={"sort": "last_attempt", "dir": "desc"})
-        labels = re.findall(r'<span class="label">([^<]+)</span>', answer.text)
+        labels = re.findall(r'<a class="label" href="/accounts/\d+">([^<]+)</a>', answer.text)
         assert labels[:3] and set(labels[-4:]) == {"alpha_1", "Beta", "gamma%2", "Expiring"}
         live = await client.get("/ui/accounts/live", params={"sort": "last_attempt"})
         assert live.status_code == 200
