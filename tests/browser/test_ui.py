@@ -146,7 +146,7 @@ def badge(page: Page, username: str) -> Locator:
 def debug_refresh(page: Page, username: str) -> None:
     page.goto("/")
     row(page, username).get_by_role("button", name="Debug refresh", exact=True).click()
-    page.wait_for_url(re.compile(r"/ui/accounts/\d+/debug$"))
+    page.wait_for_url(re.compile(r"/exchanges/\d+$"))
     remember(page)
 
 

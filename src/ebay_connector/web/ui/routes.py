@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ebay_connector.web.ui import accounts, signin, terminal, webhooks, workers
+from ebay_connector.web.ui import accounts, exchanges, signin, terminal, webhooks, workers
 from ebay_connector.web.ui.pages import static
 
 router = APIRouter(include_in_schema=False)
-for part in (signin, accounts, terminal, workers, webhooks):
+for part in (signin, accounts, exchanges, terminal, workers, webhooks):
     router.include_router(part.router)
 
 __all__ = ["router", "static"]
