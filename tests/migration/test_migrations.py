@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from alembic.migration import MigrationContext
 from ebay_connector.db import migrate
 from ebay_connector.db.database import Database
 from ebay_connector.db.models import Base
-from tests.conftest import DatabaseTarget, in_thread
+from tests.conftest import DatabaseTarget, in_thread, postgres_database
 
 pytestmark = pytest.mark.migration
 
@@ -91,3 +93,68 @@ async def test_upgrade_is_idempotent(database: DatabaseTarget) -> None:
     assert len(first["revisions"]) == 1
     in_thread(migrate.upgrade, database.url, schema=database.schema)  # already at head: no-op
     assert await _schema(database) == first
+
+
+def _upgrade_with_duplicate_webhooks(url: str) -> list[tuple[int, int, str]]:
+    """Webhook endpoints added twice before 0015, then the upgrade: what remains."""
+    in_thread(migrate.upgrade, url, revision="0014")
+
+    async def seed() -> None:
+        db = Database.open(url)
+        try:
+            async with db.engine.begin() as conn:
+                for name in ("one", "two"):
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO organizations (name, created_at) "
+                            "VALUES (:n, CURRENT_TIMESTAMP)"
+                        ),
+                        {"n": name},
+                    )
+                for org, hook in ((1, "a"), (1, "a"), (1, "b"), (2, "a"), (1, "a")):
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO webhook_endpoints (organization_id, url, description, "
+                            "secret_ciphertext, created_at) "
+                            "VALUES (:o, :u, '', 'x', CURRENT_TIMESTAMP)"
+                        ),
+                        {"o": org, "u": f"https://{hook}.test/"},
+                    )
+        finally:
+            await db.close()
+
+    in_thread(asyncio.run, seed())
+    in_thread(migrate.upgrade, url)
+
+    async def remaining() -> list[tuple[int, int, str]]:
+        db = Database.open(url)
+        try:
+            async with db.engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.text("SELECT id, organization_id, url FROM webhook_endpoints ORDER BY id")
+                )
+                return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+        finally:
+            await db.close()
+
+    result: list[tuple[int, int, str]] = in_thread(asyncio.run, remaining())
+    return result
+
+
+# The oldest of each (organization, URL) stays; the later copies go.
+EXPECTED_AFTER_DEDUP = [
+    (1, 1, "https://a.test/"),
+    (3, 1, "https://b.test/"),
+    (4, 2, "https://a.test/"),
+]
+
+
+def test_0015_keeps_the_oldest_of_duplicate_webhook_urls_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/dups.db"
+    assert _upgrade_with_duplicate_webhooks(url) == EXPECTED_AFTER_DEDUP
+
+
+@pytest.mark.postgres
+def test_0015_keeps_the_oldest_of_duplicate_webhook_urls_postgresql() -> None:
+    with postgres_database("ebc_dups", migrated=False) as url:
+        assert _upgrade_with_duplicate_webhooks(url) == EXPECTED_AFTER_DEDUP
