@@ -147,7 +147,10 @@ class Outbox:
             )
             inserted = result.scalar_one_or_none()
             if inserted is None:
-                raise WebhookExists(f"this organization already has an endpoint at {url}")
+                raise WebhookExists(
+                    f"this organization already has an endpoint at {url}: use it, or remove it "
+                    "first to add it again with a new secret"
+                )
             endpoint_id = int(inserted)
             await conn.execute(
                 sa.update(m.WebhookEndpoint)

@@ -81,8 +81,9 @@ _BY_STATUS: dict[int, Explained] = {
         (ACCOUNTS,),
     ),
 }
-# Starlette's own words ("Not Found") add nothing to the title.
-_GENERIC = frozenset({"not_found", "method_not_allowed", "http_error"})
+# Where the server's own message adds nothing to the plain words: Starlette's "Not Found", and
+# the codes explained above (a validation error keeps its message: it names the field).
+_SAID = frozenset({"not_found", "http_error", *_BY_CODE}) - {"validation_error"}
 _FALLBACK_4XX = Explained(
     "This request cannot be done", "Nothing was changed. Go back and try again.", (ACCOUNTS,)
 )
@@ -122,7 +123,7 @@ async def render(request: Request, error: ErrorAnswer) -> Response:
         explained=explained,
         error=error,
         # Our own messages are plain and masked; an unexpected one only says "internal error".
-        detail=error.message if error.status < 500 and error.code not in _GENERIC else None,
+        detail=error.message if error.status < 500 and error.code not in _SAID else None,
         error_id=error.extra.get("error_id"),
         retry_after=retry_after,
         # A page that failed on the way may work when asked again; a form is sent again by hand.

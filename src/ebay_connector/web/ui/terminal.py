@@ -153,15 +153,24 @@ async def terminal_entries(
     account: Word = "",
     trigger: Word = "",
     outcome: Word = "",
+    peek: bool = False,
 ) -> Response:
     """Entries as HTML list items, newest first: with ``after``, the page of entries just newer
-    than it (the live feed; ``X-Newer-Entries`` says how many more wait); with ``before``, the
+    than it (the live feed; ``X-Newer-Entries`` says how many more wait; with ``peek``, only
+    that count, for a page that lets the person choose when to load them); with ``before``, the
     page just older (``X-Older-Entries`` says whether more remain)."""
     me = await me_of(request, cookie)
     if me is None:
         return Response(status_code=401)
     journal = runtime_of(request).journal
     filters = Filters.read(q, account, trigger, outcome).journal()
+    if peek:
+        response = HTMLResponse("")
+        count = await journal.count_exchanges(
+            organization_id=me.organization_id, after_id=after, **filters
+        )
+        response.headers[NEWER_HEADER] = str(count)
+        return response
     if before:
         rows = await journal.exchanges(
             organization_id=me.organization_id,

@@ -25,10 +25,12 @@ if (entries) {
     if (element) element.remove();
   }
 
-  // The newest page after `after`, oldest first on the server, newest first in the HTML; the
-  // answer says how many newer entries still wait, and the page says so (never a silent skip).
-  async function fetchNewer() {
-    const response = await fetch(`/ui/terminal/entries?after=${after}&${query}`, {
+  // The page of entries just after `after` (oldest first on the server, newest first in the
+  // HTML); the answer says how many newer entries still wait, and the page says so: a burst is
+  // never skipped silently. With `peek`, only the count.
+  async function fetchNewer(peek) {
+    const url = `/ui/terminal/entries?after=${after}&${query}` + (peek ? "&peek=true" : "");
+    const response = await fetch(url, {
       credentials: "same-origin",
       headers: { Accept: "text/html" },
     });
@@ -61,7 +63,8 @@ if (entries) {
     if (busy) return;
     busy = true;
     try {
-      await fetchNewer();
+      // While a backlog is announced, the person decides when it comes: only its count moves.
+      await fetchNewer(!newer.hidden);
     } catch (error) {
       live.textContent = "live updates paused (offline)";
     } finally {
@@ -76,7 +79,7 @@ if (entries) {
     loadNewer.disabled = true;
     live.textContent = "loading newer entries…";
     try {
-      while ((await fetchNewer()) > 0) {
+      while ((await fetchNewer(false)) > 0) {
         // every waiting page, in order, until caught up
       }
     } catch (error) {
