@@ -4,8 +4,8 @@ Existing duplicates (the same normalized URL added twice, e.g. by reloading the 
 it) are removed first, keeping the oldest: each copy received the same events, so the oldest's
 deliveries are the record; the copies' deliveries go with them (ON DELETE CASCADE).
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-05 02:00:00
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
