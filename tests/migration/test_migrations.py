@@ -96,8 +96,8 @@ async def test_upgrade_is_idempotent(database: DatabaseTarget) -> None:
 
 
 def _upgrade_with_duplicate_webhooks(url: str) -> list[tuple[int, int, str]]:
-    """Webhook endpoints added twice before 0015, then the upgrade: what remains."""
-    in_thread(migrate.upgrade, url, revision="0014")
+    """Webhook endpoints added twice before 0016, then the upgrade: what remains."""
+    in_thread(migrate.upgrade, url, revision="0015")
 
     async def seed() -> None:
         db = Database.open(url)
@@ -149,12 +149,12 @@ EXPECTED_AFTER_DEDUP = [
 ]
 
 
-def test_0015_keeps_the_oldest_of_duplicate_webhook_urls_sqlite(tmp_path: Path) -> None:
+def test_0016_keeps_the_oldest_of_duplicate_webhook_urls_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/dups.db"
     assert _upgrade_with_duplicate_webhooks(url) == EXPECTED_AFTER_DEDUP
 
 
 @pytest.mark.postgres
-def test_0015_keeps_the_oldest_of_duplicate_webhook_urls_postgresql() -> None:
+def test_0016_keeps_the_oldest_of_duplicate_webhook_urls_postgresql() -> None:
     with postgres_database("ebc_dups", migrated=False) as url:
         assert _upgrade_with_duplicate_webhooks(url) == EXPECTED_AFTER_DEDUP
