@@ -12,7 +12,8 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     ├── InvalidStoredToken              invalid_stored_token
     ├── NotFound                        not_found
     │   ├── AccountNotFound             account_not_found
-    │   └── WebhookNotFound             webhook_not_found
+    │   ├── WebhookNotFound             webhook_not_found
+    │   └── ExchangeNotFound            exchange_not_found
     ├── StoreError                      store_error          (wraps sqlalchemy.exc at the database)
     │   ├── StoreUnavailable            store_unavailable
     │   └── SchemaMissing               schema_missing
@@ -36,7 +37,8 @@ in one place (``web/api/errors.py``). Messages never contain a secret: pass mask
     │   │   └── DestinationRefused      destination_refused  (an address webhooks may not reach)
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed
     │   ├── EndUserMismatch             end_user_mismatch    (a reconnect for another end user)
-    │   └── InvalidProxyPath            invalid_proxy_path
+    │   ├── InvalidProxyPath            invalid_proxy_path
+    │   └── WebhookExists               webhook_exists       (the organization has that URL)
     ├── ProxyFailed                     ebay_unreachable / too_large (the eBay API proxy)
     ├── AppTokenUnavailable             app_token_unavailable
     ├── NotificationRejected            signature_invalid
@@ -124,6 +126,10 @@ class AccountNotFound(NotFound):
 
 class WebhookNotFound(NotFound):
     code = "webhook_not_found"
+
+
+class ExchangeNotFound(NotFound):
+    code = "exchange_not_found"
 
 
 class StoreError(ConnectorError):
@@ -234,6 +240,13 @@ class InvalidProxyPath(UsageError):
     """A proxied path that could leave the eBay API host or is not a plain path."""
 
     code = "invalid_proxy_path"
+
+
+class WebhookExists(UsageError):
+    """The organization already has an endpoint at that URL: a second would get every event
+    twice."""
+
+    code = "webhook_exists"
 
 
 class ProxyFailed(ConnectorError):

@@ -147,7 +147,7 @@ def debug_refresh(page: Page, username: str) -> None:
     page.goto("/")
     row(page, username).locator("details.more > summary").click()  # Debug is in the row's menu
     row(page, username).get_by_role("button", name=re.compile(r"^Debug refresh\b")).click()
-    page.wait_for_url(re.compile(r"/ui/accounts/\d+/debug$"))
+    page.wait_for_url(re.compile(r"/exchanges/\d+$"))
     remember(page)
 
 

@@ -437,6 +437,13 @@ async def test_api_adds_lists_tests_logs_and_removes_endpoints_per_organization(
         )
         assert created.status_code == 201, created.text
         secret, hook = created.json()["secret"], created.json()["id"]
+        twice = await admin.post("/api/admin/webhooks", json={"url": receiver.url})
+        assert twice.status_code == 409, twice.text
+        assert twice.json()["error"]["code"] == "webhook_exists"
+        # Another organization may use the same URL: uniqueness is per organization.
+        elsewhere = await b.post("/api/admin/webhooks", json={"url": receiver.url})
+        assert elsewhere.status_code == 201, elsewhere.text
+        assert (await b.delete(f"/api/admin/webhooks/{elsewhere.json()['id']}")).status_code == 204
         assert secret.startswith("whsec_")
         listed = await admin.get("/api/admin/webhooks")
         assert [w["id"] for w in listed.json()["webhooks"]] == [hook]
@@ -507,15 +514,30 @@ async def test_the_page_shows_the_secret_once_and_sends_a_test_event(
         assert 'href="/webhooks"' in page.text
         refused = await admin.post("/ui/webhooks", data={"url": receiver.url})
         assert refused.status_code == 403  # no CSRF token
-        added = await admin.post("/ui/webhooks", data={"url": receiver.url, "csrf_token": csrf})
+        posted = await admin.post("/ui/webhooks", data={"url": receiver.url, "csrf_token": csrf})
+        # Post/redirect/get: the secret crosses the redirect in a sealed one-time cookie.
+        assert posted.status_code == 303 and posted.headers["location"] == "/webhooks"
+        handed = posted.cookies.get("ebc_new_webhook") or ""
+        assert handed
+        added = await admin.get("/webhooks")
         assert added.status_code == 200
+        assert added.headers["cache-control"] == "no-store"
         [endpoint] = await outbox.Outbox(site.runtime.db).endpoints(site.org_a)
         stored_secret = site.runtime.keys.ring.open(
             await _ciphertext(site.runtime, endpoint.id), context=f"webhook/{endpoint.id}"
         )
         assert stored_secret in added.text
-        again = await admin.get("/webhooks")
+        assert stored_secret not in handed and stored_secret not in str(posted.headers)
+        again = await admin.get("/webhooks")  # a reload: the secret is not shown again
         assert receiver.url in again.text and stored_secret not in again.text
+        assert "this once" not in again.text
+        twice = await admin.post(
+            "/ui/webhooks", data={"url": receiver.url, "description": "dup", "csrf_token": csrf}
+        )
+        assert twice.status_code == 409
+        assert "already has an endpoint" in twice.text
+        assert f'value="{receiver.url}"' in twice.text and 'value="dup"' in twice.text
+        assert len(await outbox.Outbox(site.runtime.db).endpoints(site.org_a)) == 1
         sent = await admin.post(
             f"/ui/webhooks/{endpoint.id}/test", data={"csrf_token": csrf}, follow_redirects=True
         )
@@ -589,6 +611,12 @@ def test_cli_adds_lists_and_removes_webhooks(
     assert in_thread(cli.main, ["webhooks", "add", "--org", "Cli shop", "https://x.test/h"]) == 0
     secret = capsys.readouterr().out.strip()
     assert secret.startswith("whsec_")
+    for again in ("https://x.test/h", "https://X.TEST/h"):  # the same URL, normalized
+        assert in_thread(cli.main, ["webhooks", "add", "--org", "Cli shop", again]) == 2
+        refused = capsys.readouterr()
+        assert refused.out == ""
+        [line] = refused.err.strip().splitlines()
+        assert line.startswith("error: webhook_exists: ") and "https://x.test/h" in line, line
     assert in_thread(cli.main, ["webhooks", "list", "--org", "Cli shop", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [w["url"] for w in listed["webhooks"]] == ["https://x.test/h"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from alembic.migration import MigrationContext
 from ebay_connector.db import migrate
 from ebay_connector.db.database import Database
 from ebay_connector.db.models import Base
-from tests.conftest import DatabaseTarget, in_thread
+from tests.conftest import DatabaseTarget, in_thread, postgres_database
 
 pytestmark = pytest.mark.migration
 
@@ -118,3 +119,68 @@ def test_the_quota_ledger_starts_from_the_last_24_hours_of_calls(tmp_path: Path)
     engine.dispose()
     # The two calls of an hour ago; not the one of 30 h ago, nor the one never sent.
     assert [(action, calls) for action, calls in rows] == [("refresh_token", 2)]
+
+
+def _upgrade_with_duplicate_webhooks(url: str) -> list[tuple[int, int, str]]:
+    """Webhook endpoints added twice before 0016, then the upgrade: what remains."""
+    in_thread(migrate.upgrade, url, revision="0015")
+
+    async def seed() -> None:
+        db = Database.open(url)
+        try:
+            async with db.engine.begin() as conn:
+                for name in ("one", "two"):
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO organizations (name, created_at) "
+                            "VALUES (:n, CURRENT_TIMESTAMP)"
+                        ),
+                        {"n": name},
+                    )
+                for org, hook in ((1, "a"), (1, "a"), (1, "b"), (2, "a"), (1, "a")):
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO webhook_endpoints (organization_id, url, description, "
+                            "secret_ciphertext, created_at) "
+                            "VALUES (:o, :u, '', 'x', CURRENT_TIMESTAMP)"
+                        ),
+                        {"o": org, "u": f"https://{hook}.test/"},
+                    )
+        finally:
+            await db.close()
+
+    in_thread(asyncio.run, seed())
+    in_thread(migrate.upgrade, url)
+
+    async def remaining() -> list[tuple[int, int, str]]:
+        db = Database.open(url)
+        try:
+            async with db.engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.text("SELECT id, organization_id, url FROM webhook_endpoints ORDER BY id")
+                )
+                return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+        finally:
+            await db.close()
+
+    result: list[tuple[int, int, str]] = in_thread(asyncio.run, remaining())
+    return result
+
+
+# The oldest of each (organization, URL) stays; the later copies go.
+EXPECTED_AFTER_DEDUP = [
+    (1, 1, "https://a.test/"),
+    (3, 1, "https://b.test/"),
+    (4, 2, "https://a.test/"),
+]
+
+
+def test_0016_keeps_the_oldest_of_duplicate_webhook_urls_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/dups.db"
+    assert _upgrade_with_duplicate_webhooks(url) == EXPECTED_AFTER_DEDUP
+
+
+@pytest.mark.postgres
+def test_0016_keeps_the_oldest_of_duplicate_webhook_urls_postgresql() -> None:
+    with postgres_database("ebc_dups", migrated=False) as url:
+        assert _upgrade_with_duplicate_webhooks(url) == EXPECTED_AFTER_DEDUP

@@ -113,6 +113,8 @@ def test_outcome_errors_carry_the_code_they_are_given(cls: type[ConnectorError])
         (errors.NotFound("none"), 404),
         (errors.AccountNotFound("none"), 404),
         (errors.WebhookNotFound("none"), 404),
+        (errors.ExchangeNotFound("none"), 404),
+        (errors.WebhookExists("twice"), 409),
         (errors.NeedsReconnect("reconnect", reason="invalid_grant"), 409),
         (errors.RefreshFailed("later", code="transient"), 503),
         (errors.QuotaExhausted("limit", retry_after=timedelta(seconds=1)), 503),

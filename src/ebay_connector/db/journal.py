@@ -107,6 +107,51 @@ def _exchange_values(
     }
 
 
+def _like_anywhere(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _exchange_filters(
+    *,
+    organization_id: int | None = None,
+    account_id: int | None = None,
+    trigger: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    after_id: int | None = None,
+    before_id: int | None = None,
+    account_search: str | None = None,
+    failures_only: bool = False,
+) -> list[sa.ColumnElement[bool]]:
+    filters: list[sa.ColumnElement[bool]] = []
+    if organization_id is not None:
+        filters.append(m.EbayExchange.organization_id == organization_id)
+    if account_id is not None:
+        filters.append(m.EbayExchange.account_id == account_id)
+    if trigger is not None:
+        filters.append(m.EbayExchange.trigger == trigger)
+    if outcome is not None:
+        filters.append(m.EbayExchange.outcome == outcome)
+    if failures_only:
+        filters.append(m.EbayExchange.outcome != Outcome.OK.value)
+    if since is not None:
+        filters.append(m.EbayExchange.created_at >= since)
+    if after_id is not None:
+        filters.append(m.EbayExchange.id > after_id)
+    if before_id is not None:
+        filters.append(m.EbayExchange.id < before_id)
+    if account_search:
+        pattern = _like_anywhere(account_search)
+        filters.append(
+            sa.or_(
+                sa.func.lower(m.EbayAccount.label).like(pattern, escape="\\"),
+                sa.func.lower(m.EbayAccount.ebay_username).like(pattern, escape="\\"),
+            )
+        )
+    return filters
+
+
 _EXCHANGES: sa.Table = m.EbayExchange.__table__  # type: ignore[assignment]
 _ATTEMPTS: sa.Table = m.RefreshAttempt.__table__  # type: ignore[assignment]
 # Core statements built once: a refresh pays for neither building them nor the ORM's
@@ -373,27 +418,37 @@ class Journal:
         after_id: int | None = None,
         before_id: int | None = None,
         limit: int = 50,
+        account_search: str | None = None,
+        failures_only: bool = False,
+        oldest_first: bool = False,
     ) -> list[ExchangeRow]:
-        """The unified terminal: newest first, filtered by the account's owner organization."""
-        query = sa.select(*_EXCHANGE_COLUMNS).outerjoin(
-            m.EbayAccount, m.EbayAccount.id == m.EbayExchange.account_id
+        """The unified terminal: newest first, filtered by the account's owner organization.
+
+        Keyset pages: ``before_id`` for older entries, ``after_id`` for newer ones; with
+        ``oldest_first`` the entries just after ``after_id`` come first, so a reader catching up
+        on a burst takes it in order and skips none. ``account_search`` matches the label or
+        the eBay username (case-insensitive, anywhere); ``failures_only`` is every outcome but
+        ``ok``.
+        """
+        filters = _exchange_filters(
+            organization_id=organization_id,
+            account_id=account_id,
+            trigger=trigger,
+            outcome=outcome,
+            since=since,
+            after_id=after_id,
+            before_id=before_id,
+            account_search=account_search,
+            failures_only=failures_only,
         )
-        filters: list[sa.ColumnElement[bool]] = []
-        if organization_id is not None:
-            filters.append(m.EbayExchange.organization_id == organization_id)
-        if account_id is not None:
-            filters.append(m.EbayExchange.account_id == account_id)
-        if trigger is not None:
-            filters.append(m.EbayExchange.trigger == trigger)
-        if outcome is not None:
-            filters.append(m.EbayExchange.outcome == outcome)
-        if since is not None:
-            filters.append(m.EbayExchange.created_at >= since)
-        if after_id is not None:
-            filters.append(m.EbayExchange.id > after_id)
-        if before_id is not None:
-            filters.append(m.EbayExchange.id < before_id)
-        query = query.where(*filters).order_by(m.EbayExchange.id.desc()).limit(limit)
+        order = m.EbayExchange.id.asc() if oldest_first else m.EbayExchange.id.desc()
+        query = (
+            sa.select(*_EXCHANGE_COLUMNS)
+            .outerjoin(m.EbayAccount, m.EbayAccount.id == m.EbayExchange.account_id)
+            .where(*filters)
+            .order_by(order)
+            .limit(limit)
+        )
         async with self.db.read() as conn:
             return [_exchange_row(row) for row in (await conn.execute(query)).all()]
 
@@ -422,6 +477,36 @@ class Journal:
                 .limit(limit)
             )
             return list(by_org.scalars()), list(by_account.scalars())
+
+    async def count_exchanges(
+        self,
+        *,
+        organization_id: int | None = None,
+        account_id: int | None = None,
+        trigger: str | None = None,
+        outcome: str | None = None,
+        after_id: int | None = None,
+        account_search: str | None = None,
+        failures_only: bool = False,
+    ) -> int:
+        """How many entries the same filters match (e.g. newer ones still to show)."""
+        filters = _exchange_filters(
+            organization_id=organization_id,
+            account_id=account_id,
+            trigger=trigger,
+            outcome=outcome,
+            after_id=after_id,
+            account_search=account_search,
+            failures_only=failures_only,
+        )
+        query = (
+            sa.select(sa.func.count())
+            .select_from(m.EbayExchange)
+            .outerjoin(m.EbayAccount, m.EbayAccount.id == m.EbayExchange.account_id)
+            .where(*filters)
+        )
+        async with self.db.read() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def exchange(self, exchange_id: int) -> ExchangeRow | None:
         query = (

@@ -296,6 +296,8 @@ class WebhookEndpoint(Base):
     """Where an organization wants its notices: a URL and a signing secret (sealed)."""
 
     __tablename__ = "webhook_endpoints"
+    # A second endpoint at the same URL would get every event twice.
+    __table_args__ = (sa.UniqueConstraint("organization_id", "url"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(

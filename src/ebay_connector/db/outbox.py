@@ -22,6 +22,7 @@ from ebay_connector.core import notices
 from ebay_connector.core.clock import as_utc
 from ebay_connector.db import models as m
 from ebay_connector.db.database import Database
+from ebay_connector.errors import WebhookExists
 
 
 class DeliveryStatus:
@@ -132,8 +133,9 @@ class Outbox:
         """A new endpoint; ``seal(endpoint_id)`` gives the secret's ciphertext bound to the row."""
         now = self.db.clock()
         async with self.db.transaction() as conn:
+            # The unique (organization, URL) decides, also between two adds racing each other.
             result = await conn.execute(
-                sa.insert(m.WebhookEndpoint)
+                _insert_ignoring_conflicts(conn, m.WebhookEndpoint)
                 .values(
                     organization_id=organization_id,
                     url=url,
@@ -143,7 +145,13 @@ class Outbox:
                 )
                 .returning(m.WebhookEndpoint.id)
             )
-            endpoint_id = int(result.scalar_one())
+            inserted = result.scalar_one_or_none()
+            if inserted is None:
+                raise WebhookExists(
+                    f"this organization already has an endpoint at {url}: use it, or remove it "
+                    "first to add it again with a new secret"
+                )
+            endpoint_id = int(inserted)
             await conn.execute(
                 sa.update(m.WebhookEndpoint)
                 .where(m.WebhookEndpoint.id == endpoint_id)

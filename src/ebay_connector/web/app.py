@@ -30,6 +30,7 @@ from ebay_connector.web.api.auth import Sessions
 from ebay_connector.web.api.guard import Guard, security_headers
 from ebay_connector.web.api.routes import router
 from ebay_connector.web.api.schemas import Health, Readiness
+from ebay_connector.web.ui import error_pages
 from ebay_connector.web.ui import routes as ui
 from ebay_connector.web.ui import seller as seller_ui
 
@@ -90,7 +91,7 @@ def create_app(runtime: Runtime, *, emulator_app: ASGIApp | None = None) -> Fast
     settings = runtime.settings
     app.state.runtime = runtime
     app.state.sessions = Sessions(ring.derive_secret("session"), secure=secure_cookies(settings))
-    errors.install(app)
+    errors.install(app, error_pages.render)  # JSON for programs, pages for people
     consent = _origin(settings.endpoints.authorize_url)
     app.add_middleware(
         Guard,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ebay_connector import log
@@ -54,6 +56,7 @@ _STATUS_BY_CLASS: tuple[tuple[type[ConnectorError], int], ...] = (
 )
 _STATUS_BY_CODE = {"decrypt_failed": 409, "invalid_stored_token": 409}
 _STATUS_BY_CODE["invalid_webhook_url"] = 422  # webhooks and notices
+_STATUS_BY_CODE["webhook_exists"] = 409
 # -- programs: connect sessions and the eBay API proxy
 _STATUS_BY_CODE.update(
     {
@@ -134,59 +137,113 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def install(app: FastAPI) -> None:
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """An error as it is answered: the JSON body's fields, its status and headers. A person's
+    browser gets the same facts as a page (see ``install``)."""
+
+    status: int
+    code: str
+    message: str
+    headers: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> JSONResponse:
+        return error_response(self.status, self.code, self.message, self.headers, **self.extra)
+
+
+# Renders an error as an HTML page for a person; the UI provides it (web/app.py wires it in),
+# since this layer may not import the UI.
+ErrorPage = Callable[[Request, ErrorAnswer], Awaitable[Response]]
+
+
+def wants_page(request: Request) -> bool:
+    """A person's browser, not a program: it navigates to HTML, outside the API's paths.
+    ``fetch`` asks for ``*/*`` and keeps the JSON it has always had."""
+    if request.url.path.startswith("/api/"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _connector_answer(request: Request, exc: ConnectorError) -> ErrorAnswer:
+    status = status_for(exc)
+    extra: dict[str, Any] = {}
+    headers = None
+    if isinstance(exc, NeedsReconnect):
+        extra["reason"] = exc.reason
+    if isinstance(exc, RefreshFailed | StoreError):
+        headers = {"Retry-After": "30"}
+    if isinstance(exc, TooManyAttempts | QuotaExhausted | RateLimited):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
+    message = exc.message
+    if isinstance(exc, StoreError):
+        # The driver's text describes the schema and the data; the log keeps it, the
+        # answer gets an id to find it by.
+        error_id = secrets.token_hex(6)
+        extra["error_id"] = error_id
+        message = f"the database could not complete this request (error id {error_id})"
+        log.event(
+            logger,
+            "api.store_error",
+            logging.WARNING,
+            path=request.url.path,
+            code=exc.code,
+            error_id=error_id,
+            detail=exc.message,
+        )
+    elif status >= 500:
+        log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)
+    return ErrorAnswer(status, exc.code, message, headers, extra)
+
+
+def _validation_answer(exc: RequestValidationError) -> ErrorAnswer:
+    first = exc.errors()[0] if exc.errors() else {}
+    field_name = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = str(first.get("msg", "invalid request"))
+    return ErrorAnswer(
+        422, "validation_error", f"{field_name}: {message}", extra={"field": field_name}
+    )
+
+
+def _http_answer(exc: StarletteHTTPException) -> ErrorAnswer:
+    if exc.status_code == 400:
+        # FastAPI's own 400: a body that is not parseable (e.g. not UTF-8) is invalid input.
+        return ErrorAnswer(422, "validation_error", f"body: {exc.detail}", extra={"field": "body"})
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    code = codes.get(exc.status_code, "http_error")
+    headers = dict(exc.headers) if exc.headers else None
+    return ErrorAnswer(exc.status_code, code, str(exc.detail), headers)
+
+
+def _unexpected_answer(request: Request) -> ErrorAnswer:
+    error_id = secrets.token_hex(6)
+    logger.exception("api.unexpected path=%s error_id=%s", request.url.path, error_id)
+    return ErrorAnswer(
+        500, "internal_error", f"internal error (error id {error_id})", extra={"error_id": error_id}
+    )
+
+
+def install(app: FastAPI, page: ErrorPage | None = None) -> None:
+    """The exception handlers: JSON for programs; with ``page``, an HTML page for a person's
+    browser (:func:`wants_page`), with the same status, code and headers."""
+
+    async def answer(request: Request, error: ErrorAnswer) -> Response:
+        if page is not None and wants_page(request):
+            return await page(request, error)
+        return error.json()
+
     @app.exception_handler(ConnectorError)
-    async def connector_error(request: Request, exc: ConnectorError) -> JSONResponse:
-        status = status_for(exc)
-        extra: dict[str, Any] = {}
-        headers = None
-        if isinstance(exc, NeedsReconnect):
-            extra["reason"] = exc.reason
-        if isinstance(exc, RefreshFailed | StoreError):
-            headers = {"Retry-After": "30"}
-        if isinstance(exc, TooManyAttempts | QuotaExhausted | RateLimited):
-            headers = {"Retry-After": str(exc.retry_after_seconds)}
-        message = exc.message
-        if isinstance(exc, StoreError):
-            # The driver's text describes the schema and the data; the log keeps it, the
-            # answer gets an id to find it by.
-            error_id = secrets.token_hex(6)
-            extra["error_id"] = error_id
-            message = f"the database could not complete this request (error id {error_id})"
-            log.event(
-                logger,
-                "api.store_error",
-                logging.WARNING,
-                path=request.url.path,
-                code=exc.code,
-                error_id=error_id,
-                detail=exc.message,
-            )
-        elif status >= 500:
-            log.event(logger, "api.error", logging.WARNING, path=request.url.path, code=exc.code)
-        return error_response(status, exc.code, message, headers, **extra)
+    async def connector_error(request: Request, exc: ConnectorError) -> Response:
+        return await answer(request, _connector_answer(request, exc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        field = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        message = str(first.get("msg", "invalid request"))
-        return error_response(422, "validation_error", f"{field}: {message}", field=field)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return await answer(request, _validation_answer(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:
-            # FastAPI's own 400: a body that is not parseable (e.g. not UTF-8) is invalid input.
-            return error_response(422, "validation_error", f"body: {exc.detail}", field="body")
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        code = codes.get(exc.status_code, "http_error")
-        headers = dict(exc.headers) if exc.headers else None
-        return error_response(exc.status_code, code, str(exc.detail), headers)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return await answer(request, _http_answer(exc))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        error_id = secrets.token_hex(6)
-        logger.exception("api.unexpected path=%s error_id=%s", request.url.path, error_id)
-        return error_response(
-            500, "internal_error", f"internal error (error id {error_id})", error_id=error_id
-        )
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return await answer(request, _unexpected_answer(request))

@@ -113,10 +113,11 @@ async def list_webhooks(principal: Manager, runtime: RuntimeDep) -> Any:
     "/api/admin/webhooks",
     status_code=201,
     response_model=CreatedEndpoint,
-    responses=responses(401, 403, 422),
+    responses=responses(401, 403, 409, 422),
 )
 async def add_webhook(body: EndpointIn, principal: Manager, runtime: RuntimeDep) -> Any:
-    """Add an endpoint; the answer holds its signing secret, shown this once."""
+    """Add an endpoint; the answer holds its signing secret, shown this once. 409
+    `webhook_exists` when the organization already has an endpoint at that URL."""
     row, secret = await runtime.webhooks.create(
         principal.organization_id, body.url, body.description
     )

@@ -29,7 +29,6 @@ from ebay_connector.web.ui.pages import (
     AccountId,
     Cookie,
     Me,
-    account_view,
     back,
     me_of,
     owned,
@@ -198,42 +197,6 @@ async def refresh(
     except (NeedsReconnect, RateLimited, QuotaExhausted) as exc:
         return _refused(request, account, exc, to)
     return back(request, to, f"{account.label}: {result.outcome.value} — {result.meaning}")
-
-
-@router.post("/ui/accounts/{account_id}/debug")
-async def debug(
-    request: Request, account_id: AccountId, principal: Admin, cookie: Cookie
-) -> Response:
-    runtime = runtime_of(request)
-    account = await owned(runtime, principal.organization_id, account_id)
-    try:
-        result = await runtime.manual.refresh(account, Trigger.DEBUG, actor=principal.actor)
-    except (NeedsReconnect, RateLimited, QuotaExhausted) as exc:
-        return _refused(request, account, exc)
-    exchange = views.exchange_dict(await runtime.refresher.exchange_of(result))
-    lines = (
-        "\n".join(
-            views.exchange_lines(exchange["request"], exchange["response"], exchange["error"])
-        )
-        if exchange
-        else "(another refresh finished meanwhile; see the terminal)"
-    )
-    view = {
-        "outcome": result.outcome.value,
-        "meaning": result.meaning,
-        "trigger": result.trigger.value,
-        "state": result.state.value,
-        "state_reason": result.state_reason,
-    }
-    return page(
-        request,
-        "debug.html",
-        await me_of(request, cookie),
-        account=account_view(account),
-        result=view,
-        exchange=exchange,
-        lines=lines,
-    )
 
 
 @router.post("/ui/accounts/{account_id}/disconnect")

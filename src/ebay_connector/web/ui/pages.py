@@ -8,7 +8,7 @@ session's CSRF token; a viewer sees the same pages without the buttons.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 
 from ebay_connector.db.store import MAX_ID, AccountToken
 from ebay_connector.errors import AccountNotFound
@@ -108,3 +109,20 @@ def account_view(account: AccountToken) -> dict[str, Any]:
         "label": account.label,
         "ebay_username": account.ebay_username,
     }
+
+
+def time_tag(value: datetime | str | None) -> Markup:
+    """A moment as ``<time>``: UTC in the text (said so, for a page without scripts), turned
+    into the reader's own time zone by ui.js, with UTC kept on hover."""
+    if value is None:
+        return Markup("–")
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Markup('<time datetime="{0}" title="{1} UTC" data-utc>{1} UTC</time>').format(
+        escape(stamp), escape(text)
+    )
+
+
+templates.env.globals["time_tag"] = time_tag

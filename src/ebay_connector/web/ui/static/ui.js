@@ -1,5 +1,27 @@
-// Small progressive enhancements shared by every page: confirmations and busy buttons.
+// Small progressive enhancements shared by every page: confirmations, busy buttons, and times
+// in the reader's time zone.
 "use strict";
+
+// The server writes every moment in UTC and says so; here it becomes the reader's own time,
+// in the same shape (YYYY-MM-DD HH:MM:SS), with UTC kept on hover (the title).
+function ebcLocalTimes(root) {
+  const two = (n) => String(n).padStart(2, "0");
+  root.querySelectorAll("time[data-utc]").forEach((element) => {
+    const moment = new Date(element.getAttribute("datetime"));
+    if (Number.isNaN(moment.getTime())) return;
+    element.textContent =
+      `${moment.getFullYear()}-${two(moment.getMonth() + 1)}-${two(moment.getDate())} ` +
+      `${two(moment.getHours())}:${two(moment.getMinutes())}:${two(moment.getSeconds())}`;
+    element.removeAttribute("data-utc");
+    element.dataset.local = "";
+  });
+}
+window.ebcLocalTimes = ebcLocalTimes;
+ebcLocalTimes(document);
+document.querySelectorAll("[data-tz-note]").forEach((note) => {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "your time zone";
+  note.textContent = `Times are in your time zone (${zone}); hover over a time for UTC.`;
+});
 
 // No inline handlers: the content security policy allows scripts from these files only.
 document.querySelectorAll("form[data-confirm]").forEach((form) => {
