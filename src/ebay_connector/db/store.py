@@ -350,7 +350,7 @@ def _claim_statements() -> tuple[sa.Update, sa.Select[Any]]:
     candidates = (
         sa.select(m.EbayToken.account_id)
         .where(_due(now))
-        .order_by(m.EbayToken.next_attempt_at)
+        .order_by(m.EbayToken.next_attempt_at, m.EbayToken.account_id)  # ties: oldest first
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True)
         .cte("candidates")
@@ -368,7 +368,7 @@ def _claim_statements() -> tuple[sa.Update, sa.Select[Any]]:
         sa.select(*_ACCOUNT_TOKEN_COLUMNS)
         .join(m.EbayToken, m.EbayToken.account_id == m.EbayAccount.id)
         .where(m.EbayAccount.id.in_(sa.bindparam("ids", expanding=True)))
-        .order_by(m.EbayToken.next_attempt_at)
+        .order_by(m.EbayToken.next_attempt_at, m.EbayToken.account_id)  # ties: oldest first
     )
     return claim, claimed
 
@@ -728,7 +728,7 @@ class Store:
             result = await conn.execute(
                 sa.select(m.EbayToken.account_id)
                 .where(_due(now))
-                .order_by(m.EbayToken.next_attempt_at)
+                .order_by(m.EbayToken.next_attempt_at, m.EbayToken.account_id)  # ties: oldest first
                 .limit(limit)
             )
             return [int(r[0]) for r in result.all()]
